@@ -1,0 +1,21 @@
+// The subcommands of `dgr`. Each adds its options to the CLI (defined once: --help and the config file
+// keys come from the same definition) and registers what runs when it is selected.
+#pragma once
+
+#include <functional>
+#include <map>
+
+#include <CLI/CLI.hpp>
+
+#include "common/world.h"
+
+namespace dgr::launcher {
+
+using CommandFn = std::function<int(const World&)>;
+// [leaf subcommand] -> what it runs; the leaf that was parsed is run by main.
+using CommandTable = std::map<const CLI::App*, CommandFn>;
+
+// `dgr data build-debian` and `dgr data check`.
+void add_data_commands(CLI::App& app, CommandTable& table);
+
+}  // namespace dgr::launcher

@@ -1,0 +1,113 @@
+// `dgr data ...`: build the embedded Debian data set, and validate any data set on disk.
+#include <mpi.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "launcher/commands.h"
+#include "sharding/debian_dataset.h"
+#include "sharding/readers.h"
+
+namespace fs = std::filesystem;
+
+namespace dgr::launcher {
+namespace {
+
+struct CheckOptions {
+  std::string data_dir;                 // a dgr data set directory (corpus.tsv, queries/qrels.SPLIT.tsv)
+  std::string corpus;
+  std::vector<std::string> queries;
+  std::vector<std::string> qrels;
+  std::vector<std::string> runs;
+};
+
+int run_build_debian(const sharding::DebianDataConfig& cfg, const World& world) {
+  int rc = 0;
+  std::string report;
+  if (world.is_root()) {
+    report = sharding::format_report(sharding::build_debian_dataset(cfg));
+    std::cout << report << std::flush;
+  }
+  if (world.size() > 1) MPI_Barrier(MPI_COMM_WORLD);
+  return rc;
+}
+
+int run_check(CheckOptions opts, const World& world) {
+  if (!opts.data_dir.empty()) {
+    DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
+    if (opts.corpus.empty()) opts.corpus = (fs::path(opts.data_dir) / "corpus.tsv").string();
+    for (const char* split : {"train", "dev", "test"}) {
+      fs::path q = fs::path(opts.data_dir) / fmt::format("queries.{}.tsv", split);
+      fs::path r = fs::path(opts.data_dir) / fmt::format("qrels.{}.tsv", split);
+      if (fs::exists(q)) opts.queries.push_back(q.string());
+      if (fs::exists(r)) opts.qrels.push_back(r.string());
+    }
+  }
+  DGR_CHECK_AS(ConfigError, !opts.corpus.empty() || !opts.queries.empty() || !opts.qrels.empty() || !opts.runs.empty(),
+               "dgr data check: nothing to check (give --data DIR or --corpus/--queries/--qrels/--run)");
+  if (!world.is_root()) return 0;
+  std::unique_ptr<sharding::Corpus> corpus;
+  if (!opts.corpus.empty()) {
+    corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus(opts.corpus));
+    std::cout << fmt::format("{}: {} passages\n", opts.corpus, corpus->passages.size());
+  }
+  std::vector<sharding::Query> all_queries;
+  for (const auto& path : opts.queries) {
+    auto queries = sharding::read_queries(path);
+    std::cout << fmt::format("{}: {} queries\n", path, queries.size());
+    all_queries.insert(all_queries.end(), queries.begin(), queries.end());
+  }
+  const std::vector<sharding::Query>* known = opts.queries.empty() ? nullptr : &all_queries;
+  for (const auto& path : opts.qrels) {
+    auto qrels = sharding::read_qrels(path, corpus.get(), known);
+    std::cout << fmt::format("{}: {} judgements\n", path, qrels.size());
+  }
+  for (const auto& path : opts.runs) {
+    auto run = sharding::read_trec_run(path, corpus.get(), known);
+    std::cout << fmt::format("{}: {} run entries\n", path, run.size());
+  }
+  std::cout << "ok\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_data_commands(CLI::App& app, CommandTable& table) {
+  CLI::App* data = app.add_subcommand("data", "Build or validate retrieval data sets");
+  data->require_subcommand(1);
+
+  auto cfg = std::make_shared<sharding::DebianDataConfig>();
+  CLI::App* build = data->add_subcommand(
+      "build-debian", "Build the embedded Debian package retrieval data set from this machine's apt lists");
+  build->add_option("--subset", cfg->subset, "tiny (1 passage in 100), small (1 in 10) or full")
+      ->check(CLI::IsMember({"tiny", "small", "full"}));
+  build->add_option("--out", cfg->out, "Output directory ('' = data/debian-SUBSET)");
+  build->add_option("--lists-dir", cfg->lists_dir,
+                    "Directory with apt lists (Packages + Translation-en) to read instead of fetching them");
+  build->add_flag("--force", cfg->force, "Replace the output directory if it exists");
+  build->add_option("--min-content-words", cfg->min_content_words,
+                    "Drop passages with fewer words outside boilerplate sentences")
+      ->check(CLI::NonNegativeNumber);
+  build->add_option("--boilerplate-min-sources", cfg->boilerplate_min_sources,
+                    "A sentence found in this many source packages is boilerplate")
+      ->check(CLI::PositiveNumber);
+  build->add_option("--near-duplicate-jaccard", cfg->near_duplicate_jaccard,
+                    "Word 5-gram Jaccard similarity from which a passage is a near duplicate")
+      ->check(CLI::Range(0.0, 1.0));
+  table[build] = [cfg](const World& world) { return run_build_debian(*cfg, world); };
+
+  auto check = std::make_shared<CheckOptions>();
+  CLI::App* check_cmd = data->add_subcommand(
+      "check", "Validate a data set: corpus, queries, qrels and TREC runs (errors name file and line)");
+  check_cmd->add_option("--data", check->data_dir, "A data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
+  check_cmd->add_option("--corpus", check->corpus, "Corpus: TSV (pid, title, text[, pseudo-queries]) or JSONL");
+  check_cmd->add_option("--queries", check->queries, "Queries TSV (qid, text); repeatable");
+  check_cmd->add_option("--qrels", check->qrels, "Qrels: TREC (qid 0 pid grade) or TSV (qid pid [grade]); repeatable");
+  check_cmd->add_option("--run", check->runs, "TREC run (qid Q0 pid rank score tag); repeatable");
+  table[check_cmd] = [check](const World& world) { return run_check(*check, world); };
+}
+
+}  // namespace dgr::launcher

@@ -1,0 +1,135 @@
+// TOML config file -> CLI11 options (see Note [Config keys] in config.h).
+#include "launcher/config.h"
+
+#include <toml++/toml.h>
+
+#include <sstream>
+#include <vector>
+
+#include "common/error.h"
+
+namespace dgr::launcher {
+namespace {
+
+std::string node_line(const toml::node& node) {
+  const auto& src = node.source();
+  return src.begin.line > 0 ? std::to_string(src.begin.line) : "?";
+}
+
+// Scalars as the strings CLI11 would have seen on the command line.
+bool scalar_to_string(const toml::node& node, std::string* out) {
+  if (auto v = node.as_string()) { *out = v->get(); return true; }
+  if (auto v = node.as_boolean()) { *out = v->get() ? "true" : "false"; return true; }
+  if (auto v = node.as_integer()) { *out = std::to_string(v->get()); return true; }
+  if (auto v = node.as_floating_point()) {
+    std::ostringstream s;
+    s.precision(17);
+    s << v->get();
+    *out = s.str();
+    return true;
+  }
+  return false;
+}
+
+std::string valid_keys(const CLI::App& app) {
+  std::string keys;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_lnames().empty()) continue;
+    const std::string& name = opt->get_lnames().front();
+    if (name == "help" || name == "config" || name == "version") continue;
+    keys += (keys.empty() ? "" : ", ") + name;
+  }
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    keys += (keys.empty() ? "[" : ", [") + sub->get_name() + "]";
+  }
+  return keys.empty() ? "none" : keys;
+}
+
+void apply_table(CLI::App& app, const toml::table& table, const std::string& prefix, const std::string& path,
+                 std::vector<std::string>& errors) {
+  for (const auto& [key_view, node] : table) {
+    std::string key(key_view.str());
+    std::string full = prefix.empty() ? key : prefix + "." + key;
+    if (const toml::table* sub = node.as_table()) {
+      CLI::App* subapp = nullptr;
+      try {
+        subapp = app.get_subcommand(key);
+      } catch (const CLI::OptionNotFound&) {
+      }
+      if (subapp == nullptr) {
+        errors.push_back(fmt::format("{}:{}: unknown table [{}] (valid here: {})", path, node_line(node), full,
+                                     valid_keys(app)));
+        continue;
+      }
+      apply_table(*subapp, *sub, full, path, errors);
+      continue;
+    }
+    CLI::Option* opt = app.get_option_no_throw("--" + key);
+    if (opt == nullptr || key == "help" || key == "config" || key == "version") {
+      errors.push_back(fmt::format("{}:{}: unknown key '{}' (valid here: {})", path, node_line(node), full,
+                                   valid_keys(app)));
+      continue;
+    }
+    std::vector<std::string> values;
+    std::string value;
+    if (const toml::array* array = node.as_array()) {
+      for (const auto& element : *array) {
+        if (!scalar_to_string(element, &value)) {
+          errors.push_back(fmt::format("{}:{}: key '{}' holds a nested array or table", path, node_line(node), full));
+          values.clear();
+          break;
+        }
+        values.push_back(value);
+      }
+    } else if (scalar_to_string(node, &value)) {
+      values.push_back(value);
+    } else {
+      errors.push_back(fmt::format("{}:{}: key '{}' has an unsupported value type", path, node_line(node), full));
+      continue;
+    }
+    if (opt->count() > 0 || values.empty()) continue;  // the command line wins
+    try {
+      for (const auto& v : values) opt->add_result(v);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      opt->clear();
+      errors.push_back(fmt::format("{}:{}: key '{}': {}", path, node_line(node), full, e.what()));
+    }
+  }
+}
+
+}  // namespace
+
+void add_global_options(CLI::App& app, GlobalOptions& options) {
+  app.option_defaults()->always_capture_default();
+  app.fallthrough();  // global options may follow the subcommand
+  app.add_option("--config", options.config_file,
+                 "TOML file with values for any flag: top-level keys for these options, a table per "
+                 "subcommand ([data.build-debian]); flags win over the file");
+  app.add_option("--log-dir", options.log.dir, "Directory for one debug log file per rank (dgr.rNN.log); '' = none");
+  app.add_option("--log-level", options.log.console_level, "Console log level of rank 0 (trace, debug, info, warn, error)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_flag("--version", options.version, "Print the versions of dgr and its libraries and exit");
+}
+
+void apply_config_file(CLI::App& app, const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& src = e.source();
+    std::string desc(e.description());
+    if (src.begin.line == 0) throw ConfigError(fmt::format("{}: cannot read the config file: {}", path, desc));
+    throw ConfigError(fmt::format("{}:{}:{}: TOML syntax error: {}", path, src.begin.line, src.begin.column, desc));
+  }
+  std::vector<std::string> errors;
+  apply_table(app, table, "", path, errors);
+  if (errors.empty()) return;
+  if (errors.size() == 1) throw ConfigError(errors.front());
+  std::string message = fmt::format("{} problem{} in the config file (fix or remove these keys):",
+                                    errors.size(), errors.size() > 1 ? "s" : "");
+  for (const auto& e : errors) message += "\n  " + e;
+  throw ConfigError(message);
+}
+
+}  // namespace dgr::launcher

@@ -1,0 +1,27 @@
+// Options shared by every subcommand and the TOML config file whose keys mirror the flags.
+// Note [Config keys]: a flag `--name` of subcommand `a b` is the key `name` in table `[a.b]`; top-level
+// flags are top-level keys. Flags given on the command line win over the file.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+
+namespace dgr::launcher {
+
+struct GlobalOptions {
+  std::string config_file;  // TOML file with defaults for any flag
+  log::Options log;
+  bool version = false;
+};
+
+// Adds --config, --log-dir, --log-level, --version to `app` and makes every option show its default.
+void add_global_options(CLI::App& app, GlobalOptions& options);
+
+// Applies the TOML file's keys to the parsed `app` (only to options not given as flags). Throws one
+// ConfigError listing every problem: syntax errors, unknown keys or tables, values of the wrong type.
+void apply_config_file(CLI::App& app, const std::string& path);
+
+}  // namespace dgr::launcher

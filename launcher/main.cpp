@@ -1,0 +1,80 @@
+// The `dgr` executable: parse flags and config, start the World (MPI), run one subcommand; on any error
+// log it on this rank in one line and end the whole job non-zero so no rank hangs.
+#include <iostream>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/world.h"
+#include "launcher/commands.h"
+#include "launcher/config.h"
+#include "launcher/version.h"
+
+namespace {
+
+// Exit codes (documented in the README).
+constexpr int kExitError = 1;        // a run failed (data, I/O, communication, ...)
+constexpr int kExitConfigError = 2;  // bad flags or config file
+
+const CLI::App* selected_leaf(const CLI::App& app) {
+  const CLI::App* current = &app;
+  while (true) {
+    auto subs = current->get_subcommands();
+    if (subs.empty()) return current;
+    current = subs.front();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace dgr;
+  CLI::App app{"dgr: distillation-enhanced generative retrieval, trained data-parallel with MPI/NCCL", "dgr"};
+  launcher::GlobalOptions global;
+  launcher::add_global_options(app, global);
+  launcher::CommandTable commands;
+  launcher::add_data_commands(app, commands);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "dgr: error: " << e.what() << " (see dgr --help)" << std::endl;
+    return kExitConfigError;
+  }
+  if (global.version) {
+    std::cout << launcher::version_report();
+    return 0;
+  }
+  try {
+    if (!global.config_file.empty()) launcher::apply_config_file(app, global.config_file);
+  } catch (const Error& e) {
+    std::cerr << "dgr: error: " << e.what() << std::endl;
+    return kExitConfigError;
+  }
+  const CLI::App* leaf = selected_leaf(app);
+  auto command = commands.find(leaf);
+  if (command == commands.end()) {
+    std::cerr << (leaf == &app ? app.help() : leaf->help());
+    std::cerr << "dgr: error: choose a subcommand" << std::endl;
+    return kExitConfigError;
+  }
+
+  std::unique_ptr<World> world;
+  try {
+    world = std::make_unique<World>(&argc, &argv);
+    log::init(global.log, world->rank(), world->size());
+    return command->second(*world);
+  } catch (const std::exception& e) {
+    bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;
+    std::string message = e.what();
+    for (char& c : message) if (c == '\n' && !config) c = ' ';
+    log::get("dgr")->error("{}", message);
+    log::flush();
+    int code = config ? kExitConfigError : kExitError;
+    if (world && world->size() > 1) world->abort(code);
+    return code;
+  }
+}

@@ -1,0 +1,191 @@
+// The `dgr` executable as a user meets it: help texts, config files, bad flags, missing and bad files.
+// Every error is one line on stderr naming the file (and line), with a non-zero exit.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+fs::path test_dir() {
+  static fs::path dir = [] {
+    fs::path d = fs::temp_directory_path() / ("dgr_cli_test_" + std::to_string(::getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+  }();
+  return dir;
+}
+
+Result run_dgr(const std::string& args) {
+  fs::path err_file = test_dir() / "stderr.txt";
+  std::string command = std::string(DGR_BINARY) + " " + args + " 2>" + err_file.string();
+  Result r;
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) r.out.append(buffer, n);
+  int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  std::ifstream in(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return r;
+}
+
+std::string write_file(const std::string& name, const std::string& content) {
+  fs::path path = test_dir() / name;
+  std::ofstream(path, std::ios::binary) << content;
+  return path.string();
+}
+
+int count_lines(const std::string& s) {
+  int lines = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\n' && i > 0 && s[i - 1] != '\n') ++lines;
+  }
+  if (!s.empty() && s.back() != '\n') ++lines;
+  return lines;
+}
+
+void expect_one_line_error(const Result& r, const std::string& must_contain, int exit_code) {
+  EXPECT_EQ(r.exit_code, exit_code) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(must_contain), std::string::npos) << "expected '" << must_contain << "' in: " << r.err;
+}
+
+TEST(Cli, TopLevelHelpListsEveryOptionWithDefault) {
+  Result r = run_dgr("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* s : {"--config", "--log-dir", "--log-level", "--version", "data", "=info"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " missing from:\n" << r.out;
+  }
+}
+
+TEST(Cli, EverySubcommandHelpListsOptionsWithDefaults) {
+  struct Expect { std::string command; std::vector<std::string> present; };
+  std::vector<Expect> cases = {
+      {"data --help", {"build-debian", "check"}},
+      {"data build-debian --help",
+       {"--subset", "=tiny", "--out", "--lists-dir", "--force", "--min-content-words", "=20",
+        "--boilerplate-min-sources", "=5", "--near-duplicate-jaccard", "=0.7"}},
+      {"data check --help", {"--data", "--corpus", "--queries", "--qrels", "--run"}},
+  };
+  for (const auto& c : cases) {
+    Result r = run_dgr(c.command);
+    EXPECT_EQ(r.exit_code, 0) << c.command;
+    for (const auto& s : c.present) EXPECT_NE(r.out.find(s), std::string::npos) << s << " missing from " << c.command << ":\n" << r.out;
+  }
+}
+
+TEST(Cli, VersionNamesEveryLibrary) {
+  Result r = run_dgr("--version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"dgr ", "LibTorch 1.", "MPI ", "HDF5 1.", "NCCL "}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " missing from:\n" << r.out;
+  }
+}
+
+TEST(Cli, UnknownFlagIsAnError) {
+  expect_one_line_error(run_dgr("data check --bogus 3"), "--bogus", 2);
+}
+
+TEST(Cli, MissingSubcommandIsAnError) {
+  Result r = run_dgr("data");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST(Cli, UnknownConfigKeyNamesFileLineAndKey) {
+  std::string config = write_file("bad_key.toml", "log-level = \"info\"\n[data.build-debian]\nsubsett = \"tiny\"\n");
+  expect_one_line_error(run_dgr("--config " + config + " data check --data /nonexistent"),
+                        config + ":3: unknown key 'data.build-debian.subsett'", 2);
+}
+
+TEST(Cli, EveryConfigProblemIsReportedTogether) {
+  std::string config = write_file("bad_keys.toml",
+                                  "bogus = 1\n[data.build-debian]\nsubset = \"huge\"\nmin-content-words = \"many\"\n"
+                                  "[data.nothing]\nx = 1\n");
+  Result r = run_dgr("--config " + config + " data check --data /nonexistent");
+  EXPECT_EQ(r.exit_code, 2);
+  for (const std::string& s : std::vector<std::string>{config + ":1: unknown key 'bogus'", config + ":3: key 'data.build-debian.subset'",
+                              config + ":4: key 'data.build-debian.min-content-words'",
+                              config + ":5: unknown table [data.nothing]", "4 problems"}) {
+    EXPECT_NE(r.err.find(s), std::string::npos) << s << " missing from:\n" << r.err;
+  }
+}
+
+TEST(Cli, ConfigSyntaxErrorNamesLine) {
+  std::string config = write_file("syntax.toml", "a = 1\nb = = 2\n");
+  expect_one_line_error(run_dgr("--config " + config + " data check --data x"), config + ":2:", 2);
+}
+
+TEST(Cli, MissingConfigFileIsAnError) {
+  expect_one_line_error(run_dgr("--config /nonexistent/dgr.toml data check --data x"), "/nonexistent/dgr.toml", 2);
+}
+
+TEST(Cli, ConfigValuesApplyAndFlagsWin) {
+  std::string good = write_file("good_corpus.tsv", "pid\ttitle\ttext\np1\tOne\tthe first passage\n");
+  std::string other = write_file("other_corpus.tsv", "p1\tOne\tfirst\np2\tTwo\tsecond\n");
+  std::string config = write_file("good.toml", "[data.check]\ncorpus = \"" + good + "\"\n");
+  Result from_config = run_dgr("--config " + config + " data check");
+  EXPECT_EQ(from_config.exit_code, 0) << from_config.err;
+  EXPECT_NE(from_config.out.find(good + ": 1 passages"), std::string::npos) << from_config.out;
+  Result flag_wins = run_dgr("--config " + config + " data check --corpus " + other);
+  EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.err;
+  EXPECT_NE(flag_wins.out.find(other + ": 2 passages"), std::string::npos) << flag_wins.out;
+}
+
+TEST(Cli, MissingInputFileIsAnError) {
+  expect_one_line_error(run_dgr("data check --corpus /nonexistent/corpus.tsv"), "/nonexistent/corpus.tsv: cannot open", 1);
+}
+
+TEST(Cli, BadInputsGiveOneLineErrorWithFileAndLine) {
+  std::string corpus = write_file("corpus.tsv", "pid\ttitle\ttext\np1\tOne\tfirst text\np2\tTwo\tsecond text\n");
+  std::string queries = write_file("queries.tsv", "qid\ttext\nq1\tfirst query\nq2\tsecond query\n");
+  struct Case { std::string name, flag, content, expect; };
+  std::vector<Case> cases = {
+      {"dup_corpus.tsv", "--corpus", "p1\tA\ttext a\np2\tB\ttext b\np1\tC\ttext c\n", ":3:"},
+      {"malformed_corpus.tsv", "--corpus", "p1\tA\ttext a\np2 only one field\n", ":2:"},
+      {"latin1_corpus.tsv", "--corpus", "p1\tA\tcaf\xE9\n", ":1:"},
+      {"empty_queries.tsv", "--queries", "", "empty"},
+      {"dup_queries.tsv", "--queries", "q1\tone\nq1\tagain\n", ":2:"},
+      {"unknown_pid_qrels.tsv", "--qrels", "q1\tp77\n", ":1:"},
+      {"unknown_qid_qrels.trec", "--qrels", "q1 0 p1 1\nq9 0 p2 1\n", ":2:"},
+      {"nan_run.trec", "--run", "q1 Q0 p1 1 nan dgr\n", ":1:"},
+      {"inf_run.trec", "--run", "q1 Q0 p1 1 2.0 dgr\nq1 Q0 p2 2 -inf dgr\n", ":2:"},
+      {"contradicting_run.trec", "--run", "q1 Q0 p1 1 1.0 dgr\nq1 Q0 p2 2 2.5 dgr\n", ":2"},
+      {"unknown_pid_run.trec", "--run", "q1 Q0 p1 1 2.0 dgr\nq2 Q0 p99 1 1.0 dgr\n", ":2:"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::string path = write_file(c.name, c.content);
+    std::string args = "data check --corpus " + corpus + " --queries " + queries + " " + c.flag + " " + path;
+    if (c.flag == "--corpus") args = "data check --corpus " + path;
+    if (c.flag == "--queries") args = "data check --queries " + path;
+    Result r = run_dgr(args);
+    expect_one_line_error(r, path + (c.expect == "empty" ? ":" : c.expect), 1);
+    if (c.expect == "empty") {
+      EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+    }
+  }
+}
+
+TEST(Cli, BuildWithoutListsFailsCleanlyAndLeavesNothing) {
+  fs::path out = test_dir() / "no_lists_out";
+  Result r = run_dgr("data build-debian --lists-dir /nonexistent/lists --out " + out.string());
+  expect_one_line_error(r, "/nonexistent/lists", 1);
+  EXPECT_FALSE(fs::exists(out));
+}
+
+}  // namespace

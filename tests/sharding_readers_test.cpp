@@ -1,0 +1,467 @@
+// Tests for the sharding readers: valid corpus/queries/qrels/run files (plain and gzipped) parse to the
+// expected values, and every kind of bad input is a one-line dgr::DataError naming PATH:LINE.
+#include <stdlib.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "sharding/line_reader.h"
+#include "sharding/readers.h"
+
+namespace dgr::sharding {
+namespace {
+
+// Passes when `f` throws dgr::DataError whose message is one line, starts with "PATH:LINE: " ("PATH: "
+// when line is 0) and contains `needle`.
+::testing::AssertionResult throws_data_error(const std::function<void()>& f, const std::string& path,
+                                             int line, const std::string& needle) {
+  std::string prefix = line > 0 ? path + ":" + std::to_string(line) + ": " : path + ": ";
+  try {
+    f();
+  } catch (const DataError& e) {
+    std::string what = e.what();
+    if (what.rfind(prefix, 0) != 0) {
+      return ::testing::AssertionFailure() << "message does not start with '" << prefix << "': " << what;
+    }
+    if (what.find('\n') != std::string::npos || what.find('\r') != std::string::npos) {
+      return ::testing::AssertionFailure() << "message is not one line: " << what;
+    }
+    if (what.find(needle) == std::string::npos) {
+      return ::testing::AssertionFailure() << "message lacks '" << needle << "': " << what;
+    }
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw another exception type: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+#define EXPECT_DATA_ERROR(statement, path, line, needle) \
+  EXPECT_TRUE(throws_data_error([&] { statement; }, path, line, needle))
+
+class ReadersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string base = ::testing::TempDir();
+    if (!base.empty() && base.back() == '/') base.pop_back();
+    std::string pattern = base + "/sharding_readers_XXXXXX";
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes `content` to DIR/name (gzip-compressed when `gz`) and returns the path.
+  std::string write(const std::string& name, const std::string& content, bool gz = false) {
+    std::string path = dir_ + "/" + name;
+    if (gz) {
+      gzFile f = gzopen(path.c_str(), "wb");
+      EXPECT_NE(f, nullptr);
+      EXPECT_EQ(gzwrite(f, content.data(), static_cast<unsigned>(content.size())),
+                static_cast<int>(content.size()));
+      EXPECT_EQ(gzclose(f), Z_OK);
+    } else {
+      std::ofstream(path, std::ios::binary) << content;
+    }
+    return path;
+  }
+
+  std::vector<Query> queries_q1_q2() { return read_queries(write("q.tsv", "q1\tfirst\nq2\tsecond\n")); }
+  Corpus corpus_p1_p2() { return read_corpus(write("c.tsv", "p1\tt\tone\np2\tt\ttwo\n")); }
+
+  std::string dir_;
+};
+
+// ------------------------------------------------------------------------------------- valid inputs
+
+TEST_F(ReadersTest, LineReaderNumbersLinesStripsCrAndBomAndReadsLongLines) {
+  std::string long_line(200000, 'x');
+  std::string path = write("lines.txt", "\xEF\xBB\xBF" "a\r\n\nb\n" + long_line + "\nlast");
+  LineReader reader(path);
+  std::string line;
+  std::vector<std::pair<size_t, std::string>> got;
+  while (reader.next(line)) got.emplace_back(reader.line_number(), line);
+  std::vector<std::pair<size_t, std::string>> want = {{1, "a"}, {2, ""}, {3, "b"}, {4, long_line}, {5, "last"}};
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(ReadersTest, CorpusTsv) {
+  Corpus c = read_corpus(write("c.tsv",
+                               "\xEF\xBB\xBFpid\ttitle\ttext\n"
+                               "p1\tTitle one\tText one\n"
+                               "\n"
+                               "p2\t\tText two\tpq a ||| pq b\r\n"
+                               "p3\tT3\tCaf\xC3\xA9\t\n"));
+  ASSERT_EQ(c.passages.size(), 3u);
+  EXPECT_EQ(c.passages[0].pid, "p1");
+  EXPECT_EQ(c.passages[0].title, "Title one");
+  EXPECT_EQ(c.passages[0].text, "Text one");
+  EXPECT_TRUE(c.passages[0].pseudo_queries.empty());
+  EXPECT_EQ(c.passages[1].title, "");
+  EXPECT_EQ(c.passages[1].text, "Text two");
+  EXPECT_EQ(c.passages[1].pseudo_queries, (std::vector<std::string>{"pq a", "pq b"}));
+  EXPECT_EQ(c.passages[2].text, "Caf\xC3\xA9");
+  EXPECT_TRUE(c.passages[2].pseudo_queries.empty());
+  EXPECT_EQ(c.index_of.at("p2"), 1u);
+  EXPECT_TRUE(c.contains("p3"));
+  EXPECT_FALSE(c.contains("pid"));
+}
+
+TEST_F(ReadersTest, CorpusJsonl) {
+  Corpus c = read_corpus(write("c.jsonl",
+                               R"({"pid": "p1", "title": "T1", "text": "one", "pseudo_queries": ["a", "b"]})"
+                               "\n"
+                               R"({"id": "p2", "text": "two \u00e9", "url": "ignored"})"
+                               "\n"));
+  ASSERT_EQ(c.passages.size(), 2u);
+  EXPECT_EQ(c.passages[0].pid, "p1");
+  EXPECT_EQ(c.passages[0].title, "T1");
+  EXPECT_EQ(c.passages[0].text, "one");
+  EXPECT_EQ(c.passages[0].pseudo_queries, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(c.passages[1].pid, "p2");
+  EXPECT_EQ(c.passages[1].title, "");
+  EXPECT_EQ(c.passages[1].text, "two \xC3\xA9");
+  EXPECT_EQ(c.index_of.at("p2"), 1u);
+}
+
+TEST_F(ReadersTest, GzippedInputs) {
+  Corpus tsv = read_corpus(write("c.tsv.gz", "p1\tt\tone\np2\tt\ttwo\tx\n", true));
+  ASSERT_EQ(tsv.passages.size(), 2u);
+  EXPECT_EQ(tsv.passages[1].pseudo_queries, std::vector<std::string>{"x"});
+  Corpus jsonl = read_corpus(write("c.JSONL.GZ", "{\"pid\": \"p9\", \"text\": \"nine\"}\n", true));
+  ASSERT_EQ(jsonl.passages.size(), 1u);
+  EXPECT_EQ(jsonl.passages[0].pid, "p9");
+  auto queries = read_queries(write("q.tsv.gz", "q1\thello\n", true));
+  ASSERT_EQ(queries.size(), 1u);
+  EXPECT_EQ(queries[0].text, "hello");
+}
+
+TEST_F(ReadersTest, Queries) {
+  auto q = read_queries(write("q.tsv", "qid\ttext\nq1\twhat is x\n\nq2\twho is y\r\n"));
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].qid, "q1");
+  EXPECT_EQ(q[0].text, "what is x");
+  EXPECT_EQ(q[1].qid, "q2");
+  EXPECT_EQ(q[1].text, "who is y");
+}
+
+TEST_F(ReadersTest, QrelsTrec) {
+  Corpus corpus = corpus_p1_p2();
+  auto queries = queries_q1_q2();
+  auto qrels = read_qrels(write("qrels.txt", "q1 0 p1 2\nq1\t0\tp2\t0\nq2  0  p1  -1\n"), &corpus, &queries);
+  ASSERT_EQ(qrels.size(), 3u);
+  EXPECT_EQ(qrels[0].qid, "q1");
+  EXPECT_EQ(qrels[0].pid, "p1");
+  EXPECT_EQ(qrels[0].grade, 2);
+  EXPECT_EQ(qrels[1].pid, "p2");
+  EXPECT_EQ(qrels[1].grade, 0);
+  EXPECT_EQ(qrels[2].qid, "q2");
+  EXPECT_EQ(qrels[2].grade, -1);
+}
+
+TEST_F(ReadersTest, QrelsTsv) {
+  auto qrels = read_qrels(write("qrels.tsv", "qid\tpid\tgrade\nq1\tp1\nq1\tp2\t3\n"), nullptr, nullptr);
+  ASSERT_EQ(qrels.size(), 2u);
+  EXPECT_EQ(qrels[0].qid, "q1");
+  EXPECT_EQ(qrels[0].pid, "p1");
+  EXPECT_EQ(qrels[0].grade, 1);
+  EXPECT_EQ(qrels[1].pid, "p2");
+  EXPECT_EQ(qrels[1].grade, 3);
+}
+
+TEST_F(ReadersTest, TrecRun) {
+  Corpus corpus = corpus_p1_p2();
+  auto queries = queries_q1_q2();
+  auto run = read_trec_run(write("run.trec",
+                                 "q1 Q0 p2 2 1.5 bm25\n"
+                                 "q2 Q0 p1 1 -3 bm25\n"
+                                 "q1 Q0 p1 1 +2.5e0 bm25\n"
+                                 "q2\tx\tp2\t7\t-3\tbm25\n"),
+                           &corpus, &queries);
+  ASSERT_EQ(run.size(), 4u);
+  EXPECT_EQ(run[0].qid, "q1");
+  EXPECT_EQ(run[0].pid, "p2");
+  EXPECT_EQ(run[0].rank, 2);
+  EXPECT_DOUBLE_EQ(run[0].score, 1.5);
+  EXPECT_EQ(run[0].tag, "bm25");
+  EXPECT_DOUBLE_EQ(run[2].score, 2.5);
+  EXPECT_EQ(run[3].rank, 7);
+  EXPECT_DOUBLE_EQ(run[3].score, -3);
+}
+
+// --------------------------------------------------------------------------------- whole-file errors
+
+TEST_F(ReadersTest, MissingFile) {
+  std::string path = dir_ + "/nope.tsv";
+  EXPECT_DATA_ERROR(read_queries(path), path, 0, "cannot open: No such file or directory (check the path)");
+}
+
+TEST_F(ReadersTest, DirectoryInsteadOfFile) {
+  std::string path = dir_ + "/sub.tsv";
+  std::filesystem::create_directory(path);
+  EXPECT_DATA_ERROR(read_corpus(path), path, 0, "directory");
+}
+
+TEST_F(ReadersTest, CorruptGzip) {
+  std::string good = write("full.gz", std::string(100000, 'a') + "\tb\n", true);
+  std::ifstream in(good, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string path = write("cut.tsv.gz", bytes.substr(0, bytes.size() / 2));
+  EXPECT_DATA_ERROR(read_queries(path), path, 1, "gunzip");
+}
+
+TEST_F(ReadersTest, EmptyFiles) {
+  std::string empty = write("empty.tsv", "");
+  EXPECT_DATA_ERROR(read_corpus(empty), empty, 0, "no passages");
+  EXPECT_DATA_ERROR(read_queries(empty), empty, 0, "no queries");
+  EXPECT_DATA_ERROR(read_qrels(empty, nullptr, nullptr), empty, 0, "no qrels");
+  EXPECT_DATA_ERROR(read_trec_run(empty, nullptr, nullptr), empty, 0, "no run lines");
+  std::string header_only = write("header.tsv", "pid\ttitle\ttext\n\n");
+  EXPECT_DATA_ERROR(read_corpus(header_only), header_only, 0, "no passages");
+  std::string jsonl = write("blank.jsonl.gz", "\n\n", true);
+  EXPECT_DATA_ERROR(read_corpus(jsonl), jsonl, 0, "no passages");
+}
+
+TEST_F(ReadersTest, UnknownCorpusExtension) {
+  std::string path = write("corpus.csv", "p1\tt\tx\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 0, "expected .tsv, .jsonl");
+}
+
+// ------------------------------------------------------------------------------- line-level errors
+
+TEST_F(ReadersTest, InvalidUtf8) {
+  std::string path = write("q.tsv", "q1\tok\nq2\tcaf\xE9 au lait\n");
+  EXPECT_DATA_ERROR(read_queries(path), path, 2, "not valid UTF-8 at byte 7");
+}
+
+TEST_F(ReadersTest, EmbeddedNul) {
+  std::string path = write("q.tsv", std::string("q1\tok\n\nq2\tbad\0text\n", 19));
+  EXPECT_DATA_ERROR(read_queries(path), path, 3, "NUL byte at byte 7");
+}
+
+TEST_F(ReadersTest, EmbeddedNulInJsonString) {
+  std::string path = write("c.jsonl", "{\"pid\": \"p1\", \"text\": \"a\\u0000b\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "NUL byte");
+}
+
+TEST_F(ReadersTest, WhitespaceOnlyLine) {
+  std::string path = write("run.trec", "q1 Q0 p1 1 1 t\n  \t \n");
+  EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 2, "only whitespace");
+}
+
+TEST_F(ReadersTest, CorpusTsvWrongFieldCount) {
+  std::string path = write("c.tsv", "p1\tt\tx\np2\tonly two\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 2, "found 2 tab-separated fields, expected 3 or 4");
+  std::string five = write("c5.tsv", "p1\tt\tx\tpq\textra\n");
+  EXPECT_DATA_ERROR(read_corpus(five), five, 1, "found 5 tab-separated fields");
+}
+
+TEST_F(ReadersTest, CorpusEmptyPid) {
+  std::string path = write("c.tsv", "p1\tt\tx\n\tt\ty\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 2, "empty passage id");
+}
+
+TEST_F(ReadersTest, CorpusPidWithWhitespace) {
+  std::string path = write("c.tsv", "p 1\tt\tx\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "passage id 'p 1' contains whitespace");
+}
+
+TEST_F(ReadersTest, CorpusEmptyText) {
+  std::string path = write("c.tsv", "p1\tt\tx\np2\ttitle\t  \n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 2, "text of passage 'p2' is empty");
+}
+
+TEST_F(ReadersTest, CorpusEmptyPseudoQuery) {
+  std::string path = write("c.tsv", "p1\tt\tx\ta ||| ||| b\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "pseudo-query 2 of passage 'p1' is empty");
+}
+
+TEST_F(ReadersTest, CorpusDuplicatePid) {
+  std::string tsv = write("c.tsv", "p1\tt\tx\np2\tt\ty\n\np1\tt\tz\n");
+  EXPECT_DATA_ERROR(read_corpus(tsv), tsv, 4, "passage id 'p1' is a duplicate, also on line 1");
+  std::string jsonl = write("c.jsonl", "{\"pid\":\"p1\",\"text\":\"x\"}\n{\"id\":\"p1\",\"text\":\"y\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(jsonl), jsonl, 2, "also on line 1");
+}
+
+TEST_F(ReadersTest, JsonlMalformed) {
+  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"text\":\"x\"}\n{\"pid\":\"p2\",\"text\":\"y\"\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 2, "malformed JSON");
+}
+
+TEST_F(ReadersTest, JsonlNotAnObject) {
+  std::string path = write("c.jsonl", "[\"p1\", \"x\"]\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "found a JSON array, expected an object");
+}
+
+TEST_F(ReadersTest, JsonlMissingPid) {
+  std::string path = write("c.jsonl", "{\"text\":\"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "no \"pid\" key");
+}
+
+TEST_F(ReadersTest, JsonlBothPidAndId) {
+  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"id\":\"p2\",\"text\":\"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "both \"pid\" and \"id\"");
+}
+
+TEST_F(ReadersTest, JsonlMissingText) {
+  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"contents\":\"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "no \"text\" key in passage 'p1'");
+}
+
+TEST_F(ReadersTest, JsonlEmptyText) {
+  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"text\":\"\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "text of passage 'p1' is empty");
+}
+
+TEST_F(ReadersTest, JsonlWrongTypes) {
+  std::string pid = write("pid.jsonl", "{\"pid\":17,\"text\":\"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(pid), pid, 1, "\"pid\" is a JSON number, expected a string");
+  std::string text = write("text.jsonl", "{\"pid\":\"p1\",\"text\":[\"x\"]}\n");
+  EXPECT_DATA_ERROR(read_corpus(text), text, 1, "\"text\" is a JSON array, expected a string");
+  std::string title = write("title.jsonl", "{\"pid\":\"p1\",\"text\":\"x\",\"title\":null}\n");
+  EXPECT_DATA_ERROR(read_corpus(title), title, 1, "\"title\" is a JSON null, expected a string");
+  std::string pqs = write("pqs.jsonl", "{\"pid\":\"p1\",\"text\":\"x\",\"pseudo_queries\":\"a\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(pqs), pqs, 1, "\"pseudo_queries\" is a JSON string, expected an array");
+  std::string pq = write("pq.jsonl", "{\"pid\":\"p1\",\"text\":\"x\",\"pseudo_queries\":[\"a\",2]}\n");
+  EXPECT_DATA_ERROR(read_corpus(pq), pq, 1, "pseudo-query 2 of passage 'p1' is a JSON number");
+}
+
+TEST_F(ReadersTest, QueriesWrongFieldCount) {
+  std::string path = write("q.tsv", "q1\ta\tb\n");
+  EXPECT_DATA_ERROR(read_queries(path), path, 1, "found 3 tab-separated fields, expected 2");
+}
+
+TEST_F(ReadersTest, QueriesEmptyQidOrText) {
+  std::string qid = write("qid.tsv", "q1\tok\n\ttext\n");
+  EXPECT_DATA_ERROR(read_queries(qid), qid, 2, "empty query id");
+  std::string text = write("text.tsv", "q1\t\n");
+  EXPECT_DATA_ERROR(read_queries(text), text, 1, "text of query 'q1' is empty");
+}
+
+TEST_F(ReadersTest, QueriesDuplicateQid) {
+  std::string path = write("q.tsv", "qid\ttext\nq1\ta\nq2\tb\nq1\tc\n");
+  EXPECT_DATA_ERROR(read_queries(path), path, 4, "query id 'q1' is a duplicate, also on line 2");
+}
+
+TEST_F(ReadersTest, QrelsUnknownFormat) {
+  std::string path = write("qrels.txt", "q1 p1\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 1, "expected TREC qrels 'qid 0 pid grade' or TSV");
+}
+
+TEST_F(ReadersTest, QrelsTrecWrongFieldCount) {
+  std::string path = write("qrels.txt", "q1 0 p1 1\nq1 0 p2\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 2, "found 3 whitespace-separated fields, expected 4");
+}
+
+TEST_F(ReadersTest, QrelsTrecSecondFieldNotInteger) {
+  std::string path = write("qrels.txt", "q1 0 p1 1\nq1 Q0 p2 1\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 2, "second field 'Q0' is not an integer");
+}
+
+TEST_F(ReadersTest, QrelsTsvWrongFieldCount) {
+  std::string path = write("qrels.tsv", "q1\tp1\t1\nq1 0 p2 1\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 2, "found 1 tab-separated field, expected 2 or 3");
+}
+
+TEST_F(ReadersTest, QrelsTsvEmptyPid) {
+  std::string path = write("qrels.tsv", "q1\t\t1\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 1, "empty passage id");
+}
+
+TEST_F(ReadersTest, QrelsGradeNotInteger) {
+  std::string trec = write("qrels.txt", "q1 0 p1 1\nq1 0 p2 1.5\n");
+  EXPECT_DATA_ERROR(read_qrels(trec, nullptr, nullptr), trec, 2, "grade '1.5' is not an integer");
+  std::string tsv = write("qrels.tsv", "q1\tp1\thigh\n");
+  EXPECT_DATA_ERROR(read_qrels(tsv, nullptr, nullptr), tsv, 1, "grade 'high' is not an integer");
+}
+
+TEST_F(ReadersTest, QrelsDuplicatePair) {
+  std::string path = write("qrels.txt", "q1 0 p1 1\nq1 0 p2 1\nq2 0 p1 1\nq1 0 p1 0\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 4, "also on line 1");
+}
+
+TEST_F(ReadersTest, QrelsUnknownIds) {
+  Corpus corpus = corpus_p1_p2();
+  auto queries = queries_q1_q2();
+  std::string pid = write("pid.txt", "q1 0 p1 1\nq1 0 p77 1\n");
+  EXPECT_DATA_ERROR(read_qrels(pid, &corpus, &queries), pid, 2,
+                    "passage id 'p77' is not in the corpus (are the qrels from another corpus?)");
+  std::string qid = write("qid.tsv", "q9\tp1\n");
+  EXPECT_DATA_ERROR(read_qrels(qid, &corpus, &queries), qid, 1, "query id 'q9' is not in the queries");
+  // Without a corpus and queries the same ids are accepted.
+  EXPECT_EQ(read_qrels(pid, nullptr, nullptr).size(), 2u);
+}
+
+TEST_F(ReadersTest, RunWrongFieldCount) {
+  std::string path = write("run.trec", "q1 Q0 p1 1 2.0 t\nq1 Q0 p2 2 1.0\n");
+  EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 2, "found 5 whitespace-separated fields, expected 6");
+}
+
+TEST_F(ReadersTest, RunBadRank) {
+  std::string word = write("word.trec", "q1 Q0 p1 first 2.0 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(word, nullptr, nullptr), word, 1, "rank 'first' is not a positive integer");
+  std::string zero = write("zero.trec", "q1 Q0 p1 1 2.0 t\nq1 Q0 p2 0 1.0 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(zero, nullptr, nullptr), zero, 2, "rank '0' is not a positive integer");
+  std::string negative = write("neg.trec", "q1 Q0 p1 -2 2.0 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(negative, nullptr, nullptr), negative, 1, "rank '-2' is not a positive");
+}
+
+TEST_F(ReadersTest, RunBadScore) {
+  std::string word = write("word.trec", "q1 Q0 p1 1 high t\n");
+  EXPECT_DATA_ERROR(read_trec_run(word, nullptr, nullptr), word, 1, "score 'high' is not a number");
+  std::string nan = write("nan.trec", "q1 Q0 p1 1 2 t\nq1 Q0 p2 2 nan t\n");
+  EXPECT_DATA_ERROR(read_trec_run(nan, nullptr, nullptr), nan, 2, "score 'nan' is not finite");
+  std::string inf = write("inf.trec", "q1 Q0 p1 1 -inf t\n");
+  EXPECT_DATA_ERROR(read_trec_run(inf, nullptr, nullptr), inf, 1, "score '-inf' is not finite");
+  std::string overflow = write("overflow.trec", "q1 Q0 p1 1 1e999 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(overflow, nullptr, nullptr), overflow, 1, "score '1e999' is not finite");
+}
+
+TEST_F(ReadersTest, RunDuplicateRank) {
+  std::string path = write("run.trec", "q1 Q0 p1 1 2 t\nq2 Q0 p1 2 1 t\nq1 Q0 p2 1 2 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 3, "rank 1 of query 'q1' is a duplicate, also on line 1");
+}
+
+TEST_F(ReadersTest, RunDuplicatePair) {
+  std::string path = write("run.trec", "q1 Q0 p1 1 2 t\nq1 Q0 p2 2 1 t\nq1 Q0 p1 3 0 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 3,
+                    "passage 'p1' is ranked twice for query 'q1', also on line 1");
+}
+
+TEST_F(ReadersTest, RunRanksContradictScores) {
+  std::string path = write("run.trec",
+                           "q1 Q0 p1 1 3.0 t\n"
+                           "q2 Q0 p1 1 9 t\n"
+                           "q1 Q0 p3 3 2.5 t\n"
+                           "q1 Q0 p2 2 1.0 t\n"
+                           "q1 Q0 p4 4 2.5 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 3,
+                    "rank 3 has score 2.5 above rank 2's 1.0 on line 4");
+  // Equal scores are allowed.
+  std::string ties = write("ties.trec", "q1 Q0 p1 1 2 t\nq1 Q0 p2 2 2 t\nq1 Q0 p3 3 1 t\n");
+  EXPECT_EQ(read_trec_run(ties, nullptr, nullptr).size(), 3u);
+}
+
+TEST_F(ReadersTest, RunUnknownIds) {
+  Corpus corpus = corpus_p1_p2();
+  auto queries = queries_q1_q2();
+  std::string pid = write("pid.trec", "q1 Q0 p1 1 2 t\nq1 Q0 p77 2 1 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(pid, &corpus, &queries), pid, 2, "passage id 'p77' is not in the corpus");
+  std::string qid = write("qid.trec", "q9 Q0 p1 1 2 t\n");
+  EXPECT_DATA_ERROR(read_trec_run(qid, &corpus, &queries), qid, 1, "query id 'q9' is not in the queries");
+}
+
+TEST_F(ReadersTest, ErrorMessagesStayOnOneLine) {
+  // A control character inside a reported value is escaped, not copied into the message.
+  std::string path = write("c.jsonl", "{\"pid\":\"p\\n1\",\"text\":\"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "passage id 'p\\x0A1' contains whitespace");
+}
+
+}  // namespace
+}  // namespace dgr::sharding
