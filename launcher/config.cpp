@@ -112,6 +112,16 @@ void add_global_options(CLI::App& app, GlobalOptions& options) {
   app.add_flag("--version", options.version, "Print the versions of dgr and its libraries and exit");
 }
 
+void show_flag_defaults(CLI::App& app) {
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_expected_max() == 0 && opt->get_name() != "--help" && opt->get_name() != "--help-all" &&
+        opt->get_name() != "--version") {
+      opt->description(opt->get_description() + " (default: off)");
+    }
+  }
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) show_flag_defaults(*sub);
+}
+
 void apply_config_file(CLI::App& app, const std::string& path) {
   toml::table table;
   try {

@@ -20,6 +20,9 @@ struct GlobalOptions {
 // Adds --config, --log-dir, --log-level, --version to `app` and makes every option show its default.
 void add_global_options(CLI::App& app, GlobalOptions& options);
 
+// Appends "(default: off)" to the help of every flag of `app` and its subcommands (call once all are added).
+void show_flag_defaults(CLI::App& app);
+
 // Applies the TOML file's keys to the parsed `app` (only to options not given as flags). Throws one
 // ConfigError listing every problem: syntax errors, unknown keys or tables, values of the wrong type.
 void apply_config_file(CLI::App& app, const std::string& path);

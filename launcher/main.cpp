@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   launcher::add_global_options(app, global);
   launcher::CommandTable commands;
   launcher::add_data_commands(app, commands);
+  launcher::show_flag_defaults(app);
 
   try {
     app.parse(argc, argv);

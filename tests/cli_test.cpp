@@ -78,7 +78,7 @@ TEST(Cli, EverySubcommandHelpListsOptionsWithDefaults) {
   std::vector<Expect> cases = {
       {"data --help", {"build-debian", "check"}},
       {"data build-debian --help",
-       {"--subset", "=tiny", "--out", "--lists-dir", "--force", "--min-content-words", "=20",
+       {"--subset", "=tiny", "--out", "--lists-dir", "--force", "(default: off)", "--min-content-words", "=20",
         "--boilerplate-min-sources", "=5", "--near-duplicate-jaccard", "=0.7"}},
       {"data check --help", {"--data", "--corpus", "--queries", "--qrels", "--run"}},
   };

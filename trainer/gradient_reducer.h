@@ -1,0 +1,101 @@
+// GradientReducer: DDP-style data-parallel gradient synchronisation for any LibTorch module. Gradients
+// live as views into flat buckets; a hook per parameter marks it ready during backward, and a full
+// bucket's allreduce starts at once on a communication thread while backward goes on.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace dgr::trainer {
+
+struct ReducerOptions {
+  size_t first_bucket_bytes = 1 << 20;  // the first bucket (reduced first) is small so comm starts early
+  size_t bucket_bytes = 25 << 20;       // cap of every later bucket
+  bool bf16_on_wire = false;            // bf16 parameters: reduce in bf16 (else converted to fp32 first)
+};
+
+// Times of the last synchronised step, in milliseconds.
+struct ReducerTimers {
+  double backward_ms = 0;        // prepare_backward() -> finish_backward() (the caller's backward pass)
+  double communication_ms = 0;   // sum of the bucket allreduces
+  double exposed_ms = 0;         // communication still running after backward ended
+};
+
+class GradientReducer {
+ public:
+  // Collective. Buckets the parameters (in reverse registration order: roughly the order in which
+  // backward produces their gradients), checks that every rank has the same parameter names, shapes and
+  // dtypes (ConfigError naming the ranks otherwise), broadcasts the values from rank 0, and makes every
+  // .grad a zeroed view into its bucket. `communicator` must outlive the reducer.
+  GradientReducer(std::vector<std::pair<std::string, torch::Tensor>> named_parameters,
+                  comm::Communicator& communicator, ReducerOptions options = {});
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Zeroes every gradient (use this, not optimizer.zero_grad(), which would detach the bucket views).
+  void zero_grad();
+
+  // Call right before loss.backward(). `synchronize` = false for the micro-steps of gradient
+  // accumulation that must not communicate; the last micro-step passes true. Every rank passes the same.
+  void prepare_backward(bool synchronize);
+
+  // Call right after loss.backward(). On a synchronising step: launches the buckets that are not yet
+  // launched (parameters that got no gradient in the window contribute zeros; bucket order unchanged),
+  // waits for every allreduce, and leaves the averaged gradients in .grad. Collective.
+  void finish_backward();
+
+  const ReducerTimers& timers() const { return timers_; }
+  size_t num_buckets() const { return buckets_.size(); }
+  size_t bucket_bytes(size_t bucket) const;
+
+ private:
+  struct Bucket {
+    torch::Tensor flat;                 // [numel] contiguous, dtype of its parameters
+    std::vector<size_t> parameters;     // [slot] indices into parameters_
+    size_t num_pending = 0;             // parameters not yet ready in this backward
+    bool launched = false;
+  };
+  struct Slot {
+    torch::Tensor parameter;
+    size_t bucket = 0;
+    bool ready = false;
+  };
+  class ReadyHook;
+
+  void mark_ready(size_t parameter);
+  void launch_ready_buckets_in_order();
+  void communication_loop();
+  void check_signatures(const std::vector<std::pair<std::string, torch::Tensor>>& named);
+
+  comm::Communicator& comm_;
+  ReducerOptions options_;
+  std::vector<Slot> parameters_;                           // [parameter], registration order
+  std::vector<Bucket> buckets_;                            // [bucket], reduction order
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps the hooked nodes alive
+  size_t next_to_launch_ = 0;                              // buckets launch strictly in index order
+  bool synchronize_ = true;
+  bool in_backward_ = false;
+
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<size_t> queue_;                               // [launch order] bucket indices
+  size_t completed_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::chrono::steady_clock::time_point backward_start_, backward_end_, last_comm_end_;
+  double comm_ms_accumulated_ = 0;
+  ReducerTimers timers_;
+};
+
+}  // namespace dgr::trainer
