@@ -247,7 +247,9 @@ TEST_F(ReadersTest, EmbeddedNul) {
 
 TEST_F(ReadersTest, EmbeddedNulInJsonString) {
   std::string path = write("c.jsonl", "{\"pid\": \"p1\", \"text\": \"a\\u0000b\"}\n");
-  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "NUL byte");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "text of passage 'p1' holds a NUL byte");
+  std::string pid = write("pid.jsonl", "{\"pid\": \"p\\u00001\", \"text\": \"x\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(pid), pid, 1, "passage id 'p\\x001' holds a NUL byte");
 }
 
 TEST_F(ReadersTest, WhitespaceOnlyLine) {
@@ -335,6 +337,8 @@ TEST_F(ReadersTest, JsonlWrongTypes) {
 TEST_F(ReadersTest, QueriesWrongFieldCount) {
   std::string path = write("q.tsv", "q1\ta\tb\n");
   EXPECT_DATA_ERROR(read_queries(path), path, 1, "found 3 tab-separated fields, expected 2");
+  std::string one = write("one.tsv", "q1 no tab\n");
+  EXPECT_DATA_ERROR(read_queries(one), one, 1, "found 1 tab-separated field, expected 2");
 }
 
 TEST_F(ReadersTest, QueriesEmptyQidOrText) {
@@ -357,6 +361,8 @@ TEST_F(ReadersTest, QrelsUnknownFormat) {
 TEST_F(ReadersTest, QrelsTrecWrongFieldCount) {
   std::string path = write("qrels.txt", "q1 0 p1 1\nq1 0 p2\n");
   EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 2, "found 3 whitespace-separated fields, expected 4");
+  std::string five = write("five.txt", "q1 0 p1 1\nq1 0 p2 1 extra\n");
+  EXPECT_DATA_ERROR(read_qrels(five, nullptr, nullptr), five, 2, "found 5 whitespace-separated fields, expected 4");
 }
 
 TEST_F(ReadersTest, QrelsTrecSecondFieldNotInteger) {
@@ -367,6 +373,8 @@ TEST_F(ReadersTest, QrelsTrecSecondFieldNotInteger) {
 TEST_F(ReadersTest, QrelsTsvWrongFieldCount) {
   std::string path = write("qrels.tsv", "q1\tp1\t1\nq1 0 p2 1\n");
   EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 2, "found 1 tab-separated field, expected 2 or 3");
+  std::string four = write("four.tsv", "q1\tp1\nq1\tp2\t1\textra\n");
+  EXPECT_DATA_ERROR(read_qrels(four, nullptr, nullptr), four, 2, "found 4 tab-separated fields, expected 2 or 3");
 }
 
 TEST_F(ReadersTest, QrelsTsvEmptyPid) {
@@ -401,6 +409,8 @@ TEST_F(ReadersTest, QrelsUnknownIds) {
 TEST_F(ReadersTest, RunWrongFieldCount) {
   std::string path = write("run.trec", "q1 Q0 p1 1 2.0 t\nq1 Q0 p2 2 1.0\n");
   EXPECT_DATA_ERROR(read_trec_run(path, nullptr, nullptr), path, 2, "found 5 whitespace-separated fields, expected 6");
+  std::string seven = write("seven.trec", "q1 Q0 p1 1 2.0 my run\n");
+  EXPECT_DATA_ERROR(read_trec_run(seven, nullptr, nullptr), seven, 1, "found 7 whitespace-separated fields, expected 6");
 }
 
 TEST_F(ReadersTest, RunBadRank) {
