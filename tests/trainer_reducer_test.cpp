@@ -115,7 +115,9 @@ void run_case(const Case& c) {
   const auto& t = reducer.timers();
   EXPECT_GE(t.backward_ms, 0);
   EXPECT_GE(t.exposed_ms, 0);
-  if (W > 1) EXPECT_GT(t.communication_ms, 0);
+  if (W > 1) {
+    EXPECT_GT(t.communication_ms, 0);
+  }
 }
 
 TEST(GradientReducer, MatchesOneProcessWithTheWholeBatch) { run_case({}); }
