@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/log.h"
 #include "common/world.h"
 #include "tests/mpi_test_flags.h"
 
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
     if (std::strncmp(argv[i], "--dgr-exit-on-rank=", 19) == 0) g_dgr_exit_on_rank = std::atoi(argv[i] + 19);
   }
   dgr::World world(&argc, &argv);
+  dgr::log::init(dgr::log::Options{}, world.rank(), world.size());
   ::testing::InitGoogleTest(&argc, argv);
   if (!world.is_root()) {
     // Other ranks print only their failures (with the rank), not the whole progress.

@@ -1,0 +1,180 @@
+// Training state <-> checkpoints (see train_state.h).
+#include "trainer/train_state.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/log.h"
+
+namespace dgr::trainer {
+namespace {
+
+using checkpoints::DType;
+using checkpoints::NamedArray;
+
+DType to_dtype(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32: return DType::kFloat32;
+    case torch::kBFloat16: return DType::kBFloat16;
+    case torch::kFloat64: return DType::kFloat64;
+    case torch::kInt64: return DType::kInt64;
+    case torch::kInt32: return DType::kInt32;
+    case torch::kUInt8: return DType::kUInt8;
+    default: throw CheckpointError(fmt::format("cannot checkpoint a tensor of dtype {}", c10::toString(type)));
+  }
+}
+
+NamedArray to_array(const std::string& name, const torch::Tensor& tensor) {
+  torch::Tensor host = tensor.detach().to(torch::kCPU).contiguous();
+  std::vector<int64_t> shape(host.sizes().begin(), host.sizes().end());
+  return NamedArray::copy_of(name, shape, to_dtype(host.scalar_type()), host.data_ptr());
+}
+
+// Copies `array` into `tensor` in place after checking shape and dtype.
+void copy_into(const NamedArray& array, torch::Tensor tensor, const std::string& where) {
+  std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+  DGR_CHECK_AS(CheckpointError, array.shape == shape && array.dtype == to_dtype(tensor.scalar_type()),
+               "{}: '{}' is {} {} in the checkpoint but {} {} in the model (was it saved from another model "
+               "config?)", where, array.name, checkpoints::dtype_name(array.dtype), checkpoints::shape_string(array.shape),
+               c10::toString(tensor.scalar_type()), checkpoints::shape_string(shape));
+  torch::NoGradGuard no_grad;
+  torch::Tensor source = torch::from_blob(const_cast<uint8_t*>(array.bytes.data()), tensor.sizes(),
+                                          tensor.options().device(torch::kCPU));
+  tensor.copy_(source);
+}
+
+std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+// The per-parameter state of Adam or AdamW as (name suffix, tensor) pairs, plus its step count.
+struct AdamLike {
+  torch::Tensor* exp_avg = nullptr;
+  torch::Tensor* exp_avg_sq = nullptr;
+  torch::Tensor* max_exp_avg_sq = nullptr;
+  int64_t* step = nullptr;
+};
+
+AdamLike adam_state(torch::optim::OptimizerParamState& state) {
+  if (auto* s = dynamic_cast<torch::optim::AdamParamState*>(&state)) {
+    return {&s->exp_avg(), &s->exp_avg_sq(), &s->max_exp_avg_sq(), &s->step()};
+  }
+  if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(&state)) {
+    return {&s->exp_avg(), &s->exp_avg_sq(), &s->max_exp_avg_sq(), &s->step()};
+  }
+  throw CheckpointError("checkpoints support the Adam and AdamW optimizers only");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+}  // namespace
+
+void seed_rank_rng(uint64_t seed, int rank, int64_t step) {
+  torch::manual_seed(seed * 1000003ull + static_cast<uint64_t>(rank) * 7919ull + static_cast<uint64_t>(step));
+}
+
+checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
+                                           torch::optim::Optimizer& optimizer, const std::string& config_json) {
+  checkpoints::SaveRequest request;
+  request.step = progress.step;
+  for (auto& item : model.named_parameters()) request.replicated.push_back(to_array("model/" + item.key(), item.value()));
+  for (auto& item : model.named_buffers()) request.replicated.push_back(to_array("model/" + item.key(), item.value()));
+  auto& states = optimizer.state();
+  for (auto& [name, p] : named_parameters(model)) {
+    auto it = states.find(state_key(p));
+    if (it == states.end()) continue;  // no step taken yet for this parameter
+    AdamLike s = adam_state(*it->second);
+    request.replicated.push_back(to_array("optimizer/" + name + "/exp_avg", *s.exp_avg));
+    request.replicated.push_back(to_array("optimizer/" + name + "/exp_avg_sq", *s.exp_avg_sq));
+    if (s.max_exp_avg_sq->defined()) {
+      request.replicated.push_back(to_array("optimizer/" + name + "/max_exp_avg_sq", *s.max_exp_avg_sq));
+    }
+    int64_t step = *s.step;
+    request.replicated.push_back(NamedArray::copy_of("optimizer/" + name + "/step", {}, DType::kInt64, &step));
+  }
+  auto generator = at::detail::getDefaultCPUGenerator();
+  torch::Tensor rng;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng = generator.get_state();
+  }
+  request.per_rank.push_back(to_array("rng/cpu", rng));
+  nlohmann::json state = {{"step", progress.step},
+                          {"epoch", progress.position.epoch},
+                          {"step_in_epoch", progress.position.step_in_epoch},
+                          {"seed", progress.seed}};
+  request.state_json = state.dump();
+  request.config_json = config_json;
+  return request;
+}
+
+TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn::Module& model,
+                      torch::optim::Optimizer& optimizer, int rank, int world_size) {
+  const std::string where = checkpoint.dir;
+  std::map<std::string, const NamedArray*> arrays;
+  for (const auto& a : checkpoint.replicated) arrays[a.name] = &a;
+  std::vector<std::string> missing;
+  auto find = [&](const std::string& name) -> const NamedArray* {
+    auto it = arrays.find(name);
+    if (it == arrays.end()) { missing.push_back(name); return nullptr; }
+    return it->second;
+  };
+  for (auto& item : model.named_parameters()) {
+    if (const NamedArray* a = find("model/" + item.key())) copy_into(*a, item.value(), where);
+  }
+  for (auto& item : model.named_buffers()) {
+    if (const NamedArray* a = find("model/" + item.key())) copy_into(*a, item.value(), where);
+  }
+  DGR_CHECK_AS(CheckpointError, missing.empty(), "{}: the model has {} parameter(s) the checkpoint lacks, e.g. '{}' "
+               "(was it saved from another model config?)", where, missing.size(), missing.empty() ? "" : missing[0]);
+  auto& states = optimizer.state();
+  auto& groups = optimizer.param_groups();
+  for (auto& [name, p] : named_parameters(model)) {
+    auto exp_avg = arrays.find("optimizer/" + name + "/exp_avg");
+    if (exp_avg == arrays.end()) continue;  // saved before this parameter's first step
+    std::unique_ptr<torch::optim::OptimizerParamState> fresh;
+    bool adamw = dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
+    if (adamw) fresh = std::make_unique<torch::optim::AdamWParamState>();
+    else fresh = std::make_unique<torch::optim::AdamParamState>();
+    AdamLike s = adam_state(*fresh);
+    *s.exp_avg = torch::zeros_like(p);
+    *s.exp_avg_sq = torch::zeros_like(p);
+    copy_into(*exp_avg->second, *s.exp_avg, where);
+    if (const NamedArray* a = find("optimizer/" + name + "/exp_avg_sq")) copy_into(*a, *s.exp_avg_sq, where);
+    auto max_sq = arrays.find("optimizer/" + name + "/max_exp_avg_sq");
+    if (max_sq != arrays.end()) {
+      *s.max_exp_avg_sq = torch::zeros_like(p);
+      copy_into(*max_sq->second, *s.max_exp_avg_sq, where);
+    }
+    if (const NamedArray* a = find("optimizer/" + name + "/step")) *s.step = a->values<int64_t>().at(0);
+    states[state_key(p)] = std::move(fresh);
+  }
+  (void)groups;
+  DGR_CHECK_AS(CheckpointError, missing.empty(), "{}: optimizer state incomplete, e.g. '{}' missing", where, missing[0]);
+
+  auto state = nlohmann::json::parse(checkpoint.state_json);
+  TrainProgress progress;
+  progress.step = state.at("step").get<int64_t>();
+  progress.position = {state.at("epoch").get<int64_t>(), state.at("step_in_epoch").get<int64_t>()};
+  progress.seed = state.at("seed").get<uint64_t>();
+  const NamedArray* rng = nullptr;
+  for (const auto& a : checkpoint.per_rank) if (a.name == "rng/cpu") rng = &a;
+  if (checkpoint.world_size == world_size && rng != nullptr) {
+    torch::Tensor bytes = torch::from_blob(const_cast<uint8_t*>(rng->bytes.data()),
+                                           {static_cast<int64_t>(rng->bytes.size())}, torch::kUInt8).clone();
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(bytes);
+  } else {
+    log::get("trainer")->warn("checkpoint written by {} ranks, resuming on {}: model, optimizer and data position "
+                              "are restored exactly; this rank's random state is re-derived from the seed (see "
+                              "Note [Resume on another world size])", checkpoint.world_size, world_size);
+    seed_rank_rng(progress.seed, rank, progress.step);
+  }
+  return progress;
+}
+
+}  // namespace dgr::trainer

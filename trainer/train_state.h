@@ -1,0 +1,37 @@
+// Training state <-> checkpoints: a module's parameters and buffers, the Adam/AdamW state, the RNG of this
+// rank and the data position become named arrays and JSON for checkpoints::Store, and come back from a
+// LoadedCheckpoint. Note [Resume on another world size]: parameters, optimizer state, step and data
+// position are replicated and restored exactly; RNG states are per rank and restored only when the world
+// size is the one that saved them, otherwise re-derived from (seed, rank, step).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "checkpoints/store.h"
+#include "sharding/sampler.h"
+
+namespace dgr::trainer {
+
+struct TrainProgress {
+  int64_t step = 0;                  // optimizer steps done
+  sharding::SamplerPosition position;  // next data step
+  uint64_t seed = 0;                 // run seed (per-rank RNG is re-derived from it on another world size)
+};
+
+// Builds the request for Store::save: host copies of every parameter and buffer ("model/<key>"), the
+// optimizer state ("optimizer/<key>/exp_avg", ...), this rank's CPU RNG state, and the progress as JSON.
+checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
+                                           torch::optim::Optimizer& optimizer, const std::string& config_json);
+
+// Restores what make_save_request saved into `model` and `optimizer` (in place: the parameters keep their
+// storage, so reducer views stay valid) and returns the progress. Every missing or mismatched array is
+// reported in one CheckpointError. `rank` and `world_size` are this job's.
+TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn::Module& model,
+                      torch::optim::Optimizer& optimizer, int rank, int world_size);
+
+// Seeds this rank's generators for a fresh start or a resume on another world size.
+void seed_rank_rng(uint64_t seed, int rank, int64_t step);
+
+}  // namespace dgr::trainer
