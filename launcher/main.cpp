@@ -1,5 +1,7 @@
 // The `dgr` executable: parse flags and config, start the World (MPI), run one subcommand; on any error
 // log it on this rank in one line and end the whole job non-zero so no rank hangs.
+#include <unistd.h>
+
 #include <iostream>
 
 #include "common/error.h"
@@ -7,6 +9,7 @@
 #include "common/world.h"
 #include "launcher/commands.h"
 #include "launcher/config.h"
+#include "launcher/startup.h"
 #include "launcher/version.h"
 
 namespace {
@@ -67,6 +70,12 @@ int main(int argc, char** argv) {
   try {
     world = std::make_unique<World>(&argc, &argv);
     log::init(global.log, world->rank(), world->size());
+    auto env = launcher::launch_environment();
+    launcher::check_launch_environment(*world, env);
+    std::string restart = env.count("SLURM_RESTART_COUNT") ? env["SLURM_RESTART_COUNT"] : "0";
+    log::get("dgr")->debug("start: host={} pid={} rank={} local_rank={} world_size={} slurm_job={} "
+                           "slurm_restart_count={}", world->host(), ::getpid(), world->rank(), world->local_rank(),
+                           world->size(), env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart);
     return command->second(*world);
   } catch (const std::exception& e) {
     bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;

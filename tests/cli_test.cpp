@@ -29,9 +29,10 @@ fs::path test_dir() {
   return dir;
 }
 
-Result run_dgr(const std::string& args) {
+Result run_dgr_env(const std::string& env, const std::string& args) {
   fs::path err_file = test_dir() / "stderr.txt";
-  std::string command = std::string(DGR_BINARY) + " " + args + " 2>" + err_file.string();
+  std::string command = (env.empty() ? "" : "env " + env + " ") + std::string(DGR_BINARY) + " " + args + " 2>" +
+                        err_file.string();
   Result r;
   std::FILE* pipe = ::popen(command.c_str(), "r");
   char buffer[4096];
@@ -43,6 +44,8 @@ Result run_dgr(const std::string& args) {
   r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   return r;
 }
+
+Result run_dgr(const std::string& args) { return run_dgr_env("", args); }
 
 std::string write_file(const std::string& name, const std::string& content) {
   fs::path path = test_dir() / name;
@@ -186,6 +189,18 @@ TEST(Cli, BuildWithoutListsFailsCleanlyAndLeavesNothing) {
   Result r = run_dgr("data build-debian --lists-dir /nonexistent/lists --out " + out.string());
   expect_one_line_error(r, "/nonexistent/lists", 1);
   EXPECT_FALSE(fs::exists(out));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Cli, WorldSizeThatDiffersFromSlurmNtasksIsAStartupError) {
+  std::string corpus = write_file("ntasks_corpus.tsv", "p1\tOne\tfirst\n");
+  Result r = run_dgr_env("SLURM_NTASKS=3", "data check --corpus " + corpus);
+  expect_one_line_error(r, "MPI world size is 1 but SLURM_NTASKS=3", 2);
+  Result ok = run_dgr_env("SLURM_NTASKS=1", "data check --corpus " + corpus);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
 }  // namespace
