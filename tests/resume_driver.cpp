@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/log.h"
 #include "common/world.h"
 #include "tests/toy_training.h"
 
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "usage: resume_driver --dir D --stop-at N --seen PREFIX\n"); return 2; }
   }
   dgr::World world(&argc, &argv);
+  dgr::log::init(dgr::log::Options{}, world.rank(), world.size());
   options.seen_file = seen_prefix + ".r" + std::to_string(world.rank());
   auto result = dgr::testing::run_toy_training(options, world);
   if (world.is_root()) {
