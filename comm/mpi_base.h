@@ -1,0 +1,93 @@
+// The plumbing shared by the MPI-based communicators ("ring", "mpi"): a private duplicate of
+// MPI_COMM_WORLD, a sequence number and a deadline for every call (non-blocking MPI polled with MPI_Test),
+// the flight recorder, the progress window, and the timeout report naming the ranks that did not arrive.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/watchdog.h"
+
+namespace dgr::comm::detail {
+
+// Not thread-safe: one collective at a time per communicator (like every MPI-based backend here).
+class MpiCommunicatorBase : public Communicator {
+ public:
+  MpiCommunicatorBase(const MpiCommunicatorBase&) = delete;
+  MpiCommunicatorBase& operator=(const MpiCommunicatorBase&) = delete;
+  // Frees the MPI duplicate and the window (collective) unless a collective failed or an exception is
+  // unwinding: then both are leaked, since freeing them could wait forever for a rank that is gone.
+  ~MpiCommunicatorBase() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  uint64_t num_collectives() const override { return next_seq_ - 1; }
+  // MPI_Ibarrier polled against the deadline (both backends).
+  void barrier() override;
+
+  const FlightRecorder& flight_recorder() const { return recorder_; }
+  // True after a collective timed out or failed: every later call throws CommError.
+  bool is_broken() const { return broken_; }
+
+ protected:
+  // Collective: every rank constructs it with the same options.
+  MpiCommunicatorBase(const Options& options, const World& world);
+
+  // One collective in flight, made by begin(). done() records its success. Destroyed without done() (an
+  // exception went through it) it is recorded as failed and the communicator becomes unusable: some of
+  // its messages may still be in flight.
+  class Call {
+   public:
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+    ~Call();
+    void done();
+    bool expired() const { return std::chrono::steady_clock::now() >= deadline_; }
+
+   private:
+    friend class MpiCommunicatorBase;
+    Call(MpiCommunicatorBase* owner, FlightRecord* record, std::chrono::steady_clock::time_point deadline)
+        : owner_(owner), record_(record), deadline_(deadline) {}
+    MpiCommunicatorBase* owner_;
+    FlightRecord* record_;
+    std::chrono::steady_clock::time_point deadline_;
+    bool ended_ = false;
+  };
+
+  // Starts collective number num_collectives() + 1: checks the communicator is usable, records it, and
+  // marks this rank's progress slot (see Note [Progress window] in watchdog.cpp).
+  Call begin(OpKind op, DType dtype, size_t num_bytes, const char* detail);
+
+  // True when `request` has completed (MPI_Test; drives MPI's progress).
+  bool test(MPI_Request* request);
+  // Polls `request` until it completes, or throws at the call's deadline (see time_out).
+  void wait(Call& call, MPI_Request* request);
+  // Throws at the call's deadline (see time_out). Cheap: one clock read.
+  void check_deadline(Call& call) {
+    if (call.expired()) time_out(call);
+  }
+  // Logs (error level, logger "comm") the collective that timed out, the progress of every rank and the
+  // flight recorder, then throws CommError naming the ranks that did not arrive.
+  [[noreturn]] void time_out(Call& call);
+
+  // Local checks of a buffer argument (host memory, data for a non-empty buffer).
+  void check_buffer(const Buffer& buffer, const char* what) const;
+
+  const Options options_;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // private duplicate of MPI_COMM_WORLD
+  int rank_ = 0;
+  int size_ = 1;
+
+ private:
+  FlightRecorder recorder_;
+  ProgressWindow window_;
+  uint64_t next_seq_ = 1;
+  bool broken_ = false;
+  std::string broken_reason_;
+};
+
+}  // namespace dgr::comm::detail

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with NVIDIA GPUs (H100/H200), python3 + a CUDA build of torch, CUDA 13 +
+# NCCL under /usr/local/cuda and dgr's other dependencies: configures dgr with the NCCL backend and the
+# CUDA LibTorch into build-gpu, builds the NCCL tests (and train_step_bench when that target exists), runs
+# `ctest -R nccl` and prints a summary. Finishes within ~5 minutes; exits non-zero when there is no GPU,
+# a step fails, or a test that the GPUs present should run reports "skipped".
+# Usage: scripts/gpu-check.sh            (env: PYTHON=python3, BUILD_DIR=build-gpu, CUDA_ARCHS=90)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+readonly start_s=$SECONDS
+readonly budget_s=285  # everything, including the tests, ends before 5 minutes
+PYTHON=${PYTHON:-python3}
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+CUDA_ARCHS=${CUDA_ARCHS:-90}
+
+die() {
+  echo "gpu-check: FAILED: $*" >&2
+  exit 1
+}
+say() { echo "gpu-check: $*"; }
+# Seconds left of the budget, at most $1.
+time_left() {
+  local left=$((budget_s - (SECONDS - start_s)))
+  if ((left > $1)); then left=$1; fi
+  if ((left < 10)); then die "out of time (the whole check must end within ${budget_s} s)"; fi
+  echo "$left"
+}
+
+# ---- 1. a GPU, and a driver new enough for CUDA 13 ----
+gpu_count=0
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpu_list=$(nvidia-smi -L 2>/dev/null || true)
+  gpu_count=$(grep -c '^GPU ' <<<"$gpu_list" || true)
+  if ((gpu_count > 0)); then
+    echo "$gpu_list"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1 |
+      sed 's/^/gpu-check: GPU 0: /' || true
+    nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | head -n 1 | sed 's/^/gpu-check: driver supports /' || true
+  fi
+else
+  gpu_count=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+fi
+if ! [[ "$gpu_count" =~ ^[0-9]+$ ]] || ((gpu_count == 0)); then
+  die "no NVIDIA GPU found (nvidia-smi -L lists none): run this on a GPU machine; on CPUs use scripts/test.sh"
+fi
+say "$gpu_count GPU(s)"
+
+# ---- 2. the CUDA LibTorch of python3's torch ----
+torch_prefix=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null) ||
+  die "'$PYTHON -c \"import torch\"' failed: install a CUDA build of torch for $PYTHON, or set PYTHON=..."
+torch_dir="$torch_prefix/Torch"
+[[ -f "$torch_dir/TorchConfig.cmake" ]] || die "no TorchConfig.cmake under $torch_dir (is torch installed completely?)"
+torch_cuda=$("$PYTHON" -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null || true)
+torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
+if [[ -z "$torch_cuda" ]]; then
+  say "WARNING: torch $torch_version is a CPU build; the NCCL tests do not need it, train_step_bench will run on CPU"
+else
+  say "torch $torch_version (CUDA $torch_cuda) at $torch_dir"
+fi
+
+# ---- 3. configure ----
+command -v cmake >/dev/null 2>&1 || die "cmake not found (scripts/install-deps.sh installs it)"
+# A CUDA LibTorch's CMake package enables CMake's CUDA language itself: point it at the toolkit dgr uses
+# (its nvcc must match that toolkit) and give it the architecture instead of letting it probe the GPU.
+cuda_root=${CUDAToolkit_ROOT:-/usr/local/cuda}
+if [[ -z "${CUDACXX:-}" && -x "$cuda_root/bin/nvcc" ]]; then export CUDACXX="$cuda_root/bin/nvcc"; fi
+export PATH="$cuda_root/bin:$PATH"
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(sed -E 's/^([0-9]+)([0-9])$/\1.\2/' <<<"${CUDA_ARCHS%%;*}")}
+generator=()
+if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
+mkdir -p "$BUILD_DIR"
+configure_log="$BUILD_DIR/gpu-check-configure.log"
+say "configuring $BUILD_DIR (log: $configure_log)"
+if ! timeout "$(time_left 120)" cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DTorch_DIR="$torch_dir" -DDGR_WITH_NCCL=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \
+  -DCUDAToolkit_ROOT="$cuda_root" -DDGR_BUILD_TESTS=ON >"$configure_log" 2>&1; then
+  tail -n 30 "$configure_log" >&2
+  die "cmake configure failed or timed out (full log: $configure_log)"
+fi
+grep -E 'dgr: NCCL' "$configure_log" | sed 's/^-- /gpu-check: /' || true
+
+# ---- 4. build the NCCL tests (+ train_step_bench) ----
+# Target names from the generator's help (Ninja: "name: phony", Makefiles: "... name").
+targets_help=$(cmake --build "$BUILD_DIR" --target help 2>/dev/null |
+  sed -nE 's/^([A-Za-z0-9_.+-]+): phony$/\1/p; s/^\.\.\. ([A-Za-z0-9_.+-]+)( .*)?$/\1/p' | sort -u)
+mapfile -t nccl_targets < <(grep -E 'nccl.*_test$' <<<"$targets_help" || true)
+((${#nccl_targets[@]} > 0)) || die "no NCCL test target (e.g. comm_nccl_test) in $BUILD_DIR: was DGR_HAVE_NCCL on?"
+build_targets=("${nccl_targets[@]}")
+if grep -qx 'train_step_bench' <<<"$targets_help"; then
+  build_targets+=(train_step_bench)
+else
+  say "no train_step_bench target: building the NCCL tests only"
+fi
+build_log="$BUILD_DIR/gpu-check-build.log"
+say "building ${build_targets[*]} (log: $build_log)"
+build_args=()
+for target in "${build_targets[@]}"; do build_args+=(--target "$target"); done
+if ! timeout "$(time_left 170)" cmake --build "$BUILD_DIR" "${build_args[@]}" -j"$(nproc)" >"$build_log" 2>&1; then
+  grep -E -m 20 'error|Error|FAILED' "$build_log" >&2 || tail -n 30 "$build_log" >&2
+  die "build failed or timed out (full log: $build_log)"
+fi
+
+# ---- 5. the NCCL tests (one at a time: they share the GPUs) ----
+test_log="$BUILD_DIR/gpu-check-ctest.log"
+test_s=$(time_left 200)
+say "running ctest -R nccl (log: $test_log)"
+ctest_rc=0
+timeout "$test_s" ctest --test-dir "$BUILD_DIR" -R nccl --output-on-failure --timeout $((test_s - 5)) \
+  >"$test_log" 2>&1 || ctest_rc=$?
+
+# ---- 6. summary ----
+echo
+echo "==== gpu-check summary ($((SECONDS - start_s)) s) ===="
+results=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ' "$test_log" || true)
+if [[ -z "$results" ]]; then
+  tail -n 40 "$test_log"
+  die "ctest ran no NCCL test (rc $ctest_rc, log $test_log)"
+fi
+sed -E 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: //' <<<"$results"
+grep -E 'tests passed|tests failed' "$test_log" || true
+failed=0
+if ((ctest_rc != 0)); then
+  grep -E -A 40 '\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception' "$test_log" | head -n 80 >&2 || true
+  echo "gpu-check: ctest exit status $ctest_rc" >&2
+  failed=1
+fi
+# A test that the GPUs present can run must not skip (a skip there means CUDA did not see the GPU:
+# usually a driver older than the CUDA 13 runtime; compare "CUDA Version" of nvidia-smi above).
+while read -r line; do
+  name=$(sed -E 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: ([^ ]+).*/\1/' <<<"$line")
+  np=$(sed -nE 's/.*_np([0-9]+)$/\1/p' <<<"$name")
+  if [[ "$line" == *Skipped* && -n "$np" ]] && ((np <= gpu_count)); then
+    echo "gpu-check: $name was skipped although $gpu_count GPU(s) are present:" >&2
+    timeout 60 ctest --test-dir "$BUILD_DIR" -R "^${name}\$" -V 2>&1 | grep -m 3 'no GPU: skipping' >&2 || true
+    echo "gpu-check: (CUDA could not use the GPU: a driver older than the CUDA 13 runtime, i.e. below 580," \
+      "or CUDA_VISIBLE_DEVICES hiding it)" >&2
+    failed=1
+  fi
+done <<<"$results"
+if ((failed)); then die "see above and $test_log"; fi
+echo "gpu-check: OK (tests skipped here need more GPUs than this machine has: one per rank)"

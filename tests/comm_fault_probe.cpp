@@ -1,0 +1,92 @@
+// Fault probe for comm's deadlines (run by tests/comm_fault_check.cmake under mpiexec): every rank runs a
+// sequence of allreduces; in the middle, rank --fault-rank stalls (--mode stall: sleeps 60 s) or dies
+// (--mode exit: _exit(3)). The others must time out, log the collective, the flight recorder and the ranks
+// that did not arrive, and end the whole job non-zero (main catches the CommError and aborts).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/world.h"
+
+namespace {
+
+struct ProbeOptions {
+  std::string backend = "ring";
+  std::string mode = "stall";  // stall | exit | none
+  int64_t timeout_ms = 3000;
+  int fault_rank = 2;
+  int fault_at = 5;  // before this allreduce (0-based)
+  int iterations = 10;
+  size_t count = 262144;  // 1 MiB of fp32
+};
+
+ProbeOptions parse(int argc, char** argv) {
+  ProbeOptions options;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    std::string value = argv[i + 1];
+    if (flag == "--backend") options.backend = value;
+    else if (flag == "--mode") options.mode = value;
+    else if (flag == "--timeout-ms") options.timeout_ms = std::stoll(value);
+    else if (flag == "--fault-rank") options.fault_rank = std::stoi(value);
+    else if (flag == "--fault-at") options.fault_at = std::stoi(value);
+    else if (flag == "--iterations") options.iterations = std::stoi(value);
+    else if (flag == "--count") options.count = std::stoull(value);
+    else throw dgr::ConfigError("unknown flag " + flag + " (use --backend --mode --timeout-ms --fault-rank --fault-at --iterations --count)");
+  }
+  return options;
+}
+
+int run(const ProbeOptions& options, const dgr::World& world) {
+  dgr::comm::Options comm_options;
+  comm_options.backend = options.backend;
+  comm_options.timeout_ms = options.timeout_ms;
+  auto comm = dgr::comm::make_communicator(comm_options, world);
+  std::vector<float> values(options.count);
+  const int w = world.size();
+  for (int it = 0; it < options.iterations; ++it) {
+    if (world.rank() == options.fault_rank && it == options.fault_at) {
+      if (options.mode == "stall") {
+        std::fprintf(stderr, "probe: rank %d stalls for 60 s before allreduce %d\n", world.rank(), it + 1);
+        std::fflush(stderr);
+        std::this_thread::sleep_for(std::chrono::seconds(60));
+      } else if (options.mode == "exit") {
+        std::fprintf(stderr, "probe: rank %d exits with status 3 before allreduce %d\n", world.rank(), it + 1);
+        std::fflush(stderr);
+        _exit(3);
+      }
+    }
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(world.rank() + 1 + static_cast<int>(i % 100));
+    comm->allreduce({values.data(), values.size(), dgr::comm::DType::kFloat32}, dgr::comm::ReduceOp::kSum);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const float expected = static_cast<float>(w * (w + 1) / 2 + w * static_cast<int>(i % 100));
+      DGR_CHECK(values[i] == expected, "allreduce {} element {}: got {}, expected {}", it + 1, i, values[i], expected);
+    }
+  }
+  std::fprintf(stderr, "probe: rank %d completed %d allreduces\n", world.rank(), options.iterations);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dgr::World world(&argc, &argv);
+  dgr::log::init({}, world.rank(), world.size());
+  try {
+    return run(parse(argc, argv), world);
+  } catch (const std::exception& e) {
+    // What dgr's main does: log with the rank, flush, and end every rank of the job.
+    dgr::log::get("main")->error("fatal: {}", e.what());
+    dgr::log::flush();
+    world.abort(2);
+  }
+}
