@@ -28,6 +28,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int steps = 30, warmup = 3, threads = 1;
   std::string backend = "ring";
+  double bucket_mib = 25;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](const char* name) { return a.rfind(name, 0) == 0 ? a.substr(std::strlen(name)) : std::string(); };
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
     else if (!value("--warmup=").empty()) warmup = std::stoi(value("--warmup="));
     else if (!value("--threads=").empty()) threads = std::stoi(value("--threads="));
     else if (!value("--backend=").empty()) backend = value("--backend=");
-    else { std::fprintf(stderr, "usage: train_step_bench [--steps=N] [--warmup=N] [--threads=N] [--backend=ring|mpi]\n"); return 2; }
+    else if (!value("--bucket-mib=").empty()) bucket_mib = std::stod(value("--bucket-mib="));
+    else { std::fprintf(stderr, "usage: train_step_bench [--steps=N] [--warmup=N] [--threads=N] [--backend=ring|mpi] [--bucket-mib=25]\n"); return 2; }
   }
   dgr::World world(&argc, &argv);
   torch::set_num_threads(threads);
@@ -52,21 +54,27 @@ int main(int argc, char** argv) {
     named.emplace_back(item.key(), item.value());
     num_parameters += item.value().numel();
   }
-  dgr::trainer::GradientReducer reducer(named, *communicator);
+  dgr::trainer::ReducerOptions reducer_options;
+  reducer_options.bucket_bytes = static_cast<size_t>(bucket_mib * (1 << 20));
+  dgr::trainer::GradientReducer reducer(named, *communicator, reducer_options);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-4));
   torch::manual_seed(1 + world.rank());
   torch::Tensor src = torch::randn({32, 16, 256}), tgt = torch::randn({16, 16, 256}), target = torch::randn({16, 16, 256});
 
-  std::vector<double> step_ms, comm_ms, exposed_ms, backward_ms;
+  std::vector<double> step_ms, comm_ms, exposed_ms, backward_ms, forward_ms, optimizer_ms;
   for (int step = 0; step < warmup + steps; ++step) {
     MPI_Barrier(MPI_COMM_WORLD);
     auto start = std::chrono::steady_clock::now();
     reducer.zero_grad();
     torch::Tensor loss = torch::mse_loss(model->forward(src, tgt), target);
+    auto forward_end = std::chrono::steady_clock::now();
     reducer.prepare_backward(true);
     loss.backward();
     reducer.finish_backward();
+    auto optimizer_start = std::chrono::steady_clock::now();
     optimizer.step();
+    double optimizer_step_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - optimizer_start).count();
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     double slowest = 0;
     MPI_Allreduce(&ms, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -75,12 +83,15 @@ int main(int argc, char** argv) {
     comm_ms.push_back(reducer.timers().communication_ms);
     exposed_ms.push_back(reducer.timers().exposed_ms);
     backward_ms.push_back(reducer.timers().backward_ms);
+    forward_ms.push_back(std::chrono::duration<double, std::milli>(forward_end - start).count());
+    optimizer_ms.push_back(optimizer_step_ms);
   }
   if (world.is_root()) {
     std::printf("impl=dgr ranks=%d threads=%d params=%lld buckets=%zu steps=%d step_ms_min=%.1f step_ms_median=%.1f "
-                "backward_ms_median=%.1f comm_ms_median=%.1f exposed_comm_ms_median=%.1f\n",
+                "forward_ms_median=%.1f backward_ms_median=%.1f optimizer_ms_median=%.1f comm_ms_median=%.1f exposed_comm_ms_median=%.1f\n",
                 world.size(), threads, static_cast<long long>(num_parameters), reducer.num_buckets(), steps,
-                *std::min_element(step_ms.begin(), step_ms.end()), median(step_ms), median(backward_ms),
+                *std::min_element(step_ms.begin(), step_ms.end()), median(step_ms), median(forward_ms), median(backward_ms),
+                median(optimizer_ms),
                 median(comm_ms), median(exposed_ms));
   }
   return 0;

@@ -10,7 +10,7 @@ build=${1:-build}
 steps=${2:-30}
 mpi=(mpiexec --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
-val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+val() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 d1=$("${mpi[@]}" -n 1 "$build/bench/train_step_bench" --steps=$steps); echo "$d1"
 p1=$(/usr/bin/python3 bench/ddp_reference.py --ranks 1 --steps $steps 2>/dev/null); echo "$p1"
 d2=$("${mpi[@]}" -n 2 "$build/bench/train_step_bench" --steps=$steps); echo "$d2"
