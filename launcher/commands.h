@@ -18,4 +18,7 @@ using CommandTable = std::map<const CLI::App*, CommandFn>;
 // `dgr data build-debian` and `dgr data check`.
 void add_data_commands(CLI::App& app, CommandTable& table);
 
+// `dgr evaluate` and `dgr bm25`.
+void add_retrieval_commands(CLI::App& app, CommandTable& table);
+
 }  // namespace dgr::launcher

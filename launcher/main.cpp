@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   launcher::add_global_options(app, global);
   launcher::CommandTable commands;
   launcher::add_data_commands(app, commands);
+  launcher::add_retrieval_commands(app, commands);
   launcher::show_flag_defaults(app);
 
   try {

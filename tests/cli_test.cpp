@@ -204,3 +204,33 @@ TEST(Cli, WorldSizeThatDiffersFromSlurmNtasksIsAStartupError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Cli, EvaluatePrintsTheMetricsOfARun) {
+  std::string qrels = write_file("eval_qrels.tsv", "qid\tpid\nq1\tb\nq2\tz\n");
+  std::string run = write_file("eval_run.trec", "q1 Q0 a 1 2.0 t\nq1 Q0 b 2 1.0 t\nq2 Q0 z 1 3.0 t\n");
+  Result r = run_dgr("evaluate --run " + run + " --qrels " + qrels);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // q1: relevant at rank 2 (RR 0.5), q2: rank 1 (RR 1): MRR 0.75, R@1 0.5.
+  EXPECT_NE(r.out.find("R@1 0.5000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MRR@10 0.7500"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(queries 2)"), std::string::npos) << r.out;
+}
+
+TEST(Cli, EvaluateRejectsABadRunWithFileAndLine) {
+  std::string qrels = write_file("eval_qrels2.tsv", "q1\tb\n");
+  std::string run = write_file("eval_bad_run.trec", "q1 Q0 a 1 2.0 t\nq1 Q0 b two 1.0 t\n");
+  expect_one_line_error(run_dgr("evaluate --run " + run + " --qrels " + qrels), run + ":2:", 1);
+}
+
+TEST(Cli, RetrievalCommandsListTheirOptions) {
+  Result e = run_dgr("evaluate --help");
+  for (const char* s : {"--run", "--qrels", "--corpus"}) EXPECT_NE(e.out.find(s), std::string::npos) << s;
+  Result b = run_dgr("bm25 --help");
+  for (const char* s : {"--data", "--split", "--out", "--k1", "=0.9", "--b", "=0.4", "--depth", "=100"}) {
+    EXPECT_NE(b.out.find(s), std::string::npos) << s << " missing from:\n" << b.out;
+  }
+}
+
+}  // namespace

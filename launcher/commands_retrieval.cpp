@@ -1,0 +1,98 @@
+// `dgr evaluate` (metrics of a TREC run against qrels) and `dgr bm25` (the BM25 baseline run on a data set).
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "launcher/commands.h"
+#include "retrieval/bm25.h"
+#include "retrieval/metrics.h"
+#include "sharding/readers.h"
+
+namespace fs = std::filesystem;
+
+namespace dgr::launcher {
+namespace {
+
+struct EvaluateOptions {
+  std::string run;
+  std::vector<std::string> qrels;
+  std::string corpus;  // optional: check the run's pids against it
+};
+
+struct Bm25CommandOptions {
+  std::string data_dir = "data/debian-tiny";
+  std::vector<std::string> splits = {"dev", "test"};
+  std::string out;  // run file ("" = DATA/bm25.SPLIT.trec)
+  double k1 = 0.9;
+  double b = 0.4;
+  int depth = 100;
+};
+
+int run_evaluate(const EvaluateOptions& opts, const World& world) {
+  DGR_CHECK_AS(ConfigError, !opts.run.empty() && !opts.qrels.empty(), "dgr evaluate needs --run and --qrels");
+  if (!world.is_root()) return 0;
+  std::unique_ptr<sharding::Corpus> corpus;
+  if (!opts.corpus.empty()) corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus(opts.corpus));
+  std::vector<sharding::Qrel> qrels;
+  for (const auto& path : opts.qrels) {
+    auto part = sharding::read_qrels(path, corpus.get(), nullptr);
+    qrels.insert(qrels.end(), part.begin(), part.end());
+  }
+  auto run = sharding::read_trec_run(opts.run, corpus.get(), nullptr);
+  auto evaluation = retrieval::evaluate(run, qrels);
+  std::cout << opts.run << ": " << retrieval::format_metrics(evaluation) << "\n";
+  if (evaluation.queries_missing_from_run > 0) {
+    log::get("eval")->warn("{} of {} judged queries have no entry in {} (scored 0)",
+                           evaluation.queries_missing_from_run, evaluation.num_queries, opts.run);
+  }
+  return 0;
+}
+
+int run_bm25(const Bm25CommandOptions& opts, const World& world) {
+  if (!world.is_root()) return 0;
+  auto corpus = sharding::read_corpus((fs::path(opts.data_dir) / "corpus.tsv").string());
+  retrieval::Bm25Options options;
+  options.k1 = opts.k1;
+  options.b = opts.b;
+  options.depth = opts.depth;
+  retrieval::Bm25Index index(corpus, options);
+  DGR_CHECK_AS(ConfigError, opts.out.empty() || opts.splits.size() == 1,
+               "--out names one run file: give one --split with it, or leave --out empty");
+  for (const auto& split : opts.splits) {
+    auto queries = sharding::read_queries((fs::path(opts.data_dir) / ("queries." + split + ".tsv")).string());
+    auto qrels = sharding::read_qrels((fs::path(opts.data_dir) / ("qrels." + split + ".tsv")).string(), &corpus,
+                                      &queries);
+    auto run = index.run(queries);
+    std::string out = opts.out.empty() ? (fs::path(opts.data_dir) / ("bm25." + split + ".trec")).string() : opts.out;
+    retrieval::write_trec_run(out, run);
+    std::cout << "bm25 " << split << " (" << out << "): " << retrieval::format_metrics(retrieval::evaluate(run, qrels))
+              << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_retrieval_commands(CLI::App& app, CommandTable& table) {
+  auto eval = std::make_shared<EvaluateOptions>();
+  CLI::App* evaluate = app.add_subcommand("evaluate", "Metrics of a TREC run against qrels: R@1/5/10/20/100, MRR@10, nDCG@10");
+  evaluate->add_option("--run", eval->run, "TREC run file (qid Q0 pid rank score tag)");
+  evaluate->add_option("--qrels", eval->qrels, "Qrels: TREC or TSV; repeatable (e.g. dev and test pooled)");
+  evaluate->add_option("--corpus", eval->corpus, "Corpus to check the run's passage ids against (optional)");
+  table[evaluate] = [eval](const World& world) { return run_evaluate(*eval, world); };
+
+  auto bm25 = std::make_shared<Bm25CommandOptions>();
+  CLI::App* bm25_cmd = app.add_subcommand("bm25", "BM25 baseline (Xapian): run the queries of a data set, write "
+                                                  "TREC runs and print their metrics");
+  bm25_cmd->add_option("--data", bm25->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
+  bm25_cmd->add_option("--split", bm25->splits, "Splits to run; repeatable")->check(CLI::IsMember({"train", "dev", "test"}));
+  bm25_cmd->add_option("--out", bm25->out, "Run file for a single split ('' = DATA/bm25.SPLIT.trec)");
+  bm25_cmd->add_option("--k1", bm25->k1, "BM25 k1")->check(CLI::NonNegativeNumber);
+  bm25_cmd->add_option("--b", bm25->b, "BM25 b")->check(CLI::Range(0.0, 1.0));
+  bm25_cmd->add_option("--depth", bm25->depth, "Passages per query")->check(CLI::PositiveNumber);
+  table[bm25_cmd] = [bm25](const World& world) { return run_bm25(*bm25, world); };
+}
+
+}  // namespace dgr::launcher

@@ -1,0 +1,41 @@
+// Retrieval metrics from a run and qrels: Recall@k, MRR@k and nDCG@k (graded), per query and averaged over
+// the evaluated queries.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sharding/readers.h"
+
+namespace dgr::retrieval {
+
+struct MetricsOptions {
+  std::vector<int> recall_at = {1, 5, 10, 20, 100};
+  int mrr_at = 10;
+  int ndcg_at = 10;
+};
+
+// Note [Metric conventions]:
+// - the run is ordered by rank (then by descending score, then pid) per query; a pid listed twice counts once;
+// - relevant = grade > 0; Recall@k = relevant passages in the top k / relevant passages of the query;
+// - MRR@k = 1 / rank of the first relevant passage within the top k, else 0;
+// - nDCG@k = DCG@k / ideal DCG@k with gain (2^grade - 1) and discount log2(rank + 1);
+// - queries are the ones with at least one relevant passage in the qrels; a query of the qrels with no
+//   entry in the run counts with 0 for every metric; run queries without relevant passages are ignored
+//   (counted in `queries_without_relevant`).
+struct Evaluation {
+  std::map<std::string, double> mean;                 // metric name ("R@10", "MRR@10", "nDCG@10") -> mean
+  std::map<std::string, std::map<std::string, double>> per_query;  // qid -> metric -> value
+  int num_queries = 0;               // evaluated queries
+  int queries_missing_from_run = 0;  // evaluated queries with no run entry (scored 0)
+  int queries_without_relevant = 0;  // run queries ignored for having no relevant passage
+};
+
+Evaluation evaluate(const std::vector<sharding::RunEntry>& run, const std::vector<sharding::Qrel>& qrels,
+                    const MetricsOptions& options = {});
+
+// "R@1 0.7917  R@5 ...  MRR@10 ...  nDCG@10 ..." in a fixed order.
+std::string format_metrics(const Evaluation& evaluation, const MetricsOptions& options = {});
+
+}  // namespace dgr::retrieval
