@@ -110,6 +110,16 @@ void MpiCommunicatorBase::time_out(Call& call) {
   throw CommError(::dgr::detail::where(__FILE__, __LINE__) + message + ::dgr::detail::rank_host_suffix());
 }
 
+void MpiCommunicatorBase::check_allgather_buffers(const Buffer& send, const Buffer& recv) const {
+  check_buffer(send, "the allgather send buffer");
+  check_buffer(recv, "the allgather receive buffer");
+  DGR_CHECK_AS(CommError, send.dtype == recv.dtype, "allgather send is {} but receive is {}", dtype_name(send.dtype),
+               dtype_name(recv.dtype));
+  DGR_CHECK_AS(CommError, recv.count == send.count * static_cast<size_t>(size_),
+               "allgather receive buffer has {} elements, expected {} (world size {} x send count {})", recv.count,
+               send.count * static_cast<size_t>(size_), size_, send.count);
+}
+
 void MpiCommunicatorBase::check_buffer(const Buffer& buffer, const char* what) const {
   DGR_CHECK_AS(CommError, buffer.device == Device::kCpu,
                "the {} communicator works on host memory but {} is a CUDA buffer (use backend 'nccl')", name(),

@@ -76,6 +76,8 @@ class MpiCommunicatorBase : public Communicator {
 
   // Local checks of a buffer argument (host memory, data for a non-empty buffer).
   void check_buffer(const Buffer& buffer, const char* what) const;
+  // Both buffers valid, same dtype, recv.count == size() * send.count.
+  void check_allgather_buffers(const Buffer& send, const Buffer& recv) const;
 
   const Options options_;
   MPI_Comm comm_ = MPI_COMM_NULL;  // private duplicate of MPI_COMM_WORLD

@@ -83,13 +83,7 @@ void MpiCommunicator::broadcast(Buffer buffer, int root) {
 }
 
 void MpiCommunicator::allgather(Buffer send, Buffer recv) {
-  check_buffer(send, "the allgather send buffer");
-  check_buffer(recv, "the allgather receive buffer");
-  DGR_CHECK_AS(CommError, send.dtype == recv.dtype, "allgather send is {} but receive is {}", dtype_name(send.dtype),
-               dtype_name(recv.dtype));
-  DGR_CHECK_AS(CommError, recv.count == send.count * static_cast<size_t>(size_),
-               "allgather receive buffer has {} elements, expected {} (world size {} x send count {})", recv.count,
-               send.count * static_cast<size_t>(size_), size_, send.count);
+  check_allgather_buffers(send, recv);
   DGR_CHECK_AS(CommError, send.count <= static_cast<size_t>(INT_MAX),
                "allgather of {} elements per rank is more than MPI's int count allows", send.count);
   Call call = begin(OpKind::kAllgather, send.dtype, send.num_bytes(), "");

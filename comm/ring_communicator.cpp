@@ -177,13 +177,7 @@ void RingCommunicator::allreduce(Buffer buffer, ReduceOp op) {
 }
 
 void RingCommunicator::allgather(Buffer send, Buffer recv) {
-  check_buffer(send, "the allgather send buffer");
-  check_buffer(recv, "the allgather receive buffer");
-  DGR_CHECK_AS(CommError, send.dtype == recv.dtype, "allgather send is {} but receive is {}", dtype_name(send.dtype),
-               dtype_name(recv.dtype));
-  DGR_CHECK_AS(CommError, recv.count == send.count * static_cast<size_t>(size_),
-               "allgather receive buffer has {} elements, expected {} (world size {} x send count {})", recv.count,
-               send.count * static_cast<size_t>(size_), size_, send.count);
+  check_allgather_buffers(send, recv);
   Call call = begin(OpKind::kAllgather, send.dtype, send.num_bytes(), "");
   const size_t block_bytes = send.num_bytes();
   char* own_block = static_cast<char*>(recv.data) + static_cast<size_t>(rank_) * block_bytes;
