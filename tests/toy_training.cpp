@@ -4,13 +4,16 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <fstream>
 
 #include "checkpoints/store.h"
 #include "comm/communicator.h"
 #include "common/files.h"
+#include "common/signals.h"
 #include "sharding/sampler.h"
 #include "trainer/gradient_reducer.h"
+#include "trainer/stop.h"
 #include "trainer/train_state.h"
 
 namespace dgr::testing {
@@ -78,6 +81,8 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
   std::ofstream seen;
   if (!options.seen_file.empty()) seen.open(options.seen_file, std::ios::app);
 
+  signals::reset_for_testing();
+  signals::install_stop_handlers();
   net->train();
   int64_t last_saved = progress.step;
   while (progress.step < options.stop_at_step) {
@@ -98,11 +103,18 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     for (int64_t e : batch.examples) seen << batch.epoch << " " << batch.step_in_epoch << " " << e << "\n";
     ++progress.step;
     progress.position = sampler.position();
-    if (progress.step % options.save_every == 0 || progress.step == options.stop_at_step) {
+    if (rank == options.signal_rank && progress.step == options.signal_after_step) std::raise(SIGUSR1);
+    bool stop = trainer::agree_on_stop(*communicator) > 0;
+    if (stop || progress.step % options.save_every == 0 || progress.step == options.stop_at_step) {
       store.save(trainer::make_save_request(progress, *net, optimizer, "{\"test\":\"toy\"}"));
       last_saved = progress.step;
     }
+    if (stop) {
+      result.stopped_by_signal = true;
+      break;
+    }
   }
+  result.last_step = progress.step;
   (void)last_saved;
   store.wait();
   for (auto& p : net->parameters()) {

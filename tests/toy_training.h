@@ -16,6 +16,8 @@ struct ToyRunOptions {
   int64_t save_every = 3;
   bool resume = true;          // resume from the newest committed checkpoint when there is one
   std::string seen_file;       // when set: every example this rank trains on, "epoch step example" per line
+  int signal_rank = -1;        // this rank raises SIGUSR1 to itself after step `signal_after_step`
+  int64_t signal_after_step = -1;
 };
 
 struct ToyRunResult {
@@ -24,6 +26,8 @@ struct ToyRunResult {
   std::vector<float> parameters;       // all parameters, flattened in registration order
   std::string resumed_parameters_hash; // hash of the parameters right after restore ("" when not resumed)
   std::string final_parameters_hash;
+  bool stopped_by_signal = false;      // a stop request was agreed on: checkpointed and stopped early
+  int64_t last_step = 0;               // optimizer steps done when the run ended
 };
 
 constexpr int64_t kToyExamples = 50;

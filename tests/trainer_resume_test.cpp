@@ -55,6 +55,33 @@ TEST(Resume, InterruptedRunEqualsUninterruptedBitForBit) {
   EXPECT_EQ(second.final_parameters_hash, reference.final_parameters_hash);
 }
 
+TEST(Resume, SignalOnOneRankStopsEveryRankAtTheSameStepAndResumesExactly) {
+  const dgr::World& world = *dgr::World::current();
+  dgr::testing::ToyRunOptions straight;
+  straight.checkpoint_dir = shared_dir("signal_straight");
+  straight.stop_at_step = 9;
+  auto reference = dgr::testing::run_toy_training(straight, world);
+
+  dgr::testing::ToyRunOptions preempted;
+  preempted.checkpoint_dir = shared_dir("signal_preempted");
+  preempted.stop_at_step = 9;
+  preempted.signal_rank = world.size() - 1;  // SIGUSR1 reaches only the last rank
+  preempted.signal_after_step = 4;           // not a multiple of save_every (3)
+  auto first = dgr::testing::run_toy_training(preempted, world);
+  EXPECT_TRUE(first.stopped_by_signal) << "rank " << world.rank();
+  EXPECT_EQ(first.last_step, 4) << "rank " << world.rank();
+  EXPECT_TRUE(fs::exists(fs::path(preempted.checkpoint_dir) / "step-00000004" / "COMMITTED"));
+
+  preempted.signal_rank = -1;
+  auto second = dgr::testing::run_toy_training(preempted, world);
+  EXPECT_EQ(second.first_step, 4);
+  EXPECT_FALSE(second.stopped_by_signal);
+  EXPECT_EQ(second.final_parameters_hash, reference.final_parameters_hash);
+  std::vector<double> joined = first.losses;
+  joined.insert(joined.end(), second.losses.begin(), second.losses.end());
+  EXPECT_EQ(joined, reference.losses);
+}
+
 TEST(Resume, WithoutCheckpointStartsFromScratch) {
   const dgr::World& world = *dgr::World::current();
   dgr::testing::ToyRunOptions options;
