@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
     if (flag == "--dir") options.checkpoint_dir = value;
     else if (flag == "--stop-at") options.stop_at_step = std::stoll(value);
     else if (flag == "--seen") seen_prefix = value;
-    else { std::fprintf(stderr, "usage: resume_driver --dir D --stop-at N --seen PREFIX\n"); return 2; }
+    else if (flag == "--step-delay-ms") options.step_delay_ms = std::stoi(value);
+    else { std::fprintf(stderr, "usage: resume_driver --dir D --stop-at N --seen PREFIX [--step-delay-ms MS]\n"); return 2; }
   }
   dgr::World world(&argc, &argv);
   dgr::log::init(dgr::log::Options{}, world.rank(), world.size());

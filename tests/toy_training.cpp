@@ -4,7 +4,9 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <fstream>
 
 #include "checkpoints/store.h"
@@ -103,6 +105,7 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     for (int64_t e : batch.examples) seen << batch.epoch << " " << batch.step_in_epoch << " " << e << "\n";
     ++progress.step;
     progress.position = sampler.position();
+    if (options.step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options.step_delay_ms));
     if (rank == options.signal_rank && progress.step == options.signal_after_step) std::raise(SIGUSR1);
     bool stop = trainer::agree_on_stop(*communicator) > 0;
     if (stop || progress.step % options.save_every == 0 || progress.step == options.stop_at_step) {

@@ -16,6 +16,7 @@ struct ToyRunOptions {
   int64_t save_every = 3;
   bool resume = true;          // resume from the newest committed checkpoint when there is one
   std::string seen_file;       // when set: every example this rank trains on, "epoch step example" per line
+  int step_delay_ms = 0;       // sleep after every step (so a test can kill the job mid-run)
   int signal_rank = -1;        // this rank raises SIGUSR1 to itself after step `signal_after_step`
   int64_t signal_after_step = -1;
 };
