@@ -62,6 +62,7 @@ struct Case {
   int micro_steps = 1;
   size_t first_bucket_bytes = 1 << 20, bucket_bytes = 25 << 20;
   bool extra_on_rank0_only = false;
+  bool reset_gradients = false;  // user code drops or replaces .grad between steps (set_to_none style)
 };
 
 void run_case(const Case& c) {
@@ -97,7 +98,16 @@ void run_case(const Case& c) {
     ref_loss.backward();
     ref_opt.step();
     // W ranks, this rank's rows, in micro-steps.
-    reducer.zero_grad();
+    if (c.reset_gradients) {
+      // LibTorch's optimizer.zero_grad() refuses (detach_ on a view); code that drops or replaces gradients
+      // instead must not make the reducer reduce stale buckets.
+      auto params = replica->parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        params[i].mutable_grad() = i % 2 == 0 ? torch::Tensor() : torch::zeros_like(params[i]);
+      }
+    } else {
+      reducer.zero_grad();
+    }
     int rows_per_micro = kBatchPerRank / c.micro_steps;
     for (int m = 0; m < c.micro_steps; ++m) {
       int begin = r * kBatchPerRank + m * rows_per_micro;
@@ -139,6 +149,14 @@ TEST(GradientReducer, ParameterUnusedOnSomeRanksKeepsBucketOrder) {
   Case c;
   c.extra_on_rank0_only = true;
   c.micro_steps = 2;
+  c.first_bucket_bytes = 64;
+  c.bucket_bytes = 256;
+  run_case(c);
+}
+
+TEST(GradientReducer, SurvivesGradientsDroppedOrReplacedBetweenSteps) {
+  Case c;
+  c.reset_gradients = true;
   c.first_bucket_bytes = 64;
   c.bucket_bytes = 256;
   run_case(c);

@@ -155,6 +155,22 @@ void GradientReducer::zero_grad() {
 }
 
 void GradientReducer::prepare_backward(bool synchronize) {
+  // Note [Bucket views]: something outside the reducer (optimizer.zero_grad(), user code) may have reset or
+  // replaced a .grad; put the bucket view back (keeping its value) so the allreduce sees every gradient.
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    int64_t offset = 0;
+    for (size_t k : buckets_[b].parameters) {
+      torch::Tensor& p = parameters_[k].parameter;
+      torch::Tensor view = buckets_[b].flat.narrow(0, offset, p.numel()).view(p.sizes());
+      offset += p.numel();
+      const torch::Tensor& grad = p.grad();
+      if (grad.defined() && grad.data_ptr() == view.data_ptr()) continue;
+      torch::NoGradGuard no_grad;
+      if (grad.defined()) view.copy_(grad);
+      else view.zero_();
+      p.mutable_grad() = view;
+    }
+  }
   synchronize_ = synchronize;
   in_backward_ = true;
   for (auto& slot : parameters_) slot.ready = false;

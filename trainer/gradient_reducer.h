@@ -42,7 +42,9 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  // Zeroes every gradient (use this, not optimizer.zero_grad(), which would detach the bucket views).
+  // Zeroes every gradient. Use this, not optimizer.zero_grad(): LibTorch 1.13's calls detach_() on each
+  // .grad, which throws on the bucket views. Gradients dropped or replaced by other code are put back into
+  // their buckets by prepare_backward() (Note [Bucket views]).
   void zero_grad();
 
   // Call right before loss.backward(). `synchronize` = false for the micro-steps of gradient
