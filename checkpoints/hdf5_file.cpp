@@ -166,6 +166,16 @@ std::vector<hsize_t> chunk_dims(const std::vector<int64_t>& shape, size_t elemen
 
 std::string parent_of(const std::string& object) { return object.empty() ? "/" : object; }
 
+// Opens attribute `name` of `object` (caller closes it), or returns -1 when the object has no such attribute.
+hid_t open_attribute_if_present(hid_t file, const std::string& path, const std::string& object,
+                                const std::string& name) {
+  std::string where = parent_of(object) + "@" + name;
+  if (DGR_H5(H5Aexists_by_name(file, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT), path, where) == 0) {
+    return -1;
+  }
+  return DGR_H5(H5Aopen_by_name(file, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), path, where);
+}
+
 // Note [Direct chunk I/O]: HDF5's filter pipeline allocates a fresh buffer for every chunk on every write
 // and read (and the Fletcher-32 filter a second one); on hosts where first-touch page faults are costly
 // that made writing 256 MiB ~10x slower than fwrite. So datasets are still stored as chunked + Fletcher-32
@@ -581,12 +591,9 @@ void File::set_int_attr(const std::string& name, int64_t value, const std::strin
 std::optional<std::string> File::string_attr(const std::string& name, const std::string& object) const {
   quiet_this_thread();
   std::string where = parent_of(object) + "@" + name;
-  if (DGR_H5(H5Aexists_by_name(id_, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT), path_, where) == 0) {
-    return std::nullopt;
-  }
-  Handle attr(DGR_H5(H5Aopen_by_name(id_, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
-                     path_, where),
-              H5Aclose);
+  hid_t attr_id = open_attribute_if_present(id_, path_, object, name);
+  if (attr_id < 0) return std::nullopt;
+  Handle attr(attr_id, H5Aclose);
   Handle stored(DGR_H5(H5Aget_type(attr.get()), path_, where), H5Tclose);
   DGR_CHECK_AS(CheckpointError, H5Tget_class(stored.get()) == H5T_STRING,
                "{}: attribute '{}' is not a string: the file was not written by dgr or is damaged", path_, where);
@@ -610,12 +617,9 @@ std::optional<std::string> File::string_attr(const std::string& name, const std:
 std::optional<int64_t> File::int_attr(const std::string& name, const std::string& object) const {
   quiet_this_thread();
   std::string where = parent_of(object) + "@" + name;
-  if (DGR_H5(H5Aexists_by_name(id_, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT), path_, where) == 0) {
-    return std::nullopt;
-  }
-  Handle attr(DGR_H5(H5Aopen_by_name(id_, parent_of(object).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
-                     path_, where),
-              H5Aclose);
+  hid_t attr_id = open_attribute_if_present(id_, path_, object, name);
+  if (attr_id < 0) return std::nullopt;
+  Handle attr(attr_id, H5Aclose);
   Handle stored(DGR_H5(H5Aget_type(attr.get()), path_, where), H5Tclose);
   DGR_CHECK_AS(CheckpointError, H5Tget_class(stored.get()) == H5T_INTEGER,
                "{}: attribute '{}' is not an integer: the file was not written by dgr or is damaged", path_, where);
