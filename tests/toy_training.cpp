@@ -86,7 +86,6 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
   signals::reset_for_testing();
   signals::install_stop_handlers();
   net->train();
-  int64_t last_saved = progress.step;
   while (progress.step < options.stop_at_step) {
     auto batch = sampler.next();
     torch::Tensor index = torch::tensor(batch.examples, torch::kInt64);
@@ -110,7 +109,6 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     bool stop = trainer::agree_on_stop(*communicator) > 0;
     if (stop || progress.step % options.save_every == 0 || progress.step == options.stop_at_step) {
       store.save(trainer::make_save_request(progress, *net, optimizer, "{\"test\":\"toy\"}"));
-      last_saved = progress.step;
     }
     if (stop) {
       result.stopped_by_signal = true;
@@ -118,7 +116,6 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     }
   }
   result.last_step = progress.step;
-  (void)last_saved;
   store.wait();
   for (auto& p : net->parameters()) {
     torch::Tensor c = p.detach().contiguous();

@@ -131,7 +131,6 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
   DGR_CHECK_AS(CheckpointError, missing.empty(), "{}: the model has {} parameter(s) the checkpoint lacks, e.g. '{}' "
                "(was it saved from another model config?)", where, missing.size(), missing.empty() ? "" : missing[0]);
   auto& states = optimizer.state();
-  auto& groups = optimizer.param_groups();
   for (auto& [name, p] : named_parameters(model)) {
     auto exp_avg = arrays.find("optimizer/" + name + "/exp_avg");
     if (exp_avg == arrays.end()) continue;  // saved before this parameter's first step
@@ -152,7 +151,6 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
     if (const NamedArray* a = find("optimizer/" + name + "/step")) *s.step = a->values<int64_t>().at(0);
     states[state_key(p)] = std::move(fresh);
   }
-  (void)groups;
   DGR_CHECK_AS(CheckpointError, missing.empty(), "{}: optimizer state incomplete, e.g. '{}' missing", where, missing[0]);
 
   auto state = nlohmann::json::parse(checkpoint.state_json);
