@@ -20,5 +20,9 @@ void add_data_commands(CLI::App& app, CommandTable& table);
 
 // `dgr evaluate` and `dgr bm25`.
 void add_retrieval_commands(CLI::App& app, CommandTable& table);
+void add_index_commands(CLI::App& app, CommandTable& table);  // `dgr index` (commands_index.cpp)
+
+// `dgr train`, `dgr retrieve` and `dgr export`.
+void add_train_commands(CLI::App& app, CommandTable& table);
 
 }  // namespace dgr::launcher

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   launcher::CommandTable commands;
   launcher::add_data_commands(app, commands);
   launcher::add_retrieval_commands(app, commands);
+  launcher::add_train_commands(app, commands);
+  launcher::add_index_commands(app, commands);
   launcher::show_flag_defaults(app);
 
   try {

@@ -72,6 +72,37 @@ std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::M
 
 }  // namespace
 
+std::vector<NamedArray> model_arrays(torch::nn::Module& model) {
+  std::vector<NamedArray> out;
+  for (auto& item : model.named_parameters()) out.push_back(to_array(item.key(), item.value()));
+  for (auto& item : model.named_buffers()) out.push_back(to_array(item.key(), item.value()));
+  return out;
+}
+
+void load_model_arrays(const std::vector<NamedArray>& arrays, torch::nn::Module& model, const std::string& file) {
+  std::map<std::string, const NamedArray*> by_name;
+  for (const auto& a : arrays) by_name[a.name] = &a;
+  size_t used = 0;
+  auto load = [&](const std::string& key, torch::Tensor tensor) {
+    auto it = by_name.find(key);
+    DGR_CHECK_AS(CheckpointError, it != by_name.end(),
+                 "{}: the model has '{}' but the file lacks it (was it written for another model config?)", file, key);
+    copy_into(*it->second, tensor, file);
+    ++used;
+  };
+  for (auto& item : model.named_parameters()) load(item.key(), item.value());
+  for (auto& item : model.named_buffers()) load(item.key(), item.value());
+  if (used != by_name.size()) {
+    std::map<std::string, bool> known;
+    for (auto& item : model.named_parameters()) known[item.key()] = true;
+    for (auto& item : model.named_buffers()) known[item.key()] = true;
+    for (const auto& [name, a] : by_name) {
+      DGR_CHECK_AS(CheckpointError, known.count(name), "{}: '{}' is in the file but not in the model (was it written "
+                   "for another model config?)", file, name);
+    }
+  }
+}
+
 void seed_rank_rng(uint64_t seed, int rank, int64_t step) {
   torch::manual_seed(seed * 1000003ull + static_cast<uint64_t>(rank) * 7919ull + static_cast<uint64_t>(step));
 }

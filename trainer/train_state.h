@@ -31,6 +31,13 @@ checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch:
 TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn::Module& model,
                       torch::optim::Optimizer& optimizer, int rank, int world_size);
 
+// The model's parameters and buffers as arrays named by their state-dict keys (for export files), and
+// back: every key of the model must be present with its shape and dtype (CheckpointError naming `file`
+// and the first mismatch otherwise); extra arrays are an error too.
+std::vector<checkpoints::NamedArray> model_arrays(torch::nn::Module& model);
+void load_model_arrays(const std::vector<checkpoints::NamedArray>& arrays, torch::nn::Module& model,
+                       const std::string& file);
+
 // Seeds this rank's generators for a fresh start or a resume on another world size.
 void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 

@@ -1,0 +1,109 @@
+// Stage-1 training throughput of dgr's model (trainer/model.h, preset "cpu": d192, 4 heads, 2+2 layers,
+// ffn 768, pre-norm, tied) on synthetic pairs shaped like bench/stage1_reference.py's (vocab 8000, sources
+// 8-20 tokens, targets 4-11, label smoothing 0.1, AdamW lr 2e-3 betas 0.9/0.98, weight decay 0.01).
+// Batches are generated before timing. Prints one key=value line; bench/stage1_throughput_bench.sh
+// compares it with the Python reference.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "trainer/model.h"
+
+namespace {
+
+torch::Tensor padded(const std::vector<std::vector<int64_t>>& rows) {
+  size_t width = 0;
+  for (const auto& r : rows) width = std::max(width, r.size());
+  auto t = torch::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(width)}, torch::kLong);
+  auto a = t.accessor<int64_t, 2>();
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < rows[i].size(); ++j) a[static_cast<int64_t>(i)][static_cast<int64_t>(j)] = rows[i][j];
+  return t;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int steps = 30, warmup = 5, threads = 1, batch = 64, seed = 0;
+  std::string preset = "cpu", profile;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) { return a.rfind(name, 0) == 0 ? a.substr(std::strlen(name)) : std::string(); };
+    if (!value("--steps=").empty()) steps = std::stoi(value("--steps="));
+    else if (!value("--warmup=").empty()) warmup = std::stoi(value("--warmup="));
+    else if (!value("--threads=").empty()) threads = std::stoi(value("--threads="));
+    else if (!value("--batch=").empty()) batch = std::stoi(value("--batch="));
+    else if (!value("--seed=").empty()) seed = std::stoi(value("--seed="));
+    else if (!value("--preset=").empty()) preset = value("--preset=");
+    else if (!value("--profile=").empty()) profile = value("--profile=");
+    else {
+      std::fprintf(stderr, "usage: stage1_throughput_bench [--steps=30] [--warmup=5] [--threads=1] [--batch=64] "
+                           "[--seed=0] [--preset=cpu] [--profile=TRACE.json]\n");
+      return 2;
+    }
+  }
+  torch::set_num_threads(threads);
+  torch::manual_seed(seed);
+  const int vocab = 8000;
+  auto model = std::make_shared<dgr::trainer::Seq2Seq>(dgr::trainer::model_preset(preset, vocab));
+  model->train();
+  torch::optim::AdamW optimizer(model->parameters(),
+                                torch::optim::AdamWOptions(2e-3).betas({0.9, 0.98}).weight_decay(0.01));
+
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int s = 0; s < warmup + steps; ++s) {
+    std::vector<std::vector<int64_t>> src(batch), tgt(batch);
+    for (auto& r : src) { r.resize(uniform(8, 20)); for (auto& x : r) x = uniform(4, vocab - 1); }
+    for (auto& r : tgt) { r.resize(uniform(4, 11)); for (auto& x : r) x = uniform(4, vocab - 1); }
+    batches.emplace_back(padded(src), padded(tgt));
+  }
+
+  std::vector<double> times, forward, backward, update;
+  double loss_value = 0;
+  // --profile: a Chrome trace of the timed steps from LibTorch's autograd profiler (op-level costs).
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
+  for (int s = 0; s < warmup + steps; ++s) {
+    if (s == warmup && !profile.empty()) recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+    auto t0 = std::chrono::steady_clock::now();
+    const auto& [src, tgt] = batches[s];
+    auto tokens = tgt.ne(0).sum().item<double>();
+    auto loss = model->loss(src, tgt, 0.1) / tokens;
+    auto t1 = std::chrono::steady_clock::now();
+    optimizer.zero_grad();
+    loss.backward();
+    auto t2 = std::chrono::steady_clock::now();
+    optimizer.step();
+    loss_value = loss.item<double>();
+    auto t3 = std::chrono::steady_clock::now();
+    if (s >= warmup) {
+      times.push_back(std::chrono::duration<double>(t3 - t0).count());
+      forward.push_back(std::chrono::duration<double>(t1 - t0).count());
+      backward.push_back(std::chrono::duration<double>(t2 - t1).count());
+      update.push_back(std::chrono::duration<double>(t3 - t2).count());
+    }
+  }
+  recorder.reset();
+  double total = 0;
+  for (double t : times) total += t;
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  std::printf("impl=dgr threads=%d batch=%d steps=%d params=%lld step_ms_median=%.2f examples_per_s=%.2f loss=%.4f "
+              "forward_ms=%.2f backward_ms=%.2f optimizer_ms=%.2f\n",
+              threads, batch, steps, static_cast<long long>(params), median(times) * 1e3, batch * times.size() / total,
+              loss_value, median(forward) * 1e3, median(backward) * 1e3, median(update) * 1e3);
+  return 0;
+}

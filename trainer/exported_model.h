@@ -1,0 +1,32 @@
+// Export files <-> models, for `dgr retrieve` and `dgr export` (no LibTorch in this header). An export's
+// model_config_json is {"model": ModelConfig, "view_limits": {...}}: what is needed to rebuild the model and
+// the exact source/target sequences it was trained on.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "checkpoints/store.h"
+#include "retrieval/seq2seq.h"
+#include "retrieval/views.h"
+
+namespace dgr::trainer {
+
+std::string view_limits_json(const retrieval::ViewLimits& limits);
+retrieval::ViewLimits parse_view_limits(const std::string& json, const std::string& where);
+
+struct ExportedScorer {
+  std::unique_ptr<retrieval::Seq2SeqScorer> scorer;  // the model in eval mode, no gradients
+  retrieval::ViewLimits limits;
+  std::string tokenizer_sha256, index_sha256, model_config_json;
+};
+
+// Reads and verifies an export file and builds the model (LibTorch set to `threads` threads).
+// CheckpointError naming the file when it is not an export, damaged, or does not fit its own config.
+ExportedScorer load_exported_scorer(const std::string& path, int threads);
+
+// Writes an export file from a stage-1 checkpoint step (loaded with rank < 0): the model/* arrays and
+// the model config, view limits, tokenizer and index checksums stored in the checkpoint's config.
+void write_export_from_checkpoint(const checkpoints::LoadedCheckpoint& checkpoint, const std::string& path);
+
+}  // namespace dgr::trainer

@@ -1,0 +1,99 @@
+// The BART-style encoder-decoder that dgr trains (method.md sections 3 and 10): its config and presets,
+// teacher-forced loss over real target tokens only, re-scoring, and incremental decoding with cached
+// keys/values for beam search. Multi-head attention is written out with fused projections and batched
+// matmuls; the token embedding is shared by encoder input, decoder input and the output projection.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dgr::trainer {
+
+// Reserved ids of dgr's tokenizer that the model itself relies on.
+inline constexpr int64_t kPadId = 0;
+inline constexpr int64_t kBosId = 2;
+
+struct ModelConfig {
+  int vocab_size = 0;
+  int d_model = 0;
+  int heads = 0;
+  int encoder_layers = 0;
+  int decoder_layers = 0;
+  int ffn = 0;
+  int max_positions = 0;
+  double dropout = 0.0;
+  bool pre_norm = true;
+
+  // Every key is required and no other is accepted (dgr::ConfigError names the key).
+  std::string to_json_string() const;
+  static ModelConfig from_json_string(const std::string& text);
+  // Throws dgr::ConfigError naming the first field that cannot work.
+  void validate() const;
+  bool operator==(const ModelConfig&) const = default;
+};
+
+// "test", "cpu", "bart-base", "bart-large"; an unknown name is a ConfigError listing these.
+ModelConfig model_preset(const std::string& name, int vocab_size);
+std::vector<std::string> model_preset_names();
+
+namespace detail {
+class Encoder;
+class Decoder;
+}  // namespace detail
+
+// Incremental decoding of N hypotheses ("beams"), each attached to one of the encoded sources. All beams
+// have fed the same number of tokens (`length`). Tensors are internal; use Seq2Seq::start/step/reorder.
+struct DecoderState {
+  torch::Tensor src_bias;                           // [Nsrc, 1, S] additive key mask (0 or -1e9)
+  std::vector<torch::Tensor> cross_k, cross_v;      // per decoder layer [Nsrc, H, S, hd], computed once
+  std::vector<torch::Tensor> self_k, self_v;        // per decoder layer [N, H, length, hd]
+  torch::Tensor src_index;                          // [N] int64: the source row of each beam
+  int64_t length = 0;
+  int64_t beams() const { return src_index.size(0); }
+  int64_t sources() const { return src_bias.size(0); }
+};
+
+class Seq2Seq : public torch::nn::Module {
+ public:
+  explicit Seq2Seq(const ModelConfig& config);
+  const ModelConfig& config() const { return config_; }
+
+  // src [B,S] int64, kPadId = padding anywhere in a row; returns the encoder output [B,S,D] (zero at pads).
+  torch::Tensor encode(const torch::Tensor& src);
+
+  // Teacher forcing: decoder input bos + tgt[:, :-1], labels tgt; pads (0) in tgt are ignored. Returns the
+  // SUM over real target tokens of the label-smoothed cross-entropy (fairseq/PyTorch definition); the
+  // caller divides. The output projection runs on real target tokens only.
+  torch::Tensor loss(const torch::Tensor& src, const torch::Tensor& tgt, double label_smoothing);
+  // The logits [Nt, V] of the Nt real target tokens (row-major order of tgt) and their labels [Nt]; the
+  // building block of loss() for other losses (distillation). src batch B or 1 as for token_log_probs.
+  std::pair<torch::Tensor, torch::Tensor> target_logits(const torch::Tensor& src, const torch::Tensor& tgt);
+
+  // log p(tgt[b,t] | ...) per target token, 0 at pads: [B,T]. src may have batch B, or batch 1 shared by
+  // every target (re-scoring many keys of one query encodes it once). Runs under the caller's grad mode.
+  torch::Tensor token_log_probs(const torch::Tensor& src, const torch::Tensor& tgt);
+  // Per-sequence sum of token_log_probs, no label smoothing, without gradient: [B].
+  torch::Tensor sequence_log_probs(const torch::Tensor& src, const torch::Tensor& tgt);
+
+  // Incremental decoding (no gradient). start: one beam per source row, nothing fed yet.
+  DecoderState start(const torch::Tensor& src);
+  // Feeds last_tokens [N] (the first call feeds kBosId) and returns log p(next token) [N, V].
+  torch::Tensor step(DecoderState& state, const torch::Tensor& last_tokens);
+  // New beam i continues old beam parents[i]; the number of beams may change.
+  void reorder(DecoderState& state, const torch::Tensor& parents);
+
+  // The shared token embedding [V, D] (also the output projection).
+  const torch::Tensor& embedding() const { return embed_tokens_->weight; }
+
+ private:
+  ModelConfig config_;
+  torch::nn::Embedding embed_tokens_{nullptr};
+  std::shared_ptr<detail::Encoder> encoder_;
+  std::shared_ptr<detail::Decoder> decoder_;
+};
+
+}  // namespace dgr::trainer

@@ -1,0 +1,34 @@
+// Retrieval over a set of queries on every rank of a job: queries are dealt round-robin to the ranks, each
+// rank runs the FM-index-constrained retriever (retrieval/retriever.h) on its share, and rank 0 gathers
+// the run in query order. Used by `dgr retrieve` and by evaluation during training. No LibTorch here: the
+// model comes in as a retrieval::Seq2SeqScorer.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/world.h"
+#include "retrieval/index_dir.h"
+#include "retrieval/seq2seq.h"
+#include "retrieval/views.h"
+#include "sharding/readers.h"
+#include "trainer/stage1.h"
+
+namespace dgr::trainer {
+
+struct RetrievalStats {
+  size_t queries = 0;       // over all ranks
+  double seconds = 0;       // wall time of the slowest rank
+  double queries_per_second() const { return seconds > 0 ? static_cast<double>(queries) / seconds : 0; }
+};
+
+// Collective. Rank 0 returns the run (top_k passages per query, best first, tag `tag`) and, when `keys` is
+// given, one JSON line per (query, passage) with the matched keys; other ranks return an empty run.
+std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                                 const std::vector<sharding::Query>& queries,
+                                                 const RetrievalSettings& settings,
+                                                 const retrieval::ViewLimits& limits, const World& world,
+                                                 const std::string& tag, std::vector<std::string>* keys,
+                                                 RetrievalStats* stats);
+
+}  // namespace dgr::trainer

@@ -1,0 +1,61 @@
+// Stage 1 (MINDER, method.md section 3): the seq2seq model learns to generate passage identifiers from the
+// stage-1 pairs (trainer/stage1_data.h), data-parallel over the ranks of `world` through the
+// GradientReducer, with checkpoints (exact resume, also on another number of ranks), evaluation of
+// retrieval during training, and a model export at the end. `dgr train --stage generate` runs it. No
+// LibTorch in this header: the launcher includes it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/world.h"
+#include "retrieval/views.h"
+#include "trainer/stage1_data.h"
+
+namespace dgr::trainer {
+
+// Retrieval settings used for evaluation during training and by `dgr retrieve`.
+struct RetrievalSettings {
+  std::vector<std::string> views = {"title"};  // views searched at retrieval time
+  int beam = 10;
+  int top_k = 100;
+  bool ngram_keys = true;     // body view: query word n-grams as extra keys
+  bool unigram_keys = true;   // body view: top unigrams of the first decoding step
+};
+
+struct Stage1Options {
+  std::string data_dir = "data/debian-tiny";  // corpus.tsv, queries.train.tsv, qrels.train.tsv (+ dev/test)
+  std::string index_dir;                      // from `dgr index` ("" = DATA/index)
+  std::string out_dir = "runs/stage1";        // OUT/checkpoints/step-*, OUT/model.h5, OUT/train.jsonl
+  std::string preset = "cpu";                 // model preset (trainer/model.h)
+  double dropout = -1;                        // < 0: the preset's
+  double epochs = 15;
+  int64_t global_batch = 64;                  // pairs per optimizer step over all ranks
+  double lr = 2e-3;
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
+  double weight_decay = 0.01;
+  double warmup = 0.05;                       // fraction of the steps (linear warmup, then linear decay to 0)
+  double clip = 1.0;                          // global gradient norm (0 = off)
+  double label_smoothing = 0.1;
+  uint64_t seed = 1;
+  int threads = 0;                            // LibTorch threads per rank (0 = cores per rank on this node)
+  int64_t save_every = 0;                     // steps between checkpoints (0 = once per epoch)
+  int keep_last = 3;
+  bool async_save = true;
+  bool resume = true;                         // continue from the newest committed checkpoint in OUT
+  double eval_every = 1;                      // epochs between evaluations (0 = only at the end)
+  std::vector<std::string> eval_splits = {"dev"};
+  int eval_max_queries = 0;                   // 0 = every query of the split
+  int64_t max_steps = 0;                      // stop after this many optimizer steps (0 = all epochs)
+  std::string comm_backend = "ring";
+  int comm_timeout_s = 300;
+  RetrievalSettings retrieval;
+  Stage1DataOptions data;
+};
+
+// Collective. Returns 0 when training finished, 3 when it stopped on a signal after saving a checkpoint
+// (resume by running the same command again). Errors are thrown as dgr::Error.
+int run_stage1(const Stage1Options& options, const World& world);
+
+}  // namespace dgr::trainer
