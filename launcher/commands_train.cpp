@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -82,7 +83,8 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   }
   std::unique_ptr<sharding::Corpus> corpus;
   for (const auto& [name, path] : jobs) {
-    auto queries = sharding::read_queries(path);
+    const auto all_queries = sharding::read_queries(path);
+    auto queries = all_queries;
     if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries))
       queries.resize(static_cast<size_t>(opts.max_queries));
     std::vector<std::string> keys;
@@ -104,7 +106,10 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     const fs::path qrels_path = data / ("qrels." + name + ".tsv");
     if (opts.queries.empty() && fs::exists(qrels_path)) {
       if (!corpus) corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
-      auto qrels = sharding::read_qrels(qrels_path.string(), corpus.get(), &queries);
+      auto qrels = sharding::read_qrels(qrels_path.string(), corpus.get(), &all_queries);
+      std::unordered_set<std::string> kept;
+      for (const auto& q : queries) kept.insert(q.qid);
+      std::erase_if(qrels, [&](const sharding::Qrel& r) { return !kept.count(r.qid); });
       line += ": " + retrieval::format_metrics(retrieval::evaluate(run, qrels));
     }
     std::cout << line << "\n" << std::flush;
@@ -160,6 +165,8 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_option("--body-spans", s.data.body_spans, "Body-span pairs per training query per epoch");
   train->add_option("--pq-copies", s.data.pq_copies, "Pseudo-query pairs per training query per epoch");
   train->add_option("--indexing-pairs", s.data.indexing_pairs, "Indexing pairs per passage per view per epoch");
+  train->add_option("--indexing-source-min", s.data.indexing_source_min, "Shortest body window used as an indexing source");
+  train->add_option("--indexing-source-max", s.data.indexing_source_max, "Longest body window used as an indexing source");
   train->add_option("--save-every", s.save_every, "Steps between checkpoints (0 = once per epoch)");
   train->add_option("--keep-last", s.keep_last, "Committed checkpoints to keep (0 = all)");
   train->add_flag("!--sync-save", s.async_save, "Write checkpoints in the training thread (default: in the background)");

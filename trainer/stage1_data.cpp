@@ -32,6 +32,8 @@ Stage1Data::Stage1Data(std::vector<retrieval::PassageTokens> passages, std::vect
       seed_(seed) {
   const bool title = options_.views[0], body = options_.views[1], pq = options_.views[2];
   DGR_CHECK_AS(ConfigError, title || body || pq, "stage 1 needs at least one view (title, body or pq)");
+  DGR_CHECK_AS(ConfigError, options_.indexing_source_min >= 1 && options_.indexing_source_max >= options_.indexing_source_min,
+               "indexing source length range [{}, {}] is empty", options_.indexing_source_min, options_.indexing_source_max);
   for (int32_t q = 0; q < static_cast<int32_t>(queries_.size()); ++q) {
     const auto& passage = passages_.at(static_cast<size_t>(queries_[static_cast<size_t>(q)].positive));
     if (title) for (int c = 0; c < options_.title_copies; ++c) entries_.push_back({Kind::query, View::title, q});
@@ -112,7 +114,9 @@ Pair Stage1Data::pair(int64_t epoch, int64_t index) const {
     passage = &passages_[static_cast<size_t>(entry.item)];
     // The source of an indexing pair is a window of the body standing in for a query.
     const auto& body = passage->body;
-    size_t length = std::min(body.size(), static_cast<size_t>(options_.indexing_source_length));
+    const size_t lo = static_cast<size_t>(std::max(1, options_.indexing_source_min));
+    const size_t hi = std::max(lo, static_cast<size_t>(options_.indexing_source_max));
+    size_t length = std::min(body.size(), lo + uniform(rng, hi - lo + 1));
     size_t start = uniform(rng, body.size() - length + 1);
     query.assign(body.begin() + static_cast<std::ptrdiff_t>(start),
                  body.begin() + static_cast<std::ptrdiff_t>(start + length));

@@ -23,7 +23,10 @@ struct Stage1DataOptions {
   int body_spans = 10;
   int pq_copies = 5;
   int indexing_pairs = 2;          // per passage per enabled view per epoch
-  int indexing_source_length = 32; // tokens of the body window that is the source of an indexing pair
+  // The source of an indexing pair is a body window of a random length in [min, max] tokens: queries are
+  // short (a Debian synopsis is 6-12 tokens), and a fixed long window trains on sources unlike them.
+  int indexing_source_min = 6;
+  int indexing_source_max = 24;
   double span_temperature = 1.0;   // softmax temperature of the body-span start sampling
   retrieval::ViewLimits limits;
 };
