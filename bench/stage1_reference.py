@@ -3,9 +3,13 @@
 PyTorch (nn.TransformerEncoderLayer/DecoderLayer, norm_first, batch_first), learned positions, tied token
 embedding and output projection over every target position, F.cross_entropy with ignore_index and label
 smoothing, AdamW. Synthetic pairs shaped like the real ones. Prints one key=value line with examples/s.
-Usage: stage1_reference.py [--threads 1] [--steps 30] [--warmup 5] [--batch 64]"""
+Usage: stage1_reference.py [--threads 1] [--steps 30] [--warmup 5] [--batch 64] [--seed 0]
+                           [--sync-dir DIR --sync-count N]
+--sync-dir/--sync-count: N processes started together wait for each other (files in DIR) before their
+first step, so their timed steps run at the same time (bench/stage1_throughput_bench.sh, 2 processes)."""
 import argparse
 import math
+import os
 import random
 import statistics
 import time
@@ -64,6 +68,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sync-dir", default="")
+    ap.add_argument("--sync-count", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -73,6 +79,13 @@ def main():
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
     batches = [synthetic_batch(rng, args.batch, vocab) for _ in range(args.warmup + args.steps)]
+    if args.sync_dir:
+        open(os.path.join(args.sync_dir, f"ready.{os.getpid()}"), "w").close()
+        deadline = time.monotonic() + 600
+        while sum(n.startswith("ready.") for n in os.listdir(args.sync_dir)) < args.sync_count:
+            if time.monotonic() > deadline:
+                raise SystemExit("stage1_reference.py: --sync-dir: the other processes did not come")
+            time.sleep(0.001)
     times = []
     for i, (src, tgt) in enumerate(batches):
         t0 = time.perf_counter()

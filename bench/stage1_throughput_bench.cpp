@@ -1,8 +1,12 @@
 // Stage-1 training throughput of dgr's model (trainer/model.h, preset "cpu": d192, 4 heads, 2+2 layers,
 // ffn 768, pre-norm, tied) on synthetic pairs shaped like bench/stage1_reference.py's (vocab 8000, sources
 // 8-20 tokens, targets 4-11, label smoothing 0.1, AdamW lr 2e-3 betas 0.9/0.98, weight decay 0.01).
-// Batches are generated before timing. Prints one key=value line; bench/stage1_throughput_bench.sh
+// Batches are generated before timing. Prints one key=value line (rank 0); bench/stage1_throughput_bench.sh
 // compares it with the Python reference.
+// Under mpiexec -n N: every rank takes --batch examples per step (global batch = batch x N) from its own
+// synthetic data (seed + rank), gradients are averaged by dgr's GradientReducer (as bench/train_step_bench),
+// a step's time is the slowest rank's (MPI_Allreduce max), and examples_per_s is the total over all ranks
+// (batch x N x timed steps / sum of step times). At N = 1 no reducer is made: the step is as it always was.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,6 +18,11 @@
 #include <string>
 #include <vector>
 
+#include <mpi.h>
+
+#include "comm/communicator.h"
+#include "common/world.h"
+#include "trainer/gradient_reducer.h"
 #include "trainer/model.h"
 
 namespace {
@@ -54,6 +63,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  dgr::World world(&argc, &argv);
+  const int ranks = world.size(), rank = world.rank();
   torch::set_num_threads(threads);
   torch::manual_seed(seed);
   const int vocab = 8000;
@@ -61,8 +72,18 @@ int main(int argc, char** argv) {
   model->train();
   torch::optim::AdamW optimizer(model->parameters(),
                                 torch::optim::AdamWOptions(2e-3).betas({0.9, 0.98}).weight_decay(0.01));
+  // More than one rank: the reducer broadcasts rank 0's parameters and averages the gradients.
+  std::unique_ptr<dgr::comm::Communicator> communicator;
+  std::unique_ptr<dgr::trainer::GradientReducer> reducer;
+  if (ranks > 1) {
+    communicator = dgr::comm::make_communicator(dgr::comm::Options{}, world);
+    std::vector<std::pair<std::string, torch::Tensor>> named;
+    for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
+    reducer = std::make_unique<dgr::trainer::GradientReducer>(named, *communicator);
+    torch::manual_seed(seed + rank);  // dropout masks differ between ranks
+  }
 
-  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::mt19937 rng(static_cast<uint32_t>(seed + rank));
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
   for (int s = 0; s < warmup + steps; ++s) {
@@ -72,28 +93,42 @@ int main(int argc, char** argv) {
     batches.emplace_back(padded(src), padded(tgt));
   }
 
-  std::vector<double> times, forward, backward, update;
+  std::vector<double> times, forward, backward, update, comm, exposed;
   double loss_value = 0;
-  // --profile: a Chrome trace of the timed steps from LibTorch's autograd profiler (op-level costs).
+  // --profile: a Chrome trace of rank 0's timed steps from LibTorch's autograd profiler (op-level costs).
   std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
+  auto seconds = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   for (int s = 0; s < warmup + steps; ++s) {
-    if (s == warmup && !profile.empty()) recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+    if (s == warmup && !profile.empty() && world.is_root())
+      recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+    if (reducer) MPI_Barrier(MPI_COMM_WORLD);
     auto t0 = std::chrono::steady_clock::now();
     const auto& [src, tgt] = batches[s];
     auto tokens = tgt.ne(0).sum().item<double>();
     auto loss = model->loss(src, tgt, 0.1) / tokens;
     auto t1 = std::chrono::steady_clock::now();
-    optimizer.zero_grad();
-    loss.backward();
+    if (reducer) {
+      reducer->zero_grad();
+      reducer->prepare_backward(true);
+      loss.backward();
+      reducer->finish_backward();
+    } else {
+      optimizer.zero_grad();
+      loss.backward();
+    }
     auto t2 = std::chrono::steady_clock::now();
     optimizer.step();
     loss_value = loss.item<double>();
     auto t3 = std::chrono::steady_clock::now();
+    double step = seconds(t0, t3), slowest = step;
+    if (reducer) MPI_Allreduce(&step, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (s >= warmup) {
-      times.push_back(std::chrono::duration<double>(t3 - t0).count());
-      forward.push_back(std::chrono::duration<double>(t1 - t0).count());
-      backward.push_back(std::chrono::duration<double>(t2 - t1).count());
-      update.push_back(std::chrono::duration<double>(t3 - t2).count());
+      times.push_back(slowest);
+      forward.push_back(seconds(t0, t1));
+      backward.push_back(seconds(t1, t2));
+      update.push_back(seconds(t2, t3));
+      comm.push_back(reducer ? reducer->timers().communication_ms / 1e3 : 0.0);
+      exposed.push_back(reducer ? reducer->timers().exposed_ms / 1e3 : 0.0);
     }
   }
   recorder.reset();
@@ -101,9 +136,15 @@ int main(int argc, char** argv) {
   for (double t : times) total += t;
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  std::printf("impl=dgr threads=%d batch=%d steps=%d params=%lld step_ms_median=%.2f examples_per_s=%.2f loss=%.4f "
-              "forward_ms=%.2f backward_ms=%.2f optimizer_ms=%.2f\n",
-              threads, batch, steps, static_cast<long long>(params), median(times) * 1e3, batch * times.size() / total,
-              loss_value, median(forward) * 1e3, median(backward) * 1e3, median(update) * 1e3);
+  if (world.is_root()) {
+    std::printf("impl=dgr ranks=%d threads=%d batch=%d global_batch=%d steps=%d params=%lld step_ms_median=%.2f "
+                "examples_per_s=%.2f examples_per_s_per_rank=%.2f loss=%.4f forward_ms=%.2f backward_ms=%.2f "
+                "optimizer_ms=%.2f comm_ms=%.2f exposed_comm_ms=%.2f\n",
+                ranks, threads, batch, batch * ranks, steps, static_cast<long long>(params), median(times) * 1e3,
+                static_cast<double>(batch) * ranks * times.size() / total,
+                static_cast<double>(batch) * times.size() / total, loss_value, median(forward) * 1e3,
+                median(backward) * 1e3, median(update) * 1e3, median(comm) * 1e3, median(exposed) * 1e3);
+    std::fflush(stdout);
+  }
   return 0;
 }

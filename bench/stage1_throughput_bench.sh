@@ -1,22 +1,62 @@
 #!/usr/bin/env bash
-# Stage-1 training throughput, dgr against the plain PyTorch reference (Debian's python3-torch), back to
-# back in one run, same model shape, data distribution, steps and thread count, alternating REPS times.
-# Prints every line, the median examples/s of each and the ratio dgr/python (issue target: >= 1.2).
+# Stage-1 training throughput, dgr against the plain PyTorch reference (Debian's python3-torch), on 1 and 2
+# ranks, in one run: same model shape, data distribution, steps, per-rank batch and thread count, alternating
+# REPS times between
+#   (a) python reference, 1 process
+#   (b) dgr, 1 rank
+#   (c) python reference, 2 independent processes started together (the per-rank reference under the same
+#       2-process load; their examples/s are summed)
+#   (d) dgr, 2 ranks under mpiexec (GradientReducer; global batch = 2 x per-rank batch; examples/s summed)
+# Prints every line, the median examples/s of each, the per-rank ratios dgr/python at 1 rank (b/a) and at
+# 2 ranks (d/c) (issue target: >= 1.2) and dgr's scaling 2 ranks / 1 rank (d/b) (issue target: >= 1.9).
 # Usage: bench/stage1_throughput_bench.sh [BUILD_DIR] [STEPS] [REPS] [THREADS]
+#   env: PYTHON (default /usr/bin/python3), MPIEXEC (default mpiexec)
 set -euo pipefail
 build=${1:-build}
 steps=${2:-30}
 reps=${3:-3}
 threads=${4:-1}
 here=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-/usr/bin/python3}
+bench="$build/bench/stage1_throughput_bench"
+[[ -x $bench ]] || { echo "no $bench: cmake --build $build --target stage1_throughput_bench" >&2; exit 1; }
+mpi=("${MPIEXEC:-mpiexec}" -n 2 --oversubscribe --bind-to none)
+[[ $(id -u) == 0 ]] && mpi+=(--allow-run-as-root)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
 val() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
-dgr=() py=()
+check() { [[ -n $1 ]] || { echo "no examples_per_s in: $2" >&2; exit 1; }; }
+py1=() dgr1=() py2=() dgr2=()
 for ((r = 0; r < reps; ++r)); do
-  d=$("$build/bench/stage1_throughput_bench" --steps=$steps --threads=$threads --seed=$r); echo "$d"
-  p=$(/usr/bin/python3 "$here/stage1_reference.py" --steps $steps --threads $threads --seed $r); echo "$p"
-  dgr+=("$(val examples_per_s "$d")") py+=("$(val examples_per_s "$p")")
+  # (a) python, 1 process
+  a=$("$python" "$here/stage1_reference.py" --steps $steps --threads $threads --seed $r); echo "$a"
+  py1+=("$(val examples_per_s "$a")"); check "${py1[-1]}" "$a"
+  # (b) dgr, 1 rank
+  b=$("$bench" --steps=$steps --threads=$threads --seed=$r); echo "$b"
+  dgr1+=("$(val examples_per_s "$b")"); check "${dgr1[-1]}" "$b"
+  # (c) python, 2 processes at once (seeds r and r+1, as dgr's ranks use seed + rank), starting their
+  #     steps together (--sync-dir)
+  sync="$tmp/sync$r"; mkdir "$sync"
+  "$python" "$here/stage1_reference.py" --steps $steps --threads $threads --seed $r \
+    --sync-dir "$sync" --sync-count 2 >"$tmp/p0" & p0=$!
+  "$python" "$here/stage1_reference.py" --steps $steps --threads $threads --seed $((r + 1)) \
+    --sync-dir "$sync" --sync-count 2 >"$tmp/p1" & p1=$!
+  wait $p0; wait $p1
+  c0=$(<"$tmp/p0") c1=$(<"$tmp/p1")
+  e0=$(val examples_per_s "$c0") e1=$(val examples_per_s "$c1"); check "$e0" "$c0"; check "$e1" "$c1"
+  sum=$(awk -v x="$e0" -v y="$e1" 'BEGIN {printf "%.2f", x + y}')
+  echo "$c0 process=0/2"; echo "$c1 process=1/2"; echo "impl=python processes=2 examples_per_s=$sum (sum)"
+  py2+=("$sum")
+  # (d) dgr, 2 ranks
+  d=$("${mpi[@]}" "$bench" --steps=$steps --threads=$threads --seed=$r); echo "$d"
+  dgr2+=("$(val examples_per_s "$d")"); check "${dgr2[-1]}" "$d"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-awk -v d="$(median "${dgr[@]}")" -v p="$(median "${py[@]}")" -v t="$threads" 'BEGIN {
-  printf "threads %d: dgr %.1f examples/s, python %.1f examples/s (medians); ratio dgr/python %.2f (target >= 1.2)\n", t, d, p, d / p;
+awk -v a="$(median "${py1[@]}")" -v b="$(median "${dgr1[@]}")" -v c="$(median "${py2[@]}")" \
+    -v d="$(median "${dgr2[@]}")" -v t="$threads" -v n="$reps" 'BEGIN {
+  printf "threads %d, medians of %d: examples/s total (per rank)\n", t, n;
+  printf "  1 rank : python %.1f, dgr %.1f; per-rank ratio dgr/python %.2f (target >= 1.2)\n", a, b, b / a;
+  printf "  2 ranks: python %.1f (%.1f), dgr %.1f (%.1f); per-rank ratio dgr/python %.2f (target >= 1.2)\n", c, c / 2, d, d / 2, d / c;
+  printf "  scaling: dgr 2 ranks / 1 rank %.2f (target >= 1.9); python 2 processes / 1 %.2f\n", d / b, c / a;
 }'

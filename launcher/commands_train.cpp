@@ -157,6 +157,7 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_option("--beta2", s.beta2, "AdamW beta2");
   train->add_option("--weight-decay", s.weight_decay, "AdamW weight decay");
   train->add_option("--warmup", s.warmup, "Warmup as a fraction of all steps (then linear decay)")->check(CLI::Range(0.0, 1.0));
+  train->add_option("--decay", s.decay, "Learning rate after warmup: linear (to 0) or constant")->check(CLI::IsMember({"linear", "constant"}));
   train->add_option("--clip", s.clip, "Gradient norm clipping (0 = off)");
   train->add_option("--label-smoothing", s.label_smoothing, "Label smoothing of the cross-entropy")->check(CLI::Range(0.0, 1.0));
   train->add_option("--seed", s.seed, "Seed of the model init, the data order and the pairs");
@@ -176,6 +177,8 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_option("--eval-max-queries", s.eval_max_queries, "Queries per evaluated split (0 = all)");
   train->add_option("--eval-views", s.retrieval.views, "Views searched when evaluating")->delimiter(',');
   train->add_option("--beam", s.retrieval.beam, "Beam size when evaluating")->check(CLI::PositiveNumber);
+  train->add_flag("!--no-ngram-keys", s.retrieval.ngram_keys, "Evaluate without the query n-gram keys (body view)");
+  train->add_flag("!--no-unigram-keys", s.retrieval.unigram_keys, "Evaluate without the unigram keys");
   train->add_option("--comm", s.comm_backend, "Gradient allreduce: ring, mpi, nccl")->check(CLI::IsMember({"ring", "mpi", "nccl"}));
   train->add_option("--comm-timeout", s.comm_timeout_s, "Seconds before a collective that does not complete ends the job");
   table[train] = [t](const World& world) { return run_train(*t, world); };
@@ -192,6 +195,8 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   retrieve->add_option("--views", r->settings.views, "Views to search: title, body, pq")->delimiter(',');
   retrieve->add_option("--beam", r->settings.beam, "Beam size")->check(CLI::PositiveNumber);
   retrieve->add_option("--depth", r->settings.top_k, "Passages per query")->check(CLI::PositiveNumber);
+  retrieve->add_flag("!--no-ngram-keys", r->settings.ngram_keys, "Without the query n-gram keys (body view)");
+  retrieve->add_flag("!--no-unigram-keys", r->settings.unigram_keys, "Without the unigram keys");
   retrieve->add_option("--threads", r->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
   retrieve->add_option("--max-queries", r->max_queries, "Only the first N queries of each split (0 = all)");
   table[retrieve] = [r](const World& world) { return run_retrieve(*r, world); };

@@ -66,7 +66,7 @@ std::vector<sharding::Query> maybe_truncate(std::vector<sharding::Query> queries
 nlohmann::json options_json(const Stage1Options& o) {
   return {{"stage", "generate"}, {"data_dir", o.data_dir}, {"index_dir", o.index_dir}, {"preset", o.preset},
           {"dropout", o.dropout}, {"epochs", o.epochs}, {"global_batch", o.global_batch}, {"lr", o.lr},
-          {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup},
+          {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup}, {"decay", o.decay},
           {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed},
           {"views", {o.data.views[0], o.data.views[1], o.data.views[2]}}, {"title_copies", o.data.title_copies},
           {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs}};
@@ -228,8 +228,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
     DGR_MPI_CHECK(MPI_Allreduce(&tokens, &global_tokens, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
     const double lr = options.lr * (progress.step < warmup_steps
                                         ? static_cast<double>(progress.step + 1) / static_cast<double>(warmup_steps)
-                                        : std::max(0.0, static_cast<double>(total_steps - progress.step) /
-                                                            static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps))));
+                                        : options.decay == "constant"
+                                              ? 1.0
+                                              : std::max(0.0, static_cast<double>(total_steps - progress.step) /
+                                                                  static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps))));
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
     reducer.zero_grad();

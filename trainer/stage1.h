@@ -35,7 +35,8 @@ struct Stage1Options {
   double lr = 2e-3;
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
   double weight_decay = 0.01;
-  double warmup = 0.05;                       // fraction of the steps (linear warmup, then linear decay to 0)
+  double warmup = 0.05;                       // fraction of the steps (linear warmup, then the decay)
+  std::string decay = "linear";               // after warmup: linear (to 0 at the last step) | constant
   double clip = 1.0;                          // global gradient norm (0 = off)
   double label_smoothing = 0.1;
   uint64_t seed = 1;
