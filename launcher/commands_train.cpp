@@ -168,6 +168,8 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_option("--indexing-pairs", s.data.indexing_pairs, "Indexing pairs per passage per view per epoch");
   train->add_option("--indexing-source-min", s.data.indexing_source_min, "Shortest body window used as an indexing source");
   train->add_option("--indexing-source-max", s.data.indexing_source_max, "Longest body window used as an indexing source");
+  train->add_option("--indexing-prefix-probability", s.data.indexing_prefix_probability,
+                    "Probability that an indexing source starts at the first body token")->check(CLI::Range(0.0, 1.0));
   train->add_option("--save-every", s.save_every, "Steps between checkpoints (0 = once per epoch)");
   train->add_option("--keep-last", s.keep_last, "Committed checkpoints to keep (0 = all)");
   train->add_flag("!--sync-save", s.async_save, "Write checkpoints in the training thread (default: in the background)");

@@ -89,7 +89,9 @@ void apply_table(CLI::App& app, const toml::table& table, const std::string& pre
     }
     if (opt->count() > 0 || values.empty()) continue;  // the command line wins
     try {
-      for (const auto& v : values) opt->add_result(v);
+      // A flag's value goes through get_flag_value as CLI11's own config reader does, so that
+      // `no-unigram-keys = true` for the flag `!--no-unigram-keys` stores false, not true.
+      for (const auto& v : values) opt->add_result(opt->get_expected_min() == 0 ? opt->get_flag_value(key, v) : v);
       opt->run_callback();
     } catch (const CLI::Error& e) {
       opt->clear();

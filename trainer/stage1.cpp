@@ -69,7 +69,8 @@ nlohmann::json options_json(const Stage1Options& o) {
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup}, {"decay", o.decay},
           {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed},
           {"views", {o.data.views[0], o.data.views[1], o.data.views[2]}}, {"title_copies", o.data.title_copies},
-          {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs}};
+          {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs},
+          {"indexing_source", {o.data.indexing_source_min, o.data.indexing_source_max, o.data.indexing_prefix_probability}}};
 }
 
 }  // namespace

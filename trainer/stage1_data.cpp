@@ -117,7 +117,7 @@ Pair Stage1Data::pair(int64_t epoch, int64_t index) const {
     const size_t lo = static_cast<size_t>(std::max(1, options_.indexing_source_min));
     const size_t hi = std::max(lo, static_cast<size_t>(options_.indexing_source_max));
     size_t length = std::min(body.size(), lo + uniform(rng, hi - lo + 1));
-    size_t start = uniform(rng, body.size() - length + 1);
+    size_t start = unit(rng) < options_.indexing_prefix_probability ? 0 : uniform(rng, body.size() - length + 1);
     query.assign(body.begin() + static_cast<std::ptrdiff_t>(start),
                  body.begin() + static_cast<std::ptrdiff_t>(start + length));
   }

@@ -27,6 +27,9 @@ struct Stage1DataOptions {
   // short (a Debian synopsis is 6-12 tokens), and a fixed long window trains on sources unlike them.
   int indexing_source_min = 6;
   int indexing_source_max = 24;
+  // Probability that the window starts at the first body token: a passage's opening sentence usually says
+  // what the passage is about (a Debian description restates the synopsis), like a query does.
+  double indexing_prefix_probability = 0.0;
   double span_temperature = 1.0;   // softmax temperature of the body-span start sampling
   retrieval::ViewLimits limits;
 };
