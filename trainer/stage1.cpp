@@ -278,7 +278,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
       store.save(make_save_request(progress, *model, optimizer, config_json));
     }
     if (stopped) break;
-    if (progress.step % eval_every == 0 && progress.step != total_steps) evaluate("during training");
+    if (progress.step % eval_every == 0 && progress.step != total_steps) {
+      evaluate("during training");
+      window_start = Clock::now();  // examples/s counts training only
+    }
   }
   store.wait();
   if (stopped) {
