@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/temp_dir.h"
 #include "common/error.h"
 #include "retrieval/fm_index.h"
 
@@ -21,20 +22,9 @@ namespace {
 namespace fs = std::filesystem;
 using Tokens = std::vector<int32_t>;
 
-class TempDir {
+class TempDir : public dgr::testing::TempDir {
  public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("dgr_fm_index_test." + std::to_string(::getpid()) + "." +
-                                         std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
+  TempDir() : dgr::testing::TempDir("dgr_fm_index_test") {}
 };
 
 // The text and the brute-force answers the index must give.

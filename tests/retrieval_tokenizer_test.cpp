@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/temp_dir.h"
 #include "common/error.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/tokenizer.h"
@@ -22,21 +23,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+class TempDir : public dgr::testing::TempDir {
  public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("dgr_tokenizer_test." + std::to_string(::getpid()) + "." +
-                                         std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
+  TempDir() : dgr::testing::TempDir("dgr_tokenizer_test") {}
 };
 
 std::vector<std::string> synthetic_sentences(size_t n) {

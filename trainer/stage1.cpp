@@ -21,7 +21,6 @@
 #include "checkpoints/store.h"
 #include "comm/communicator.h"
 #include "common/error.h"
-#include "common/files.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "retrieval/index_dir.h"
@@ -143,7 +142,8 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const int64_t eval_every = options.eval_every > 0
                                  ? std::max<int64_t>(1, static_cast<int64_t>(std::llround(options.eval_every * static_cast<double>(sampler.steps_per_epoch()))))
                                  : total_steps;
-  const std::string index_sha256 = files::sha256_file((fs::path(index_path) / "fm_index.bin").string());
+  // load_index_dir verified fm_index.bin against this checksum already.
+  const std::string index_sha256 = nlohmann::json::parse(index.manifest_json).at("fm_index_sha256").get<std::string>();
   // The checkpoint's config: the options, and what an export of any step needs (`dgr export`).
   nlohmann::json export_section = {
       {"model_config", {{"model", nlohmann::json::parse(config.to_json_string())},
