@@ -12,6 +12,7 @@ packages=(
   libsentencepiece-dev sentencepiece libsdsl-dev libxapian-dev nlohmann-json3-dev
   zlib1g-dev libssl-dev
   apt-utils
+  gnuplot-nox
 )
 if [[ "${1:-}" == "--with-slurm" ]]; then
   packages+=(slurmd slurmctld slurm-client munge iproute2 util-linux)

@@ -6,7 +6,6 @@
 // retrieval at the end of every eval_every epochs.
 #include "trainer/stage1.h"
 
-#include <mpi.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -31,6 +30,7 @@
 #include "trainer/gradient_reducer.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
+#include "trainer/progress.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stop.h"
 #include "trainer/train_state.h"
@@ -212,6 +212,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   Clock::time_point window_start = Clock::now();
   double window_loss = 0, window_tokens = 0, window_examples = 0;
   int64_t window_steps = 0;
+  Progress meter({.every_s = options.progress_every_s}, world.is_root(), progress.step);
   while (progress.step < total_steps) {
     auto batch = sampler.next();
     std::vector<Pair> local;
@@ -224,9 +225,12 @@ int run_stage1(const Stage1Options& options, const World& world) {
       targets.push_back(&p.target);
       tokens += static_cast<int64_t>(p.target.size());
     }
-    // Every rank needs the global token count before backward (the loss is a mean over it).
-    int64_t global_tokens = 0;
-    DGR_MPI_CHECK(MPI_Allreduce(&tokens, &global_tokens, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+    // Every rank needs the global token count before backward (the loss is a mean over it). Through the
+    // communicator, like every collective of the step, so that a rank that stalls anywhere in a step
+    // trips a deadline that names it (comm/watchdog.h) instead of hanging the others.
+    int64_t counts[2] = {tokens, static_cast<int64_t>(batch.examples.size())};  // [tokens, examples] of this rank
+    communicator->allreduce(comm::Buffer{counts, 2, comm::DType::kInt64}, comm::ReduceOp::kSum);
+    const int64_t global_tokens = counts[0], global_examples = counts[1];
     const double lr = options.lr * (progress.step < warmup_steps
                                         ? static_cast<double>(progress.step + 1) / static_cast<double>(warmup_steps)
                                         : options.decay == "constant"
@@ -248,17 +252,20 @@ int run_stage1(const Stage1Options& options, const World& world) {
     ++progress.step;
     progress.position = sampler.position();
 
-    double stats[2] = {loss_sum.defined() ? loss_sum.item<double>() : 0.0, static_cast<double>(batch.examples.size())};
-    double global_stats[2];
-    DGR_MPI_CHECK(MPI_Allreduce(stats, global_stats, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-    window_loss += global_stats[0];
+    float step_loss_sum = loss_sum.defined() ? loss_sum.item<float>() : 0.0F;  // fp32 like the loss itself
+    communicator->allreduce(comm::Buffer{&step_loss_sum, 1, comm::DType::kFloat32}, comm::ReduceOp::kSum);
+    window_loss += static_cast<double>(step_loss_sum);
     window_tokens += static_cast<double>(global_tokens);
-    window_examples += global_stats[1];
+    window_examples += static_cast<double>(global_examples);
     ++window_steps;
     const bool epoch_end = progress.position.step_in_epoch == 0;
+    const double epoch = static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch());
+    meter.step({progress.step, total_steps, epoch,
+                static_cast<double>(step_loss_sum) / static_cast<double>(std::max<int64_t>(1, global_tokens)),
+                global_examples, lr});
     if (world.is_root() && (epoch_end || window_steps >= 50 || progress.step == total_steps)) {
       double seconds = seconds_since(window_start);
-      const double epoch = static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch());
+      meter.clear();
       log->info("step {}/{} epoch {:.2f} loss {:.4f} lr {:.2e} {:.0f} examples/s {:.0f} tokens/s elapsed {:.0f}s",
                 progress.step, total_steps, epoch, window_loss / std::max(1.0, window_tokens), lr,
                 window_examples / seconds, window_tokens / seconds, seconds_since(start));
@@ -279,10 +286,14 @@ int run_stage1(const Stage1Options& options, const World& world) {
     }
     if (stopped) break;
     if (progress.step % eval_every == 0 && progress.step != total_steps) {
+      meter.pause();
+      meter.clear();
       evaluate("during training");
+      meter.resume();
       window_start = Clock::now();  // examples/s counts training only
     }
   }
+  meter.finish();
   store.wait();
   if (stopped) {
     if (world.is_root())

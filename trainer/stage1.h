@@ -49,6 +49,7 @@ struct Stage1Options {
   std::vector<std::string> eval_splits = {"dev"};
   int eval_max_queries = 0;                   // 0 = every query of the split
   int64_t max_steps = 0;                      // stop after this many optimizer steps (0 = all epochs)
+  double progress_every_s = 10;               // seconds between progress lines on rank 0 (0 = none; trainer/progress.h)
   std::string comm_backend = "ring";
   int comm_timeout_s = 300;
   RetrievalSettings retrieval;
