@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -123,6 +124,55 @@ std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model
     for (auto& [q, r, text] : key_rows) keys->push_back(std::move(text));
   }
   return run;
+}
+
+RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                  const std::vector<sharding::Query>& queries, const RetrievalSettings& settings,
+                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
+                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
+  DGR_CHECK_AS(ConfigError, queries_per_rank > 0, "queries per rank and round must be positive, got {}", queries_per_rank);
+  const auto start = std::chrono::steady_clock::now();
+  retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options(settings, limits));
+  const size_t ranks = static_cast<size_t>(world.size());
+  const size_t round_size = static_cast<size_t>(queries_per_rank) * ranks;
+  // Every rank runs the same number of rounds (the gathers are collective), some with no query of its own.
+  for (size_t begin = 0; begin < queries.size(); begin += round_size) {
+    const size_t end = std::min(queries.size(), begin + round_size);
+    // This rank's results of the round, each as [8-byte query index][8-byte length][bytes].
+    std::string blob;
+    for (size_t q = begin + static_cast<size_t>(world.rank()); q < end; q += ranks) {
+      auto tokens = index.tokenizer.encode(queries[q].text);
+      auto passages = retriever.retrieve(model, tokens);
+      std::string bytes = encode(q, tokens, passages);
+      uint64_t header[2] = {q, bytes.size()};
+      blob.append(reinterpret_cast<const char*>(header), sizeof(header));
+      blob += bytes;
+    }
+    std::string all = gather_to_root(blob, world);
+    if (!world.is_root()) continue;
+    std::vector<std::pair<uint64_t, std::string>> results;  // [result of the round] (query, bytes)
+    for (size_t at = 0; at < all.size();) {
+      uint64_t header[2];
+      DGR_CHECK(at + sizeof(header) <= all.size(), "retrieval round: truncated record at byte {}", at);
+      std::memcpy(header, all.data() + at, sizeof(header));
+      at += sizeof(header);
+      DGR_CHECK(at + header[1] <= all.size(), "retrieval round: record of query {} overruns the buffer", header[0]);
+      results.emplace_back(header[0], all.substr(at, header[1]));
+      at += header[1];
+    }
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    DGR_CHECK(results.size() == end - begin, "retrieval round [{}, {}): {} results gathered", begin, end, results.size());
+    for (size_t i = 0; i < results.size(); ++i) {
+      DGR_CHECK(results[i].first == begin + i, "retrieval round [{}, {}): query {} is missing", begin, end, begin + i);
+      consume(results[i].first, std::move(results[i].second));
+    }
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), slowest = seconds;
+  if (world.size() > 1) DGR_MPI_CHECK(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+  RetrievalStats stats;
+  stats.queries = queries.size();
+  stats.seconds = slowest;
+  return stats;
 }
 
 }  // namespace dgr::trainer

@@ -4,11 +4,13 @@
 // model comes in as a retrieval::Seq2SeqScorer.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "common/world.h"
 #include "retrieval/index_dir.h"
+#include "retrieval/scoring.h"
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
 #include "sharding/readers.h"
@@ -30,5 +32,18 @@ std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model
                                                  const retrieval::ViewLimits& limits, const World& world,
                                                  const std::string& tag, std::vector<std::string>* keys,
                                                  RetrievalStats* stats);
+
+// Collective: for outputs too large to gather at once (`dgr mine`). Queries are retrieved in rounds of
+// `queries_per_rank` x world size; within a round query i goes to rank i % world size. Each rank turns each
+// of its results into bytes with `encode(query index, query tokens, passages)`; after every round rank 0
+// receives the round's bytes and calls `consume(query index, bytes)` in query order, so rank 0 holds one
+// round at a time. `consume` is called on rank 0 only. Returns the stats (on every rank).
+using EncodeRetrieved = std::function<std::string(size_t query, const std::vector<int32_t>& query_tokens,
+                                                  const std::vector<retrieval::RetrievedPassage>& passages)>;
+using ConsumeRetrieved = std::function<void(size_t query, std::string bytes)>;
+RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                  const std::vector<sharding::Query>& queries, const RetrievalSettings& settings,
+                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
+                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
 
 }  // namespace dgr::trainer

@@ -1,0 +1,436 @@
+// The data side of distillation (method.md sections 5-7; docs/distillation.md): `dgr mine` (stage-1
+// retrieval over the training queries, sharded over the ranks, with each candidate's keys), `dgr teacher
+// import|bm25` (a teacher run over exactly the mined candidates) and `dgr prepare` (the filtered, sharded
+// HDF5 data set stage 2 reads). The work is in trainer/retrieve_queries.h and sharding/; this file maps the
+// options onto it and writes the mined directory.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "launcher/commands.h"
+#include "launcher/startup.h"
+#include "retrieval/bm25.h"
+#include "retrieval/index_dir.h"
+#include "retrieval/retriever.h"
+#include "sharding/distill_data.h"
+#include "sharding/mined.h"
+#include "sharding/readers.h"
+#include "trainer/exported_model.h"
+#include "trainer/retrieve_queries.h"
+
+namespace fs = std::filesystem;
+
+namespace dgr::launcher {
+namespace {
+
+using nlohmann::json;
+
+struct MineOptions {
+  std::string data_dir = "data/debian-tiny";
+  std::string index_dir;  // "" = DATA/index
+  std::string model;      // export file
+  std::string split = "train";
+  std::string out_dir;
+  int threads = 0;
+  int max_queries = 0;
+  int max_keys = 40;
+  int round_size = 8;     // queries per rank per gather round
+  bool force = false;
+  trainer::RetrievalSettings settings;
+};
+
+struct TeacherImportOptions {
+  std::string mined_dir;
+  std::string run;
+  std::string out;
+  std::string missing = "error";
+};
+
+struct TeacherBm25Options {
+  std::string mined_dir;
+  std::string data_dir = "data/debian-tiny";
+  std::string out;
+  double k1 = 0.9;
+  double b = 0.4;
+};
+
+std::string absolute(const std::string& path) { return fs::absolute(path).lexically_normal().string(); }
+
+// A TSV field: tabs and line breaks become spaces (candidates.tsv has one pair per line).
+std::string tsv_field(std::string s) {
+  for (char& c : s) {
+    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+  }
+  return s;
+}
+
+bool is_mined_dir(const std::string& dir) {
+  const fs::path manifest = fs::path(dir) / sharding::kMinedManifestFile;
+  std::error_code ec;
+  if (!fs::exists(manifest, ec)) return false;
+  json j = json::parse(files::read_all(manifest.string()), nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.value("format", "") == sharding::kMinedFormat;
+}
+
+json file_entry(const std::string& path) {
+  return {{"sha256", files::sha256_file(path)}, {"bytes", static_cast<uint64_t>(fs::file_size(path))}};
+}
+
+// What rank 0 accumulates while the candidates stream in.
+struct MineCounts {
+  int64_t queries = 0, with_positive = 0, without_candidates = 0, candidates = 0, positives = 0, keys = 0,
+          truncated_key_lists = 0;
+};
+
+int run_mine(const MineOptions& opts, const World& world) {
+  DGR_CHECK_AS(ConfigError, !opts.model.empty(), "dgr mine needs --model (an export file from `dgr train` or `dgr export`)");
+  DGR_CHECK_AS(ConfigError, !opts.out_dir.empty(), "dgr mine needs --out (the mined directory to write)");
+  DGR_CHECK_AS(ConfigError, opts.max_keys > 0, "--max-keys must be positive, got {}", opts.max_keys);
+  auto log = log::get("mine");
+  const fs::path data(opts.data_dir);
+  const std::string index_path = opts.index_dir.empty() ? (data / "index").string() : opts.index_dir;
+  const std::string queries_path = (data / ("queries." + opts.split + ".tsv")).string();
+  const std::string qrels_path = (data / ("qrels." + opts.split + ".tsv")).string();
+  DGR_CHECK_AS(ConfigError, fs::exists(qrels_path), "{}: missing; mining labels each candidate by the qrels of the "
+               "split (give a split with qrels, usually --split train)", qrels_path);
+  // Before hours of retrieval: the output must be writable as a mined directory.
+  std::unique_ptr<files::AtomicDir> out;
+  if (world.is_root()) {
+    std::error_code ec;
+    DGR_CHECK_AS(ConfigError, !fs::exists(opts.out_dir, ec) || is_mined_dir(opts.out_dir) || opts.force,
+                 "output directory {} exists and is not a mined directory (no {} of format {}): remove it, choose "
+                 "another --out, or pass --force to replace it",
+                 opts.out_dir, sharding::kMinedManifestFile, sharding::kMinedFormat);
+    out = std::make_unique<files::AtomicDir>(opts.out_dir, /*replace=*/true);
+  }
+
+  auto index = retrieval::load_index_dir(index_path);
+  const json index_manifest = json::parse(index.manifest_json);
+  trainer::ExportedScorer exported = trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world));
+  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
+               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
+               "mine with the index the model was trained with (--index)",
+               opts.model, exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  const std::string fm_sha = index_manifest.value("fm_index_sha256", "");
+  if (!exported.index_sha256.empty() && exported.index_sha256 != fm_sha && world.is_root()) {
+    log->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining goes on, but "
+              "check the index is the one you meant", opts.model, exported.index_sha256, index_path, fm_sha);
+  }
+  auto queries = sharding::read_queries(queries_path);
+  const auto all_queries = queries;
+  if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries)) {
+    queries.resize(static_cast<size_t>(opts.max_queries));
+  }
+  std::unordered_map<std::string, std::unordered_set<std::string>> positives;  // qid -> pids with grade >= 1
+  for (const auto& r : sharding::read_qrels(qrels_path, nullptr, &all_queries)) {
+    if (r.grade >= 1) positives[r.qid].insert(r.pid);
+  }
+
+  // Every rank: one mined line per query of its share.
+  auto encode = [&](size_t q, const std::vector<int32_t>& tokens, const std::vector<retrieval::RetrievedPassage>& passages) {
+    sharding::MinedQuery mined;
+    mined.qid = queries[q].qid;
+    mined.text = queries[q].text;
+    mined.tokens = tokens;
+    auto pos = positives.find(mined.qid);
+    for (const auto& p : passages) {
+      sharding::MinedCandidate c;
+      c.pid = index.pids[static_cast<size_t>(p.doc)];
+      c.doc = p.doc;
+      c.positive = pos != positives.end() && pos->second.count(c.pid) > 0;
+      c.score = p.score;
+      const size_t n = std::min(p.keys.size(), static_cast<size_t>(opts.max_keys));
+      for (size_t k = 0; k < n; ++k) {
+        const retrieval::Key& key = p.keys[k].key;
+        c.keys.push_back({key.tokens, static_cast<int8_t>(key.view), key.count, static_cast<float>(key.score)});
+        c.key_texts.push_back(retrieval::key_text(key, index.tokenizer));
+      }
+      mined.candidates.push_back(std::move(c));
+    }
+    return sharding::mined_query_json(mined);
+  };
+
+  // Rank 0: the files, streamed in query order.
+  std::unique_ptr<files::AtomicFile> jsonl_file, tsv_file;
+  std::unique_ptr<sharding::Corpus> corpus;
+  std::vector<sharding::RunEntry> run;
+  MineCounts counts;
+  const std::string jsonl_name = sharding::kMinedCandidatesFile;
+  if (world.is_root()) {
+    corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
+    jsonl_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesFile).string());
+    tsv_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesTsv).string());
+    tsv_file->write("qid\tpid\trank\tquery\ttitle\ttext\n");
+    log->info("mining {} {} queries (depth {}, views {}, beam {}) on {} ranks into {}", queries.size(), opts.split,
+              opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(), opts.out_dir);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  size_t next_report = 1;
+  auto consume = [&](size_t q, std::string line) {
+    sharding::MinedQuery mined = sharding::parse_mined_query(line, /*with_keys=*/true, jsonl_name, q + 1);
+    jsonl_file->write(line + "\n");
+    ++counts.queries;
+    bool any_positive = false;
+    for (size_t r = 0; r < mined.candidates.size(); ++r) {
+      const auto& c = mined.candidates[r];
+      auto it = corpus->index_of.find(c.pid);
+      DGR_CHECK_AS(DataError, it != corpus->index_of.end(),
+                   "passage {} of the index {} is not in {}: the index was built from another corpus (rebuild it with "
+                   "`dgr index --data {}`)", c.pid, index_path, (data / "corpus.tsv").string(), opts.data_dir);
+      const auto& passage = corpus->passages[it->second];
+      tsv_file->write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, tsv_field(mined.text),
+                                  tsv_field(passage.title), tsv_field(passage.text)));
+      run.push_back({mined.qid, c.pid, static_cast<int>(r + 1), c.score, "dgr"});
+      any_positive = any_positive || c.positive;
+      counts.positives += c.positive ? 1 : 0;
+      counts.keys += static_cast<int64_t>(c.keys.size());
+      counts.truncated_key_lists += c.keys.size() == static_cast<size_t>(opts.max_keys) ? 1 : 0;
+    }
+    counts.candidates += static_cast<int64_t>(mined.candidates.size());
+    counts.with_positive += any_positive ? 1 : 0;
+    counts.without_candidates += mined.candidates.empty() ? 1 : 0;
+    if (counts.queries >= static_cast<int64_t>(next_report) || counts.queries == static_cast<int64_t>(queries.size())) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      log->info("mined {}/{} queries ({:.1f} queries/s, {} with a positive among the candidates)", counts.queries,
+                queries.size(), seconds > 0 ? static_cast<double>(counts.queries) / seconds : 0.0, counts.with_positive);
+      next_report = std::max(next_report * 2, static_cast<size_t>(counts.queries) + 1);
+    }
+  };
+  trainer::RetrievalSettings settings = opts.settings;
+  auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, world,
+                                           opts.round_size, encode, consume);
+  if (!world.is_root()) return 0;
+
+  if (counts.without_candidates > 0) {
+    log->warn("{} of {} queries got no candidate (no key of the model found a passage: an undertrained model?); they "
+              "stay in {} with empty lists and `dgr prepare` drops them", counts.without_candidates, counts.queries,
+              sharding::kMinedCandidatesFile);
+  }
+  jsonl_file->commit();
+  tsv_file->commit();
+  const fs::path tmp(out->tmp_dir());
+  retrieval::write_trec_run((tmp / sharding::kMinedRunFile).string(), run);
+  const double mean = counts.queries > 0 ? static_cast<double>(counts.candidates) / static_cast<double>(counts.queries) : 0;
+  json manifest = {
+      {"format", sharding::kMinedFormat},
+      {"version", sharding::kMinedFormatVersion},
+      {"split", opts.split},
+      {"data_dir", absolute(opts.data_dir)},
+      {"queries_file", absolute(queries_path)},
+      {"qrels_file", absolute(qrels_path)},
+      {"labels", "positive = (qid, pid) in the qrels file with grade >= 1"},
+      {"model", {{"path", absolute(opts.model)}, {"sha256", files::sha256_file(opts.model)}}},
+      {"index", {{"dir", absolute(index_path)},
+                 {"manifest_sha256", files::sha256_file((fs::path(index_path) / "index.json").string())},
+                 {"tokenizer_sha256", index_manifest.value("tokenizer_sha256", "")},
+                 {"fm_index_sha256", fm_sha},
+                 {"pids_sha256", index_manifest.value("pids_sha256", "")},
+                 {"corpus_sha256", index_manifest.contains("corpus") ? index_manifest["corpus"].value("sha256", "") : ""},
+                 {"passages", index.pids.size()}}},
+      {"retrieval", {{"views", opts.settings.views}, {"beam", opts.settings.beam}, {"depth", opts.settings.top_k},
+                     {"ngram_keys", opts.settings.ngram_keys}, {"unigram_keys", opts.settings.unigram_keys},
+                     {"max_keys", opts.max_keys}, {"view_limits", json::parse(trainer::view_limits_json(exported.limits))}}},
+      {"counts", {{"queries", counts.queries}, {"queries_with_positive", counts.with_positive},
+                  {"queries_without_candidates", counts.without_candidates},
+                  {"candidates", counts.candidates}, {"mean_candidates", mean}, {"positives", counts.positives},
+                  {"keys", counts.keys}, {"candidates_at_max_keys", counts.truncated_key_lists},
+                  {"ranks", world.size()}, {"seconds", stats.seconds},
+                  {"queries_per_second", stats.queries_per_second()}}},
+      {"files", {{sharding::kMinedCandidatesFile, file_entry((tmp / sharding::kMinedCandidatesFile).string())},
+                 {sharding::kMinedCandidatesTsv, file_entry((tmp / sharding::kMinedCandidatesTsv).string())},
+                 {sharding::kMinedRunFile, file_entry((tmp / sharding::kMinedRunFile).string())}}},
+  };
+  {
+    files::AtomicFile file((tmp / sharding::kMinedManifestFile).string());
+    file.write(manifest.dump(2) + "\n");
+    file.commit();
+  }
+  out->commit();
+  std::cout << fmt::format("dgr mine: {} {} queries -> {}: {} with a positive among the candidates, {:.1f} candidates "
+                           "per query, {:.1f} queries/s on {} ranks\n",
+                           counts.queries, opts.split, opts.out_dir, counts.with_positive, mean,
+                           stats.queries_per_second(), world.size())
+            << std::flush;
+  return 0;
+}
+
+// The mined queries (no keys) and, when the index still matches, its pids (for "not in the corpus" errors).
+struct MinedInputs {
+  sharding::MinedManifest manifest;
+  std::vector<sharding::MinedQuery> queries;
+  std::optional<std::unordered_set<std::string>> pids;
+};
+MinedInputs read_mined_inputs(const std::string& mined_dir) {
+  DGR_CHECK_AS(ConfigError, !mined_dir.empty(), "give --mined (a directory written by `dgr mine`)");
+  MinedInputs in;
+  in.manifest = sharding::read_mined_manifest(mined_dir);
+  in.queries = sharding::read_mined_queries(mined_dir, /*with_keys=*/false);
+  in.pids = sharding::read_index_pids(in.manifest.index_dir, in.manifest.pids_sha256);
+  return in;
+}
+
+int64_t count_candidates(const std::vector<sharding::MinedQuery>& queries) {
+  int64_t n = 0;
+  for (const auto& q : queries) n += static_cast<int64_t>(q.candidates.size());
+  return n;
+}
+
+int run_teacher_import(const TeacherImportOptions& opts, const World& world) {
+  DGR_CHECK_AS(ConfigError, !opts.run.empty() && !opts.out.empty(), "dgr teacher import needs --mined, --run and --out");
+  if (!world.is_root()) return 0;
+  auto log = log::get("teacher");
+  MinedInputs in = read_mined_inputs(opts.mined_dir);
+  auto missing = opts.missing == "last" ? sharding::MissingCandidates::last : sharding::MissingCandidates::error;
+  sharding::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
+  if (teacher.unscored_candidates() > 0) {
+    log->warn("{}: {} mined candidates in {} queries are not in the run: ranked after the scored ones (--missing last; "
+              "scores below every scored candidate, see docs/distillation.md)",
+              opts.run, teacher.unscored_candidates(), teacher.queries_with_unscored());
+  }
+  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
+  std::cout << fmt::format("dgr teacher import: {} -> {}: {} queries, {} candidates ({} unscored, in {} queries)\n",
+                           opts.run, opts.out, in.queries.size(), count_candidates(in.queries),
+                           teacher.unscored_candidates(), teacher.queries_with_unscored())
+            << std::flush;
+  return 0;
+}
+
+int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
+  DGR_CHECK_AS(ConfigError, !opts.out.empty(), "dgr teacher bm25 needs --mined, --data and --out");
+  if (!world.is_root()) return 0;
+  auto log = log::get("teacher");
+  MinedInputs in = read_mined_inputs(opts.mined_dir);
+  const std::string corpus_path = (fs::path(opts.data_dir) / "corpus.tsv").string();
+  auto corpus = sharding::read_corpus(corpus_path);
+  for (const auto& q : in.queries) {
+    for (const auto& c : q.candidates) {
+      DGR_CHECK_AS(DataError, corpus.contains(c.pid),
+                   "mined candidate {} of query {} is not in {}: the candidates were mined from another corpus "
+                   "(give the --data the index of {} was built from)",
+                   c.pid, q.qid, corpus_path, opts.mined_dir);
+    }
+  }
+  retrieval::Bm25Options options;
+  options.k1 = opts.k1;
+  options.b = opts.b;
+  // Every passage BM25 matches, so that every matched candidate gets its score (a query's cost is that of its
+  // matching passages).
+  options.depth = static_cast<int>(corpus.passages.size());
+  retrieval::Bm25Index bm25(corpus, options);
+  std::vector<sharding::TeacherList> lists;
+  lists.reserve(in.queries.size());
+  int64_t unmatched = 0, queries_with_unmatched = 0;
+  for (const auto& q : in.queries) {
+    std::unordered_map<std::string, std::pair<double, int64_t>> hit;  // pid -> (score, BM25 rank)
+    auto results = bm25.search(q.text);
+    for (size_t r = 0; r < results.size(); ++r) hit.emplace(results[r].first, std::make_pair(results[r].second, r));
+    std::vector<std::optional<double>> scores(q.candidates.size());
+    std::vector<int64_t> tie_order(q.candidates.size(), 0);
+    int64_t missing = 0;
+    for (size_t c = 0; c < q.candidates.size(); ++c) {
+      auto it = hit.find(q.candidates[c].pid);
+      if (it == hit.end()) {
+        ++missing;
+        continue;
+      }
+      scores[c] = it->second.first;
+      tie_order[c] = it->second.second;
+    }
+    unmatched += missing;
+    queries_with_unmatched += missing > 0 ? 1 : 0;
+    lists.push_back(sharding::teacher_list(scores, tie_order));
+  }
+  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, lists, "bm25"));
+  std::cout << fmt::format("dgr teacher bm25 (k1 {}, b {}): {} -> {}: {} queries, {} candidates ({} share no term with "
+                           "the query, in {} queries: ranked last)\n",
+                           opts.k1, opts.b, opts.mined_dir, opts.out, in.queries.size(), count_candidates(in.queries),
+                           unmatched, queries_with_unmatched)
+            << std::flush;
+  return 0;
+}
+
+int run_prepare(const sharding::PrepareOptions& opts, const World& world) {
+  if (!world.is_root()) return 0;
+  auto s = sharding::prepare_distill_data(opts);
+  std::cout << fmt::format("dgr prepare: {} -> {}: {} of {} mined queries kept ({} without {} positive(s), {} with fewer "
+                           "than {} negatives, {} with the top positive >= {} above the top negative), {} candidates, "
+                           "{} keys, {} shards\n",
+                           opts.mined_dir, opts.out_dir, s.kept, s.mined_queries, s.dropped_no_positive,
+                           opts.min_positives, s.dropped_few_negatives, opts.min_negatives, s.dropped_score_gap,
+                           opts.max_score_gap, s.candidates, s.keys, s.shards)
+            << std::flush;
+  return 0;
+}
+
+}  // namespace
+
+void add_distill_commands(CLI::App& app, CommandTable& table) {
+  auto m = std::make_shared<MineOptions>();
+  m->settings.top_k = 100;
+  CLI::App* mine = app.add_subcommand("mine", "Mine distillation candidates: stage-1 retrieval over a split's queries "
+                                              "(sharded over the ranks), each candidate labelled and with its keys");
+  mine->add_option("--data", m->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
+  mine->add_option("--index", m->index_dir, "Index directory ('' = DATA/index)");
+  mine->add_option("--model", m->model, "Export file (OUT/model.h5 of `dgr train`, or from `dgr export`)");
+  mine->add_option("--split", m->split, "Split whose queries are mined (labels from its qrels)");
+  mine->add_option("--depth", m->settings.top_k, "Candidates per query (method.md: 100 to 200)")->check(CLI::PositiveNumber);
+  mine->add_option("--max-keys", m->max_keys, "Keys kept per candidate, in matching order")->check(CLI::PositiveNumber);
+  mine->add_option("--out", m->out_dir, "Mined directory to write (candidates.jsonl, candidates.tsv, run.trec, manifest.json)");
+  mine->add_option("--views", m->settings.views, "Views to search: title, body, pq")->delimiter(',');
+  mine->add_option("--beam", m->settings.beam, "Beam size")->check(CLI::PositiveNumber);
+  mine->add_flag("!--no-ngram-keys", m->settings.ngram_keys, "Without the query n-gram keys (body view)");
+  mine->add_flag("!--no-unigram-keys", m->settings.unigram_keys, "Without the unigram keys");
+  mine->add_option("--threads", m->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
+  mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
+  mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(CLI::PositiveNumber);
+  mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");
+  table[mine] = [m](const World& world) { return run_mine(*m, world); };
+
+  CLI::App* teacher = app.add_subcommand("teacher", "Teacher runs over exactly the mined candidates");
+  teacher->require_subcommand(1);
+  auto ti = std::make_shared<TeacherImportOptions>();
+  CLI::App* import = teacher->add_subcommand("import", "Check another ranker's TREC run against the mined candidates "
+                                                       "and write it normalized (ranks 1..n over exactly the candidates)");
+  import->add_option("--mined", ti->mined_dir, "Mined directory (`dgr mine`)");
+  import->add_option("--run", ti->run, "The teacher's TREC run (qid Q0 pid rank score tag), any tag and score format");
+  import->add_option("--out", ti->out, "Normalized teacher run to write");
+  import->add_option("--missing", ti->missing, "Candidates the run lacks: error, or last (ranked after the scored ones)")
+      ->check(CLI::IsMember({"error", "last"}));
+  table[import] = [ti](const World& world) { return run_teacher_import(*ti, world); };
+
+  auto tb = std::make_shared<TeacherBm25Options>();
+  CLI::App* bm25 = teacher->add_subcommand("bm25", "The built-in teacher: BM25 (Xapian) scores of exactly the mined "
+                                                   "candidates of each query");
+  bm25->add_option("--mined", tb->mined_dir, "Mined directory (`dgr mine`)");
+  bm25->add_option("--data", tb->data_dir, "Data set directory (corpus.tsv: the corpus the candidates were mined from)");
+  bm25->add_option("--out", tb->out, "Teacher run to write");
+  bm25->add_option("--k1", tb->k1, "BM25 k1");
+  bm25->add_option("--b", tb->b, "BM25 b");
+  table[bm25] = [tb](const World& world) { return run_teacher_bm25(*tb, world); };
+
+  auto p = std::make_shared<sharding::PrepareOptions>();
+  CLI::App* prepare = app.add_subcommand("prepare", "The distillation data set: filter the mined queries, join the "
+                                                    "teacher run, write HDF5 shards + manifest.json");
+  prepare->add_option("--mined", p->mined_dir, "Mined directory (`dgr mine`)");
+  prepare->add_option("--teacher", p->teacher_run, "Teacher run over exactly the mined candidates (`dgr teacher`)");
+  prepare->add_option("--out", p->out_dir, "Prepared directory to write");
+  prepare->add_option("--shard-size", p->shard_size, "Queries per HDF5 shard")->check(CLI::PositiveNumber);
+  prepare->add_option("--min-positives", p->min_positives, "Keep a query with at least this many positives");
+  prepare->add_option("--min-negatives", p->min_negatives, "Keep a query with at least this many negatives");
+  prepare->add_option("--max-score-gap", p->max_score_gap,
+                      "Keep a query when score(top positive) < score(top negative) + this (inf = off)");
+  table[prepare] = [p](const World& world) { return run_prepare(*p, world); };
+}
+
+}  // namespace dgr::launcher
