@@ -215,6 +215,30 @@ struct SmoothedCrossEntropy : public torch::autograd::Function<SmoothedCrossEntr
   }
 };
 
+// log p of each row's label, [N]. Like SmoothedCrossEntropy, the gradient, g * (onehot - softmax) per
+// row, is written into the softmax kept from the forward pass instead of autograd's chain through
+// logsumexp and gather (backward measured ~4x faster on 2382 tokens x 8000, "cpu" preset, one thread).
+struct LabelLogProb : public torch::autograd::Function<LabelLogProb> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, Tensor logits, Tensor labels) {
+    auto [probs, lse] = softmax_and_logsumexp(logits);
+    Tensor lp = logits.gather(1, labels.unsqueeze(1)).squeeze(1) - lse;
+    ctx->saved_data["probs"] = probs;  // outside save_for_backward: backward overwrites it in place
+    ctx->saved_data["labels"] = labels;
+    return lp;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                  torch::autograd::variable_list grads) {
+    Tensor g = ctx->saved_data["probs"].toTensor();
+    DGR_CHECK(g.defined(), "LabelLogProb: backward called twice on the same graph");
+    ctx->saved_data["probs"] = Tensor();
+    Tensor labels = ctx->saved_data["labels"].toTensor();
+    Tensor upstream = grads[0].unsqueeze(1);  // [N, 1]
+    g.mul_(upstream.neg());
+    g.scatter_add_(1, labels.unsqueeze(1), upstream);
+    return {g, Tensor()};
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -523,6 +547,13 @@ torch::Tensor Seq2Seq::token_log_probs(const torch::Tensor& src, const torch::Te
 torch::Tensor Seq2Seq::sequence_log_probs(const torch::Tensor& src, const torch::Tensor& tgt) {
   torch::NoGradGuard no_grad;
   return token_log_probs(src, tgt).sum(1);
+}
+
+torch::Tensor Seq2Seq::sequence_log_probs_with_grad(const torch::Tensor& src, const torch::Tensor& tgt) {
+  auto [logits, labels] = target_logits(src, tgt);
+  Tensor lp = LabelLogProb::apply(logits, labels);                 // [Nt], real tokens in row-major order
+  Tensor rows = tgt.ne(kPadId).nonzero().select(1, 0);             // [Nt] the row of each real token
+  return torch::zeros({tgt.size(0)}, lp.options()).index_add(0, rows, lp);
 }
 
 DecoderState Seq2Seq::start(const torch::Tensor& src) {

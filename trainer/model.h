@@ -78,6 +78,9 @@ class Seq2Seq : public torch::nn::Module {
   torch::Tensor token_log_probs(const torch::Tensor& src, const torch::Tensor& tgt);
   // Per-sequence sum of token_log_probs, no label smoothing, without gradient: [B].
   torch::Tensor sequence_log_probs(const torch::Tensor& src, const torch::Tensor& tgt);
+  // The same sums WITH gradient under the caller's grad mode (the surrogate of stage 2 re-scores keys
+  // with it): [B]. The log-softmax and its gradient are fused as in loss(); one backward per graph.
+  torch::Tensor sequence_log_probs_with_grad(const torch::Tensor& src, const torch::Tensor& tgt);
 
   // Incremental decoding (no gradient). start: one beam per source row, nothing fed yet.
   DecoderState start(const torch::Tensor& src);
