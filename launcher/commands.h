@@ -25,4 +25,10 @@ void add_index_commands(CLI::App& app, CommandTable& table);  // `dgr index` (co
 // `dgr train`, `dgr retrieve` and `dgr export`.
 void add_train_commands(CLI::App& app, CommandTable& table);
 
+// `dgr plot`: training curves from OUT/train.jsonl to a PNG (commands_plot.cpp).
+void add_plot_commands(CLI::App& app, CommandTable& table);
+
+// `dgr mine`, `dgr teacher import|bm25` and `dgr prepare`: the distillation data (commands_distill.cpp).
+void add_distill_commands(CLI::App& app, CommandTable& table);
+
 }  // namespace dgr::launcher

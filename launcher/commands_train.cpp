@@ -1,4 +1,4 @@
-// `dgr train --stage generate` (stage 1), `dgr retrieve` (a TREC run and its keys from an exported model)
+// `dgr train --stage generate` (stage 1) and `--stage distill` (stage 2), `dgr retrieve` (a TREC run and its keys from an exported model)
 // and `dgr export` (a checkpoint step -> a model-only export file). The work is in trainer/; this file maps
 // options (flags and [train]/[retrieve]/[export] config tables) onto it.
 #include <filesystem>
@@ -23,6 +23,7 @@
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
+#include "trainer/stage2.h"
 
 namespace fs = std::filesystem;
 
@@ -32,7 +33,8 @@ namespace {
 struct TrainCommandOptions {
   std::string stage = "generate";
   std::vector<std::string> views = {"title", "body"};
-  trainer::Stage1Options stage1;
+  trainer::Stage1Options stage1;  // also holds the flags both stages share
+  trainer::Stage2Options stage2;  // the distillation-only flags
 };
 
 struct RetrieveCommandOptions {
@@ -53,9 +55,44 @@ struct ExportCommandOptions {
   std::string out;
 };
 
-int run_train(TrainCommandOptions opts, const World& world) {
-  DGR_CHECK_AS(ConfigError, opts.stage == "generate",
-               "--stage {}: only stage 'generate' (stage 1, MINDER) exists so far", opts.stage);
+// Stage 2 takes the shared flags from stage 1's options where they were given (on the command line or in
+// the config file), and its own defaults otherwise (a few epochs at a small learning rate).
+int run_distill(const TrainCommandOptions& opts, const CLI::App& app, const World& world) {
+  trainer::Stage2Options o = opts.stage2;
+  const auto& s = opts.stage1;
+  auto given = [&](const char* flag) { return app.get_option(flag)->count() > 0; };
+  o.data_dir = s.data_dir;
+  o.index_dir = s.index_dir;
+  if (given("--out")) o.out_dir = s.out_dir;
+  if (given("--dropout")) o.dropout = s.dropout;
+  if (given("--epochs")) o.epochs = s.epochs;
+  if (given("--max-steps")) o.max_steps = s.max_steps;
+  if (given("--batch")) o.global_batch = s.global_batch;
+  if (given("--lr")) o.lr = s.lr;
+  if (given("--beta2")) o.beta2 = s.beta2;
+  if (given("--weight-decay")) o.weight_decay = s.weight_decay;
+  if (given("--warmup")) o.warmup = s.warmup;
+  if (given("--decay")) o.decay = s.decay;
+  if (given("--clip")) o.clip = s.clip;
+  if (given("--label-smoothing")) o.label_smoothing = s.label_smoothing;
+  if (given("--eval-every")) o.eval_every = s.eval_every;
+  o.seed = s.seed;
+  o.save_every = s.save_every;
+  o.keep_last = s.keep_last;
+  o.async_save = s.async_save;
+  o.resume = s.resume;
+  o.eval_splits = s.eval_splits;
+  o.eval_max_queries = s.eval_max_queries;
+  o.retrieval = s.retrieval;
+  o.comm_backend = s.comm_backend;
+  o.comm_timeout_s = s.comm_timeout_s;
+  o.progress_every_s = s.progress_every_s;
+  o.threads = threads_per_rank(s.threads, world);
+  return trainer::run_stage2(o, world);
+}
+
+int run_train(TrainCommandOptions opts, const CLI::App& app, const World& world) {
+  if (opts.stage == "distill") return run_distill(opts, app, world);
   for (bool& v : opts.stage1.data.views) v = false;
   for (const auto& name : opts.views) opts.stage1.data.views[static_cast<int>(retrieval::parse_view(name))] = true;
   opts.stage1.threads = threads_per_rank(opts.stage1.threads, world);
@@ -141,9 +178,10 @@ int run_export(const ExportCommandOptions& opts, const World& world) {
 void add_train_commands(CLI::App& app, CommandTable& table) {
   auto t = std::make_shared<TrainCommandOptions>();
   auto& s = t->stage1;
-  CLI::App* train = app.add_subcommand("train", "Train the generative retriever (stage 'generate': MINDER stage 1), "
-                                                "data-parallel over the ranks of the job");
-  train->add_option("--stage", t->stage, "Training stage")->check(CLI::IsMember({"generate"}));
+  CLI::App* train = app.add_subcommand("train", "Train the generative retriever, data-parallel over the ranks of the job: "
+                                                "stage 'generate' (MINDER stage 1) or 'distill' (DGR stage 2)");
+  train->add_option("--stage", t->stage, "Training stage: generate (stage 1) or distill (stage 2, from a stage-1 model)")
+      ->check(CLI::IsMember({"generate", "distill"}));
   train->add_option("--data", s.data_dir, "Data set directory (corpus.tsv, queries/qrels.{train,dev,test}.tsv)");
   train->add_option("--index", s.index_dir, "Index directory from `dgr index` ('' = DATA/index)");
   train->add_option("--out", s.out_dir, "Run directory: OUT/checkpoints, OUT/model.h5, OUT/train.jsonl");
@@ -152,6 +190,8 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_option("--views", t->views, "Identifier views to train: title, body, pq")->delimiter(',');
   train->add_option("--epochs", s.epochs, "Epochs over the stage-1 pairs")->check(CLI::PositiveNumber);
   train->add_option("--max-steps", s.max_steps, "Stop after this many optimizer steps (0 = all epochs)");
+  train->add_option("--progress-every-s", s.progress_every_s, "Seconds between progress lines on rank 0 in a log file "
+                    "or pipe (a bar on a terminal; 0 = off; docs/monitoring.md)")->check(CLI::NonNegativeNumber);
   train->add_option("--batch", s.global_batch, "Pairs per optimizer step over all ranks")->check(CLI::PositiveNumber);
   train->add_option("--lr", s.lr, "Peak learning rate (AdamW)")->check(CLI::PositiveNumber);
   train->add_option("--beta2", s.beta2, "AdamW beta2");
@@ -183,7 +223,25 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_flag("!--no-unigram-keys", s.retrieval.unigram_keys, "Evaluate without the unigram keys");
   train->add_option("--comm", s.comm_backend, "Gradient allreduce: ring, mpi, nccl")->check(CLI::IsMember({"ring", "mpi", "nccl"}));
   train->add_option("--comm-timeout", s.comm_timeout_s, "Seconds before a collective that does not complete ends the job");
-  table[train] = [t](const World& world) { return run_train(*t, world); };
+  auto& d = t->stage2;
+  train->add_option("--prepared", d.prepared_dir, "distill: the prepared distillation data set (`dgr prepare`)");
+  train->add_option("--init-model", d.init_model, "distill: the stage-1 export the student starts from");
+  train->add_option("--loss", d.loss, "distill: ranking loss: dgr, ltrgr, listnet, listmle, lambdaloss, kl, generation")
+      ->check(CLI::IsMember({"dgr", "ltrgr", "listnet", "listmle", "lambdaloss", "kl", "generation"}));
+  train->add_option("--margin", d.margin, "distill: DGR's M, LTRGR's top-pair margin (scale: docs/distillation.md)");
+  train->add_option("--margin-step", d.margin_step, "distill: DGR's D, added per list position between a pair");
+  train->add_option("--second-margin", d.second_margin, "distill: LTRGR's random-pair margin");
+  train->add_option("--first-weight", d.first_weight, "distill: DGR's weight of pairs with the positive head (w_0)");
+  train->add_option("--temperature", d.temperature, "distill: listwise losses divide the student's scores by it")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--teacher-temperature", d.teacher_temperature, "distill: listnet and kl divide the teacher's scores by it")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--gen-weight", d.gen_weight, "distill: weight of the generation loss (< 0: 500, LTRGR 1000)");
+  train->add_option("--max-keys", d.max_keys, "distill: cached keys per passage re-scored by the surrogate")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--gen-views", d.gen_views, "distill: generation targets from the top positive: title, body")
+      ->delimiter(',');
+  table[train] = [t, train](const World& world) { return run_train(*t, *train, world); };
 
   auto r = std::make_shared<RetrieveCommandOptions>();
   CLI::App* retrieve = app.add_subcommand("retrieve", "FM-index-constrained retrieval with an exported model: TREC runs "

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # The README's main command: installs the dependencies, builds dgr and runs the main job on the embedded
 # default data set: build and validate the data set, the BM25 baseline, `dgr index` (tokenizer + FM-index),
-# stage 1 (MINDER) on 2 ranks, FM-index-constrained retrieval of dev and test on 2 ranks, and the metrics
-# of both side by side. Distillation (stage 2) is added when it lands.
-# Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--minutes-budget] [-- extra `dgr train` flags]
+# stage 1 (MINDER) on 2 ranks, retrieval of dev and test, then stage 2: mining of the training queries,
+# the built-in BM25 teacher, the prepared distillation data set, distillation with LTRGR's and DGR's
+# losses, retrieval with each, and one table of BM25, stage 1, LTRGR and DGR on dev, test and both pooled.
+# Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [-- extra stage-1 `dgr train` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset=tiny
 ranks=2
 extra=()
+extra2=()
+seed=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --subset) subset="$2"; shift 2 ;;
     --subset=*) subset="${1#*=}"; shift ;;
     --ranks) ranks="$2"; shift 2 ;;
     --ranks=*) ranks="${1#*=}"; shift ;;
+    --seed) seed="$2"; shift 2 ;;
+    --seed=*) seed="${1#*=}"; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [-- dgr train flags])" >&2; exit 2 ;;
+    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [-- dgr train flags])" >&2; exit 2 ;;
   esac
 done
 scripts/install-deps.sh
@@ -24,7 +29,9 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)" --target dgr
 dgr=build/launcher/dgr
 data=data/debian-$subset
-run=runs/stage1-$subset
+run=runs/stage1-$subset${seed:+-seed$seed}
+run2=runs/distill-$subset${seed:+-seed$seed}
+if [[ -n $seed ]]; then extra=(--seed "$seed" "${extra[@]}"); extra2=(--seed "$seed"); fi
 mpi=(mpiexec --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
 
@@ -32,12 +39,31 @@ $dgr data build-debian --subset "$subset" --out "$data" --force
 $dgr data check --data "$data"
 $dgr bm25 --data "$data" --split dev --split test | tee "$data/bm25.txt"
 $dgr index --data "$data" --out "$data/index"
-rm -rf "$run"  # a fresh run each time (to resume an interrupted one, run the `dgr train` line below yourself)
+rm -rf "$run" "$run2"  # a fresh run each time (to resume an interrupted one, run its `dgr train` line yourself)
 start=$(date +%s)
 "${mpi[@]}" -n "$ranks" $dgr train --stage generate --data "$data" --out "$run" --config "configs/stage1-$subset.toml" "${extra[@]}"
 echo "stage 1: $(( $(date +%s) - start )) s on $ranks ranks"
 "${mpi[@]}" -n "$ranks" $dgr retrieve --data "$data" --model "$run/model.h5" --split dev --split test --out "$run" \
-  --config "configs/stage1-$subset.toml" | tee "$run/retrieve.txt"
+  --config "configs/stage1-$subset.toml"
+
+# Stage 2: mine the training queries with the stage-1 model, let the teacher (BM25, built in) order the
+# candidates, prepare the distillation data set, then distill with LTRGR's loss and with DGR's.
+start=$(date +%s)
+"${mpi[@]}" -n "$ranks" $dgr mine --data "$data" --model "$run/model.h5" --split train --out "$run2/mined" \
+  --config "configs/distill-$subset.toml"
+$dgr teacher bm25 --mined "$run2/mined" --data "$data" --out "$run2/teacher.bm25.trec"
+$dgr prepare --mined "$run2/mined" --teacher "$run2/teacher.bm25.trec" --out "$run2/prepared"
+for loss in ltrgr dgr; do
+  "${mpi[@]}" -n "$ranks" $dgr train --stage distill --loss "$loss" --data "$data" --init-model "$run/model.h5" \
+    --prepared "$run2/prepared" --out "$run2/$loss" --config "configs/distill-$subset.toml" "${extra2[@]}"
+  "${mpi[@]}" -n "$ranks" $dgr retrieve --data "$data" --model "$run2/$loss/model.h5" --split dev --split test \
+    --out "$run2/$loss" --config "configs/distill-$subset.toml"
+done
+echo "stage 2 (mine, teacher, prepare, LTRGR, DGR): $(( $(date +%s) - start )) s on $ranks ranks"
+
 echo
-echo "== $subset: BM25 against dgr stage 1 (MINDER, trained from scratch) =="
-cat "$data/bm25.txt" "$run/retrieve.txt"
+echo "== $subset: BM25 (the teacher), stage 1 (MINDER), LTRGR and DGR distilled from BM25 =="
+$dgr report --data "$data" --split dev --split test --out "$run2/report.md" \
+  --system "BM25=$data/bm25.{split}.trec" --system "stage 1 (MINDER)=$run/run.{split}.trec" \
+  --system "LTRGR=$run2/ltrgr/run.{split}.trec" --system "DGR=$run2/dgr/run.{split}.trec"
+echo "(table saved in $run2/report.md; every run's curves: $dgr plot $run/train.jsonl $run2/dgr/train.jsonl --out plot.png)"

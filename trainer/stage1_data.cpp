@@ -58,10 +58,10 @@ Stage1Data::Stage1Data(std::vector<retrieval::PassageTokens> passages, std::vect
 // The start of a body span of body_length tokens. With a query, starts are sampled by a softmax over the
 // span's overlap with the query: distinct query tokens in the span plus query bigrams in it (a token-level
 // stand-in for MINDER's fuzzy character 3-gram overlap); without one, uniformly.
-std::vector<int32_t> Stage1Data::body_span(const retrieval::PassageTokens& passage, uint64_t rng_state,
-                                           const std::vector<int32_t>* query) const {
+std::vector<int32_t> query_body_span(const retrieval::PassageTokens& passage, const std::vector<int32_t>* query,
+                                     const retrieval::ViewLimits& limits, double temperature, uint64_t rng_state) {
   const auto& body = passage.body;
-  const size_t length = static_cast<size_t>(options_.limits.body_length);
+  const size_t length = static_cast<size_t>(limits.body_length);
   if (body.size() <= length) return body;
   const size_t starts = body.size() - length + 1;
   size_t start = 0;
@@ -85,7 +85,7 @@ std::vector<int32_t> Stage1Data::body_span(const retrieval::PassageTokens& passa
                           static_cast<uint32_t>(body[t + 1])))
           score += 1;
       }
-      weight[s] = score / options_.span_temperature;
+      weight[s] = score / temperature;
       best = std::max(best, weight[s]);
     }
     double total = 0;
@@ -125,7 +125,8 @@ Pair Stage1Data::pair(int64_t epoch, int64_t index) const {
   switch (entry.view) {
     case View::title: out.target = retrieval::title_target(*passage, special_, options_.limits); break;
     case View::body:
-      out.target = body_span(*passage, splitmix(rng), entry.kind == Kind::query ? &query : nullptr);
+      out.target = query_body_span(*passage, entry.kind == Kind::query ? &query : nullptr, options_.limits,
+                                   options_.span_temperature, splitmix(rng));
       break;
     case View::pq: {
       const auto& pqs = passage->pseudo_queries;

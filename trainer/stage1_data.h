@@ -45,6 +45,12 @@ struct Pair {
   retrieval::View view = retrieval::View::title;
 };
 
+// A body span of limits.body_length tokens (the whole body when shorter). With a query, the start is
+// sampled by a softmax (temperature) over the span's overlap with the query; without one, uniformly.
+// Deterministic in rng_state. Stage 2 builds its span targets with it too.
+std::vector<int32_t> query_body_span(const retrieval::PassageTokens& passage, const std::vector<int32_t>* query,
+                                     const retrieval::ViewLimits& limits, double temperature, uint64_t rng_state);
+
 class Stage1Data {
  public:
   Stage1Data(std::vector<retrieval::PassageTokens> passages, std::vector<TrainingQuery> queries,
@@ -62,8 +68,6 @@ class Stage1Data {
     retrieval::View view;
     int32_t item;  // query index (Kind::query) or passage index (Kind::indexing)
   };
-  std::vector<int32_t> body_span(const retrieval::PassageTokens& passage, uint64_t rng_state,
-                                 const std::vector<int32_t>* query) const;
 
   std::vector<retrieval::PassageTokens> passages_;
   std::vector<TrainingQuery> queries_;
