@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "common/error.h"
+#include "common/signals.h"
 #include "common/log.h"
 #include "common/world.h"
 #include "launcher/commands.h"
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   launcher::add_retrieval_commands(app, commands);
   launcher::add_train_commands(app, commands);
   launcher::add_index_commands(app, commands);
+  launcher::add_distill_commands(app, commands);
+  launcher::add_plot_commands(app, commands);
   launcher::show_flag_defaults(app);
 
   try {
@@ -69,6 +72,11 @@ int main(int argc, char** argv) {
     return kExitConfigError;
   }
 
+  // Training catches the scheduler's stop signals from the start: a signal that arrives while MPI starts
+  // or the data loads is then honoured at the first step boundary instead of killing the process.
+  const bool training = leaf->get_name() == "train";
+  if (training) signals::install_stop_handlers();
+
   std::unique_ptr<World> world;
   try {
     world = std::make_unique<World>(&argc, &argv);
@@ -76,9 +84,10 @@ int main(int argc, char** argv) {
     auto env = launcher::launch_environment();
     launcher::check_launch_environment(*world, env);
     std::string restart = env.count("SLURM_RESTART_COUNT") ? env["SLURM_RESTART_COUNT"] : "0";
-    log::get("dgr")->debug("start: host={} pid={} rank={} local_rank={} world_size={} slurm_job={} "
-                           "slurm_restart_count={}", world->host(), ::getpid(), world->rank(), world->local_rank(),
-                           world->size(), env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart);
+    log::get("dgr")->log(training ? spdlog::level::info : spdlog::level::debug,
+                         "start: host={} pid={} rank={} local_rank={} world_size={} slurm_job={} slurm_restart_count={}",
+                         world->host(), ::getpid(), world->rank(), world->local_rank(), world->size(),
+                         env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart);
     return command->second(*world);
   } catch (const std::exception& e) {
     bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;

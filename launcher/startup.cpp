@@ -33,10 +33,11 @@ void check_launch_environment(const World& world, const std::map<std::string, st
   };
   const char* slurm_hint = "start one MPI process per Slurm task: srun --mpi=pmix, or mpirun inside the allocation "
                            "without -n, and match --ntasks";
-  check("SLURM_NTASKS", world.size(), "world size", slurm_hint);
-  // Under mpirun inside an allocation SLURM_PROCID/LOCALID describe the batch step, not the rank: only
-  // check them when Open MPI did not launch us (srun launched every rank directly).
+  // Under mpirun inside an allocation the SLURM_* variables describe the step that started Open MPI's
+  // daemons (on a remote node SLURM_NTASKS=1), not the MPI job: only check them when Open MPI did not
+  // launch us (srun launched every rank directly).
   if (env.find("OMPI_COMM_WORLD_SIZE") == env.end()) {
+    check("SLURM_NTASKS", world.size(), "world size", slurm_hint);
     check("SLURM_PROCID", world.rank(), "rank", slurm_hint);
     check("SLURM_LOCALID", world.local_rank(), "local rank", slurm_hint);
   }
