@@ -150,12 +150,15 @@ int run_mine(const MineOptions& opts, const World& world) {
       c.doc = p.doc;
       c.positive = pos != positives.end() && pos->second.count(c.pid) > 0;
       c.score = p.score;
-      const size_t n = std::min(p.keys.size(), static_cast<size_t>(opts.max_keys));
-      for (size_t k = 0; k < n; ++k) {
-        const retrieval::Key& key = p.keys[k].key;
+      // The matched keys in greedy order, then the overlapped ones (Note [Overlapped keys] in
+      // retrieval/scoring.h), at most max_keys in all.
+      auto add_key = [&](const retrieval::Key& key) {
+        if (c.keys.size() >= static_cast<size_t>(opts.max_keys)) return;
         c.keys.push_back({key.tokens, static_cast<int8_t>(key.view), key.count, static_cast<float>(key.score)});
         c.key_texts.push_back(retrieval::key_text(key, index.tokenizer));
-      }
+      };
+      for (const auto& m : p.keys) add_key(m.key);
+      for (const auto& key : p.overlapped) add_key(key);
       mined.candidates.push_back(std::move(c));
     }
     return sharding::mined_query_json(mined);
@@ -240,6 +243,7 @@ int run_mine(const MineOptions& opts, const World& world) {
                  {"passages", index.pids.size()}}},
       {"retrieval", {{"views", opts.settings.views}, {"beam", opts.settings.beam}, {"depth", opts.settings.top_k},
                      {"ngram_keys", opts.settings.ngram_keys}, {"unigram_keys", opts.settings.unigram_keys},
+                     {"overlapped_keys", opts.settings.overlapped_keys},
                      {"max_keys", opts.max_keys}, {"view_limits", json::parse(trainer::view_limits_json(exported.limits))}}},
       {"counts", {{"queries", counts.queries}, {"queries_with_positive", counts.with_positive},
                   {"queries_without_candidates", counts.without_candidates},
@@ -378,6 +382,7 @@ int run_prepare(const sharding::PrepareOptions& opts, const World& world) {
 void add_distill_commands(CLI::App& app, CommandTable& table) {
   auto m = std::make_shared<MineOptions>();
   m->settings.top_k = 100;
+  m->settings.overlapped_keys = true;  // distillation re-scores them (Note [Overlapped keys])
   CLI::App* mine = app.add_subcommand("mine", "Mine distillation candidates: stage-1 retrieval over a split's queries "
                                               "(sharded over the ranks), each candidate labelled and with its keys");
   mine->add_option("--data", m->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
@@ -391,6 +396,9 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--beam", m->settings.beam, "Beam size")->check(CLI::PositiveNumber);
   mine->add_flag("!--no-ngram-keys", m->settings.ngram_keys, "Without the query n-gram keys (body view)");
   mine->add_flag("!--no-unigram-keys", m->settings.unigram_keys, "Without the unigram keys");
+  mine->add_flag("!--no-overlapped-keys", m->settings.overlapped_keys,
+                 "Keep only the keys the passage's score used (default: also the keys found in the passage on "
+                 "positions a heavier key took, e.g. the longer prefixes of its title, after them)");
   mine->add_option("--threads", m->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(CLI::PositiveNumber);

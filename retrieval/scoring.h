@@ -48,6 +48,10 @@ struct ScoringOptions {
   bool unigrams_locate_candidates = false;  // see above: off for speed
   size_t max_candidates = 1500;    // candidates fully scored, best by the cheap bound
   size_t top_k = 100;              // passages returned
+  // Also report, per passage, the keys that occur in it but took nothing because every occurrence
+  // overlapped a position an earlier (heavier) key had taken. They add nothing to the score; mining keeps
+  // them so that distillation can re-score them (Note [Overlapped keys]).
+  bool report_overlapped = false;
 };
 
 // The corpus-corrected weight of a key with log-probability `s` (already offset for pq keys) and corpus
@@ -70,6 +74,7 @@ struct KeyMatch {
 struct PassageScore {
   double score = 0;
   std::vector<KeyMatch> matches;  // greedy order (descending w), then unigram keys by position
+  std::vector<uint32_t> overlapped;  // keys (indices) found only on taken positions, greedy order (report_overlapped)
 };
 
 // Scores passages against one query's keys. Built once per query (it sorts the keys and indexes them by
@@ -88,6 +93,7 @@ class PassageScorer {
   std::span<const double> weights_;
   int32_t boundary_;
   double alpha_;
+  bool report_overlapped_;
   std::vector<uint32_t> greedy_;           // greedy keys by (w desc, index asc)
   std::vector<uint32_t> greedy_rank_;      // key index -> rank in greedy_
   std::vector<uint32_t> by_first_offsets_; // CSR: first token t -> by_first_[offsets[t] .. offsets[t+1])
@@ -107,10 +113,17 @@ struct MatchedKey {
   double contribution = 0;
   int32_t offset = 0;
 };
+// Note [Overlapped keys]: the title view's keys of one passage are prefixes of its title, all anchored at
+// the boundary, so the greedy matching takes one of them (the heaviest, often a short confident prefix
+// shared by several passages) and the rest overlap it. A mined candidate with only that key gives the
+// distillation surrogate the same score for every passage sharing the prefix, and nothing to learn from;
+// with the overlapped keys after the matched ones (coverage then discounts them, as in DGR's surrogate),
+// the positive's own longer keys can be pushed up and the negatives' down.
 struct RetrievedPassage {
   int32_t doc = 0;  // passage index in the FM-index (order of FMIndex::build)
   double score = 0;
   std::vector<MatchedKey> keys;  // in greedy order, as PassageScore::matches
+  std::vector<Key> overlapped;   // with ScoringOptions::report_overlapped: PassageScore::overlapped
 };
 
 // The whole scoring stage: weights, candidates by the keys with count <= max_key_count, the best

@@ -52,6 +52,7 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
   o.unigram_keys = settings.unigram_keys;
   o.limits = limits;
   o.scoring.top_k = static_cast<size_t>(settings.top_k);
+  o.scoring.report_overlapped = settings.overlapped_keys;
   return o;
 }
 

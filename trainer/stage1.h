@@ -22,6 +22,7 @@ struct RetrievalSettings {
   int top_k = 100;
   bool ngram_keys = true;     // body view: query word n-grams as extra keys
   bool unigram_keys = true;   // body view: top unigrams of the first decoding step
+  bool overlapped_keys = false;  // also report keys found only on positions heavier keys took (mining)
 };
 
 struct Stage1Options {
@@ -55,6 +56,10 @@ struct Stage1Options {
   RetrievalSettings retrieval;
   Stage1DataOptions data;
 };
+
+// Rank 0 (others return at once): logs the effective configuration of a run (options after the config
+// file, flags and defaults, plus what an export needs) and writes it to OUT/config.json, atomically.
+void save_effective_config(const std::string& out_dir, const std::string& config_json, const World& world);
 
 // Collective. Returns 0 when training finished, 3 when it stopped on a signal after saving a checkpoint
 // (resume by running the same command again). Errors are thrown as dgr::Error.
