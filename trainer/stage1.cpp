@@ -20,6 +20,7 @@
 #include "checkpoints/store.h"
 #include "comm/communicator.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "retrieval/index_dir.h"
@@ -73,6 +74,15 @@ nlohmann::json options_json(const Stage1Options& o) {
 }
 
 }  // namespace
+
+void save_effective_config(const std::string& out_dir, const std::string& config_json, const World& world) {
+  if (!world.is_root()) return;
+  log::get("train")->info("effective config (also in {}/config.json): {}", out_dir, config_json);
+  fs::create_directories(out_dir);
+  files::AtomicFile file((fs::path(out_dir) / "config.json").string());
+  file.write(nlohmann::json::parse(config_json).dump(2) + "\n");
+  file.commit();
+}
 
 int run_stage1(const Stage1Options& options, const World& world) {
   auto log = log::get("train");
@@ -151,6 +161,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
       {"tokenizer_id", index.tokenizer.path()}, {"tokenizer_sha256", index.tokenizer.sha256()},
       {"index_id", index_path}, {"index_sha256", index_sha256}};
   const std::string config_json = nlohmann::json{{"train", options_json(options)}, {"export", export_section}}.dump();
+  save_effective_config(options.out_dir, config_json, world);
 
   checkpoints::StoreOptions store_options;
   store_options.dir = (fs::path(options.out_dir) / "checkpoints").string();

@@ -177,6 +177,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
                                    {"index_id", index_path}, {"index_sha256", index_sha256}};
   const std::string config_json =
       nlohmann::json{{"train", options_json(options, loss_options)}, {"export", export_section}}.dump();
+  save_effective_config(options.out_dir, config_json, world);
   if (world.is_root())
     log->info("stage 2: {} queries from {}, loss {} (gen weight {}), {} steps of {} queries on {} ranks x {} threads",
               dataset.size(), options.prepared_dir, options.loss, gen_weight, total_steps, options.global_batch,
