@@ -33,6 +33,7 @@
 #include "trainer/model_scorer.h"
 #include "trainer/progress.h"
 #include "trainer/retrieve_queries.h"
+#include "trainer/run_common.h"
 #include "trainer/stop.h"
 #include "trainer/train_state.h"
 
@@ -56,11 +57,6 @@ torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequence
   for (size_t i = 0; i < sequences.size(); ++i)
     for (size_t t = 0; t < sequences[i]->size(); ++t) a[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = (*sequences[i])[t];
   return out;
-}
-
-std::vector<sharding::Query> maybe_truncate(std::vector<sharding::Query> queries, int max_queries) {
-  if (max_queries > 0 && queries.size() > static_cast<size_t>(max_queries)) queries.resize(static_cast<size_t>(max_queries));
-  return queries;
 }
 
 nlohmann::json options_json(const Stage1Options& o) {
@@ -182,12 +178,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   if (progress.step == 0) seed_rank_rng(options.seed, rank, 0);
 
   // Evaluation: retrieval over each split's queries with the current weights, metrics on rank 0.
-  std::vector<std::pair<std::string, std::pair<std::vector<sharding::Query>, std::vector<sharding::Qrel>>>> eval_sets;
-  for (const auto& split : options.eval_splits) {
-    auto qs = maybe_truncate(sharding::read_queries((data / ("queries." + split + ".tsv")).string()), options.eval_max_queries);
-    auto qrels = sharding::read_qrels((data / ("qrels." + split + ".tsv")).string(), &corpus, nullptr);
-    eval_sets.push_back({split, {std::move(qs), std::move(qrels)}});
-  }
+  const std::vector<EvalSet> eval_sets = load_eval_sets(data, options.eval_splits, options.eval_max_queries, corpus);
   std::ofstream jsonl;
   if (world.is_root()) {
     fs::create_directories(options.out_dir);
@@ -196,21 +187,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
   auto evaluate = [&](const char* when) {
     model->eval();
     auto scorer = make_model_scorer(model);
-    for (auto& [split, set] : eval_sets) {
-      RetrievalStats stats;
-      auto run = retrieve_queries(*scorer, index, set.first, options.retrieval, options.data.limits, world, "dgr", nullptr, &stats);
-      if (world.is_root()) {
-        auto evaluation = retrieval::evaluate(run, set.second);
-        log->info("eval {} {} at step {} (epoch {:.2f}): {} [{:.1f} queries/s]", when, split, progress.step,
-                  static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch()),
-                  retrieval::format_metrics(evaluation), stats.queries_per_second());
-        nlohmann::json line = {{"event", "eval"}, {"split", split}, {"step", progress.step},
-                               {"epoch", static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch())},
-                               {"elapsed_s", seconds_since(start)}, {"queries_per_s", stats.queries_per_second()},
-                               {"metrics", evaluation.mean}};
-        jsonl << line.dump() << "\n" << std::flush;
-      }
-    }
+    evaluate_sets(*scorer, index, eval_sets, options.retrieval, options.data.limits, world,
+                  {when, progress.step, static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch()),
+                   seconds_since(start)},
+                  jsonl);
     model->train();
   };
 
@@ -242,12 +222,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     int64_t counts[2] = {tokens, static_cast<int64_t>(batch.examples.size())};  // [tokens, examples] of this rank
     communicator->allreduce(comm::Buffer{counts, 2, comm::DType::kInt64}, comm::ReduceOp::kSum);
     const int64_t global_tokens = counts[0], global_examples = counts[1];
-    const double lr = options.lr * (progress.step < warmup_steps
-                                        ? static_cast<double>(progress.step + 1) / static_cast<double>(warmup_steps)
-                                        : options.decay == "constant"
-                                              ? 1.0
-                                              : std::max(0.0, static_cast<double>(total_steps - progress.step) /
-                                                                  static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps))));
+    const double lr = scheduled_lr(options.lr, progress.step, warmup_steps, total_steps, options.decay);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
     reducer.zero_grad();
@@ -313,17 +288,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
     return 3;
   }
   evaluate("final");
-  if (world.is_root()) {
-    checkpoints::ExportInfo info;
-    info.model_config_json = export_section["model_config"].dump();
-    info.tokenizer_id = index.tokenizer.path();
-    info.tokenizer_sha256 = index.tokenizer.sha256();
-    info.index_id = index_path;
-    info.index_sha256 = index_sha256;
-    const std::string path = (fs::path(options.out_dir) / "model.h5").string();
-    checkpoints::write_export(path, model_arrays(*model), info);
+  const std::string path = write_final_export(*model, options.out_dir, export_section["model_config"].dump(), index,
+                                             index_path, index_sha256, world);
+  if (world.is_root())
     log->info("stage 1 done: {} steps in {:.0f}s; model exported to {}", progress.step, seconds_since(start), path);
-  }
   return 0;
 }
 

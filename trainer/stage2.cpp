@@ -36,6 +36,7 @@
 #include "trainer/model_scorer.h"
 #include "trainer/progress.h"
 #include "trainer/retrieve_queries.h"
+#include "trainer/run_common.h"
 #include "trainer/stage1_data.h"
 #include "trainer/stop.h"
 #include "trainer/surrogate.h"
@@ -201,14 +202,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   }
   if (progress.step == 0) seed_rank_rng(options.seed, rank, 0);
 
-  std::vector<std::pair<std::string, std::pair<std::vector<sharding::Query>, std::vector<sharding::Qrel>>>> eval_sets;
-  for (const auto& split : options.eval_splits) {
-    auto qs = sharding::read_queries((data / ("queries." + split + ".tsv")).string());
-    if (options.eval_max_queries > 0 && qs.size() > static_cast<size_t>(options.eval_max_queries))
-      qs.resize(static_cast<size_t>(options.eval_max_queries));
-    auto qrels = sharding::read_qrels((data / ("qrels." + split + ".tsv")).string(), &corpus, nullptr);
-    eval_sets.push_back({split, {std::move(qs), std::move(qrels)}});
-  }
+  const std::vector<EvalSet> eval_sets = load_eval_sets(data, options.eval_splits, options.eval_max_queries, corpus);
   std::ofstream jsonl;
   if (world.is_root()) {
     fs::create_directories(options.out_dir);
@@ -222,20 +216,10 @@ int run_stage2(const Stage2Options& options, const World& world) {
     bar.clear();
     model->eval();
     auto scorer = make_model_scorer(model);
-    for (auto& [split, set] : eval_sets) {
-      RetrievalStats stats;
-      auto run = retrieve_queries(*scorer, index, set.first, options.retrieval, limits, world, "dgr", nullptr, &stats);
-      if (world.is_root()) {
-        auto evaluation = retrieval::evaluate(run, set.second);
-        const double epoch = static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch());
-        log->info("eval {} {} at step {} (epoch {:.2f}): {} [{:.1f} queries/s]", when, split, progress.step, epoch,
-                  retrieval::format_metrics(evaluation), stats.queries_per_second());
-        nlohmann::json line = {{"event", "eval"}, {"split", split}, {"step", progress.step}, {"epoch", epoch},
-                               {"elapsed_s", seconds_since(start)}, {"queries_per_s", stats.queries_per_second()},
-                               {"metrics", evaluation.mean}};
-        jsonl << line.dump() << "\n" << std::flush;
-      }
-    }
+    evaluate_sets(*scorer, index, eval_sets, options.retrieval, limits, world,
+                  {when, progress.step, static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch()),
+                   seconds_since(start)},
+                  jsonl);
     model->train();
     bar.resume();
   };
@@ -289,12 +273,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     // anywhere trips a deadline naming it (comm/watchdog.h) instead of hanging the others.
     int64_t global_tokens[2] = {tokens[0], tokens[1]};  // [title, body] target tokens of the global batch
     communicator->allreduce(comm::Buffer{global_tokens, 2, comm::DType::kInt64}, comm::ReduceOp::kSum);
-    const double lr = options.lr * (progress.step < warmup_steps
-                                        ? static_cast<double>(progress.step + 1) / static_cast<double>(warmup_steps)
-                                        : options.decay == "constant"
-                                              ? 1.0
-                                              : std::max(0.0, static_cast<double>(total_steps - progress.step) /
-                                                                  static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps))));
+    const double lr = scheduled_lr(options.lr, progress.step, warmup_steps, total_steps, options.decay);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
     reducer.zero_grad();
@@ -371,17 +350,10 @@ int run_stage2(const Stage2Options& options, const World& world) {
     return 3;
   }
   evaluate("final");
-  if (world.is_root()) {
-    checkpoints::ExportInfo info;
-    info.model_config_json = export_section["model_config"].dump();
-    info.tokenizer_id = index.tokenizer.path();
-    info.tokenizer_sha256 = index.tokenizer.sha256();
-    info.index_id = index_path;
-    info.index_sha256 = index_sha256;
-    const std::string path = (fs::path(options.out_dir) / "model.h5").string();
-    checkpoints::write_export(path, model_arrays(*model), info);
+  const std::string path = write_final_export(*model, options.out_dir, export_section["model_config"].dump(), index,
+                                             index_path, index_sha256, world);
+  if (world.is_root())
     log->info("stage 2 done: {} steps in {:.0f}s; model exported to {}", progress.step, seconds_since(start), path);
-  }
   return 0;
 }
 

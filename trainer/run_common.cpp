@@ -1,0 +1,72 @@
+#include "trainer/run_common.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/export.h"
+#include "common/log.h"
+#include "retrieval/metrics.h"
+#include "trainer/model.h"
+#include "trainer/retrieve_queries.h"
+#include "trainer/train_state.h"
+
+namespace dgr::trainer {
+
+double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t total_steps, const std::string& decay) {
+  if (step < warmup_steps) return base * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  if (decay == "constant") return base;
+  return base * std::max(0.0, static_cast<double>(total_steps - step) /
+                                  static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps)));
+}
+
+std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const std::vector<std::string>& splits,
+                                    int max_queries, const sharding::Corpus& corpus) {
+  std::vector<EvalSet> sets;
+  for (const auto& split : splits) {
+    EvalSet set;
+    set.split = split;
+    set.queries = sharding::read_queries((data_dir / ("queries." + split + ".tsv")).string());
+    if (max_queries > 0 && set.queries.size() > static_cast<size_t>(max_queries))
+      set.queries.resize(static_cast<size_t>(max_queries));
+    set.qrels = sharding::read_qrels((data_dir / ("qrels." + split + ".tsv")).string(), &corpus, nullptr);
+    sets.push_back(std::move(set));
+  }
+  return sets;
+}
+
+void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
+                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, const World& world,
+                   const EvalPoint& point, std::ostream& jsonl) {
+  auto log = log::get("train");
+  for (const auto& set : sets) {
+    RetrievalStats stats;
+    auto run = retrieve_queries(scorer, index, set.queries, settings, limits, world, "dgr", nullptr, &stats);
+    if (!world.is_root()) continue;
+    auto evaluation = retrieval::evaluate(run, set.qrels);
+    log->info("eval {} {} at step {} (epoch {:.2f}): {} [{:.1f} queries/s]", point.when, set.split, point.step,
+              point.epoch, retrieval::format_metrics(evaluation), stats.queries_per_second());
+    nlohmann::json line = {{"event", "eval"}, {"split", set.split}, {"step", point.step}, {"epoch", point.epoch},
+                           {"elapsed_s", point.elapsed_s}, {"queries_per_s", stats.queries_per_second()},
+                           {"metrics", evaluation.mean}};
+    jsonl << line.dump() << "\n" << std::flush;
+  }
+}
+
+std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,
+                               const retrieval::IndexDir& index, const std::string& index_path,
+                               const std::string& index_sha256, const World& world) {
+  if (!world.is_root()) return "";
+  checkpoints::ExportInfo info;
+  info.model_config_json = model_config_json;
+  info.tokenizer_id = index.tokenizer.path();
+  info.tokenizer_sha256 = index.tokenizer.sha256();
+  info.index_id = index_path;
+  info.index_sha256 = index_sha256;
+  const std::string path = (std::filesystem::path(out_dir) / "model.h5").string();
+  checkpoints::write_export(path, model_arrays(model), info);
+  return path;
+}
+
+}  // namespace dgr::trainer

@@ -1,0 +1,53 @@
+// What the stage-1 and stage-2 training loops share around their steps: the learning-rate schedule, the
+// evaluation sets and the evaluation by retrieval (metrics logged and appended to OUT/train.jsonl), and the
+// model export at the end. No LibTorch in this header.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "common/world.h"
+#include "retrieval/index_dir.h"
+#include "retrieval/seq2seq.h"
+#include "retrieval/views.h"
+#include "sharding/readers.h"
+#include "trainer/stage1.h"
+
+namespace dgr::trainer {
+
+class Seq2Seq;
+
+// Linear warmup over warmup_steps to `base`, then `decay`: "constant", or "linear" to 0 at total_steps.
+double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t total_steps, const std::string& decay);
+
+struct EvalSet {
+  std::string split;
+  std::vector<sharding::Query> queries;  // the first max_queries of DATA/queries.SPLIT.tsv (0 = all)
+  std::vector<sharding::Qrel> qrels;
+};
+std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const std::vector<std::string>& splits,
+                                    int max_queries, const sharding::Corpus& corpus);
+
+// Where an evaluation happens in a run, for the log line and the `eval` event.
+struct EvalPoint {
+  const char* when = "";  // "during training", "final", ...
+  int64_t step = 0;
+  double epoch = 0;
+  double elapsed_s = 0;
+};
+// Collective: retrieves every set's queries with `scorer` (sharded over the ranks); rank 0 logs the metrics
+// and appends one `eval` event per set to `jsonl` (ignored on other ranks).
+void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
+                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, const World& world,
+                   const EvalPoint& point, std::ostream& jsonl);
+
+// Rank 0 (others return ""): writes OUT/model.h5 (checkpoints/export.h) with the model's weights, its
+// config ({"model", "view_limits"} JSON) and the ids and checksums of the tokenizer and index; returns the path.
+std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,
+                               const retrieval::IndexDir& index, const std::string& index_path,
+                               const std::string& index_sha256, const World& world);
+
+}  // namespace dgr::trainer
