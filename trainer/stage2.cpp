@@ -189,18 +189,8 @@ int run_stage2(const Stage2Options& options, const World& world) {
   store_options.keep_last = options.keep_last;
   store_options.async = options.async_save;
   checkpoints::Store store(store_options, world);
-  TrainProgress progress;
-  progress.seed = options.seed;
-  if (options.resume) {
-    if (auto loaded = store.load_latest()) {
-      progress = restore(*loaded, *model, optimizer, rank, world_size);
-      sampler.set_position(progress.position);
-      if (world.is_root())
-        log->info("resumed from {} (step {}, epoch {}, step {} of the epoch; written by {} ranks)", loaded->dir,
-                  progress.step, progress.position.epoch, progress.position.step_in_epoch, loaded->world_size);
-    }
-  }
-  if (progress.step == 0) seed_rank_rng(options.seed, rank, 0);
+  TrainProgress progress =
+      resume_or_start(store, options.resume, options.seed, *model, optimizer, sampler, rank, world_size);
 
   const std::vector<EvalSet> eval_sets = load_eval_sets(data, options.eval_splits, options.eval_max_queries, corpus);
   std::ofstream jsonl;

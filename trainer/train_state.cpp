@@ -206,4 +206,23 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
   return progress;
 }
 
+TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
+                              torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
+                              int world_size) {
+  TrainProgress progress;
+  progress.seed = seed;
+  if (resume) {
+    if (auto loaded = store.load_latest()) {
+      progress = restore(*loaded, model, optimizer, rank, world_size);
+      sampler.set_position(progress.position);
+      if (rank == 0)
+        log::get("train")->info("resumed from {} (step {}, epoch {}, step {} of the epoch; written by {} ranks)",
+                                loaded->dir, progress.step, progress.position.epoch, progress.position.step_in_epoch,
+                                loaded->world_size);
+    }
+  }
+  if (progress.step == 0) seed_rank_rng(seed, rank, 0);
+  return progress;
+}
+
 }  // namespace dgr::trainer

@@ -41,4 +41,11 @@ void load_model_arrays(const std::vector<checkpoints::NamedArray>& arrays, torch
 // Seeds this rank's generators for a fresh start or a resume on another world size.
 void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 
+// Collective. With `resume`, restores the newest committed checkpoint of `store` into model, optimizer
+// and sampler (rank 0 logs where from) and returns its progress; otherwise, or when there is none, seeds
+// this rank's generators and returns step 0 of run `seed`.
+TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
+                              torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
+                              int world_size);
+
 }  // namespace dgr::trainer
