@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,27 @@ struct NamedArray {
     if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
     return out;
   }
+};
+
+// Host buffers recycled from one checkpoint save to the next (Note [Staging buffers] in array.cpp): the
+// trainer copies its tensors into arrays taken from the pool, the checkpoint writer gives them back when
+// the files are written, and the next save copies into memory that is already mapped. Thread-safe.
+class StagingPool {
+ public:
+  // An array of shape x dtype. Its bytes are a recycled buffer of exactly that size when the pool has one
+  // (NOT zeroed: the caller overwrites every byte), a fresh NamedArray::allocate() otherwise.
+  NamedArray take(std::string name, std::vector<int64_t> shape, DType dtype);
+  // take() + a copy of `num_bytes()` bytes from `data`.
+  NamedArray copy_of(std::string name, std::vector<int64_t> shape, DType dtype, const void* data);
+  // Hands back the buffers of one save's arrays. They replace what the pool held before (buffers nobody
+  // took are freed), so the pool never holds more than one save's worth of memory.
+  void give_back(std::vector<NamedArray>&& arrays);
+  size_t pooled_bytes() const;  // bytes waiting to be taken
+
+ private:
+  mutable std::mutex mutex_;
+  std::multimap<size_t, std::vector<uint8_t>> free_;  // byte size -> buffer
+  size_t pooled_bytes_ = 0;
 };
 
 // What the model expects an array to be.

@@ -5,7 +5,8 @@
 //   1. complete save(N-1) if one is pending (step 5 below): a second save waits for the first;
 //   2. every rank checks its request and rank 0 creates DIR/step-N.tmp/; the ranks agree (gather + bcast)
 //      and all throw if any failed, so nothing is half-started;
-//   3. a writer thread (no MPI calls, ever) writes rank-R.h5 (and model.h5 on rank 0) into step-N.tmp/,
+//   3. a writer thread (no MPI calls, ever) copies the request's replicated_sources (Note [Overlapped
+//      copy]), then writes rank-R.h5 (and model.h5 on rank 0) into step-N.tmp/,
 //      fsyncs each file and computes its sha256; the training thread returns at once (async) or goes on
 //      to step 5 (sync).
 // wait() / the next save() (training thread):
@@ -18,9 +19,21 @@
 //      CheckpointError when a write or the commit failed.
 // A crash anywhere before the final rename leaves step-N.tmp/, which load never looks at; the marker inside
 // the renamed directory is checked as well, so a directory whose marker is missing is never loaded.
+//
+// Note [Overlapped copy]
+// A checkpoint is a snapshot of the parameters and optimizer state at one step, so the host copy of them
+// must be taken before anything writes them again. Taking it on the training thread blocks training for
+// a memcpy of three times the model (weights, Adam's two moments). But the next step's forward and
+// backward only READ the parameters and optimizer state; only the optimizer step writes them. So the
+// trainer hands the writer pointers to its host tensors (SaveRequest.replicated_sources), the writer
+// copies them into staging buffers first, at normal priority, while the next forward and backward run,
+// and the trainer calls wait_for_copies() just before its optimizer step: usually the copy finished long
+// before. Only then does the writer lower its priority and write the files.
 #include "checkpoints/store.h"
 
 #include <mpi.h>
+#include <condition_variable>
+#include <mutex>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -83,6 +96,27 @@ void check_request_arrays(const std::vector<NamedArray>& arrays, const char* whi
   auto dup = std::adjacent_find(names.begin(), names.end());
   DGR_CHECK_AS(CheckpointError, dup == names.end(), "SaveRequest.{}: array '{}' appears twice", which,
                dup == names.end() ? "" : *dup);
+}
+
+// Throws CheckpointError when the sources cannot be copied (bad or repeated name, also among `arrays`).
+void check_request_sources(const std::vector<ArraySource>& sources, const std::vector<NamedArray>& arrays) {
+  std::vector<std::string> names;
+  for (const auto& a : arrays) names.push_back(a.name);
+  for (const auto& source : sources) {
+    check_array_name(source.name);
+    int64_t elements = 1;
+    for (int64_t d : source.shape) {
+      DGR_CHECK_AS(CheckpointError, d >= 0, "SaveRequest.replicated_sources: '{}' has shape {}", source.name,
+                   shape_string(source.shape));
+      elements *= d;
+    }
+    DGR_CHECK_AS(CheckpointError, elements == 0 || source.data != nullptr,
+                 "SaveRequest.replicated_sources: '{}' has no data pointer", source.name);
+    names.push_back(source.name);
+  }
+  std::sort(names.begin(), names.end());
+  auto dup = std::adjacent_find(names.begin(), names.end());
+  DGR_CHECK_AS(CheckpointError, dup == names.end(), "SaveRequest: array '{}' appears twice", dup == names.end() ? "" : *dup);
 }
 
 void check_json(const std::string& text, const char* which) {
@@ -154,8 +188,13 @@ struct Store::Impl {
     double started_s = 0;
     double written_s = 0;
     std::atomic<bool> written{false};  // set by the writer as its last action
+    // Note [Overlapped copy]: set (under copy_mutex) once the writer no longer reads the sources.
+    std::mutex copy_mutex;
+    std::condition_variable copy_done;
+    bool copied = false;
   };
   std::unique_ptr<Pending> pending;
+  StagingPool staging;  // host buffers of the last written save, for the next one's copies
   std::thread janitor;  // rank 0: removes pruned steps in the background (see prune)
   static constexpr const char* kTrashPrefix = ".deleting.";
 
@@ -227,10 +266,12 @@ struct Store::Impl {
       DGR_CHECK_AS(CheckpointError, request.step >= 0, "SaveRequest.step is {}, must be >= 0", request.step);
       if (rank == 0) {
         check_request_arrays(request.replicated, "replicated");
+        check_request_sources(request.replicated_sources, request.replicated);
         check_json(request.config_json, "config_json");
         check_json(request.state_json, "state_json");
       } else {
         std::vector<NamedArray>().swap(request.replicated);  // only rank 0's are written
+        request.replicated_sources.clear();
       }
       check_request_arrays(request.per_rank, "per_rank");
       check_json(request.rank_state_json, "rank_state_json");
@@ -292,8 +333,10 @@ struct Store::Impl {
   // Writer thread: this rank's files. Never calls MPI. In async mode it runs at a lower priority (nice +10,
   // this thread only), so on a busy host the training threads keep their cores and the write takes the rest.
   void write_part(Pending& p) {
+    copy_sources(p);
     if (options.async) ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
     try {
+      DGR_CHECK_AS(CheckpointError, p.error.empty(), "{}", p.error);
       if (rank == 0) {
         p.files.push_back(write_hdf5(p.tmp_dir, layout::kModelFile, p.request.replicated, [&](h5::File& file) {
           set_common_attrs(file, "replicated", p.step, world_size);
@@ -309,10 +352,41 @@ struct Store::Impl {
     } catch (...) {
       p.error = "unknown exception in the checkpoint writer";
     }
-    std::vector<NamedArray>().swap(p.request.replicated);  // the host copies are no longer needed
+    // The host copies are written: their buffers go back to the pool for the next save's copies.
+    std::vector<NamedArray> done = std::move(p.request.replicated);
+    for (auto& a : p.request.per_rank) done.push_back(std::move(a));
     std::vector<NamedArray>().swap(p.request.per_rank);
+    staging.give_back(std::move(done));
     p.written_s = now_s();
     p.written = true;
+  }
+
+  // Writer thread, first: Note [Overlapped copy]. Releases the sources whatever happens.
+  void copy_sources(Pending& p) {
+    try {
+      for (const auto& source : p.request.replicated_sources) {
+        p.request.replicated.push_back(staging.copy_of(source.name, source.shape, source.dtype, source.data));
+        p.array_bytes += p.request.replicated.back().bytes.size();
+      }
+    } catch (const std::exception& e) {
+      p.error = fmt::format("copying the arrays to write: {}", e.what());
+    } catch (...) {
+      p.error = "copying the arrays to write: unknown exception";
+    }
+    p.request.replicated_sources.clear();
+    {
+      std::lock_guard<std::mutex> lock(p.copy_mutex);
+      p.copied = true;
+    }
+    p.copy_done.notify_all();
+  }
+
+  // Local: Store::wait_for_copies().
+  void wait_for_copies() {
+    if (!pending) return;
+    Pending& p = *pending;
+    std::unique_lock<std::mutex> lock(p.copy_mutex);
+    p.copy_done.wait(lock, [&p] { return p.copied; });
   }
 
   // Collective: steps 4-5 of Note [Commit protocol].
@@ -589,6 +663,8 @@ void Store::save(SaveRequest&& request) {
 
 void Store::wait() { impl_->finish(); }
 
+void Store::wait_for_copies() { impl_->wait_for_copies(); }
+
 bool Store::pending() const { return impl_->pending != nullptr; }
 
 bool Store::writing() const { return impl_->pending != nullptr && !impl_->pending->written; }
@@ -596,5 +672,9 @@ bool Store::writing() const { return impl_->pending != nullptr && !impl_->pendin
 std::optional<LoadedCheckpoint> Store::load_latest() { return impl_->load_latest(); }
 
 const StoreOptions& Store::options() const { return impl_->options; }
+
+StagingPool& Store::staging() { return impl_->staging; }
+
+bool Store::writes_replicated() const { return impl_->rank == 0; }
 
 }  // namespace dgr::checkpoints

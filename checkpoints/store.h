@@ -34,9 +34,22 @@ struct StoreOptions {
   std::function<void(const std::string& file, const std::string& array)> test_hook;
 };
 
+// A host array the writer copies itself (Note [Overlapped copy] in store.cpp): `data` (num_elements x
+// dtype bytes, row-major) must stay valid and unchanged from save() until Store::wait_for_copies() returns.
+struct ArraySource {
+  std::string name;
+  std::vector<int64_t> shape;
+  DType dtype = DType::kFloat32;
+  const void* data = nullptr;
+};
+
 struct SaveRequest {
   int64_t step = 0;
   std::vector<NamedArray> replicated;  // parameters + optimizer state; rank 0's go to model.h5, others' are dropped
+                                       // (ranks other than 0 may leave it empty: Store::writes_replicated())
+  // Replicated arrays still in the caller's memory: the writer copies them into staging buffers before it
+  // writes (rank 0; other ranks ignore them). Names must not repeat those of `replicated`.
+  std::vector<ArraySource> replicated_sources;
   std::vector<NamedArray> per_rank;    // this rank's RNG states etc.; go to rank-RRRRR.h5
   std::string config_json = "{}";      // effective config (rank 0's goes to meta.json "config")
   std::string state_json = "{}";       // LR schedule, epoch, permutation seed, ... (rank 0's -> meta.json "state")
@@ -70,6 +83,10 @@ class Store {
   // commits before returning (sync). Throws CheckpointError on every rank when any rank's part of the
   // previous or this save failed; the last committed checkpoint is then untouched.
   void save(SaveRequest&& request);
+  // Local: blocks until the writer has copied the replicated_sources of the last save, after which their
+  // memory may change (the trainer calls it before its next optimizer step). No-op when there are none.
+  // A failed copy is reported by the commit (wait() or the next save()), like a failed write.
+  void wait_for_copies();
   // Collective: blocks until every rank's pending write is durable, then rank 0 commits it (COMMITTED
   // marker, rename, prune). No-op when nothing is pending. Call it at the end of training and before
   // exiting on a signal. Throws CheckpointError on every rank when any rank's write or the commit failed.
@@ -85,6 +102,13 @@ class Store {
   std::optional<LoadedCheckpoint> load_latest();
 
   const StoreOptions& options() const;
+  // Host buffers for the arrays of the next SaveRequest (StagingPool): the writer gives each save's
+  // buffers back once its files are written, so a trainer that takes from here copies its tensors into
+  // memory that is already mapped. Thread-safe.
+  StagingPool& staging();
+  // Local: whether this rank's SaveRequest.replicated is written (rank 0) or dropped (every other rank),
+  // so that other ranks can skip the host copy of the model.
+  bool writes_replicated() const;
 
  private:
   struct Impl;

@@ -409,6 +409,120 @@ TEST(Store, SaveAndLoadRoundTripSyncAndAsync) {
   }
 }
 
+TEST(StagingPool, HandsBackBuffersOfTheSameSizeOnly) {
+  StagingPool pool;
+  NamedArray a = pool.take("a", {1024, 1024}, DType::kFloat32);  // nothing pooled yet: fresh, zeroed
+  ASSERT_EQ(a.bytes.size(), size_t{4} << 20);
+  EXPECT_EQ(a.bytes[12345], 0);
+  NamedArray b = pool.take("b", {3}, DType::kInt64);
+  a.bytes[12345] = 7;
+  const uint8_t* a_data = a.bytes.data();
+  std::vector<NamedArray> used;
+  used.push_back(std::move(a));
+  used.push_back(std::move(b));
+  pool.give_back(std::move(used));
+  EXPECT_EQ(pool.pooled_bytes(), (size_t{4} << 20) + 24);
+
+  NamedArray c = pool.take("c", {2048, 512}, DType::kFloat32);  // same bytes, other shape: the same buffer
+  EXPECT_EQ(c.bytes.data(), a_data);
+  EXPECT_EQ(c.name, "c");
+  EXPECT_EQ(c.shape, (std::vector<int64_t>{2048, 512}));
+  EXPECT_EQ(c.bytes.size(), size_t{4} << 20);
+  NamedArray d = pool.take("d", {5}, DType::kInt64);  // no 40-byte buffer: a fresh one
+  EXPECT_EQ(d.bytes.size(), 40u);
+  EXPECT_EQ(pool.pooled_bytes(), 24u);
+
+  int64_t three[3] = {1, -2, 3};
+  NamedArray e = pool.copy_of("e", {3}, DType::kInt64, three);
+  EXPECT_EQ(e.values<int64_t>(), (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(pool.pooled_bytes(), 0u);
+
+  std::vector<NamedArray> second;
+  second.push_back(std::move(d));
+  pool.give_back(std::move(second));  // replaces what was pooled: one save's worth at most
+  EXPECT_EQ(pool.pooled_bytes(), 40u);
+}
+
+TEST(Store, RecycledBuffersHoldTheNewValues) {
+  // The trainer's path: every save's arrays come from store.staging(); the writer gives them back once the
+  // files are written, and the next save's copies reuse them. Every step must hold its own values.
+  for (bool async : {false, true}) {
+    TempDir tmp;
+    StoreOptions o = options_for(tmp.path, async);
+    o.keep_last = 0;
+    Store store(o, world());
+    const uint8_t* first_data = nullptr;
+    for (int64_t step = 1; step <= 3; ++step) {
+      while (store.writing()) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // buffers are back
+      SaveRequest r;
+      r.step = step;
+      NamedArray w = floats("model/w", {512, 1024}, static_cast<float>(step) * 1000.0f);
+      r.replicated.push_back(store.staging().copy_of(w.name, w.shape, w.dtype, w.bytes.data()));
+      if (step == 1) first_data = r.replicated.back().bytes.data();
+      else EXPECT_EQ(r.replicated.back().bytes.data(), first_data) << "step " << step << " reuses step 1's buffer";
+      int64_t cursor = step * 10;
+      r.per_rank.push_back(store.staging().copy_of("cursor", {}, DType::kInt64, &cursor));
+      store.save(std::move(r));  // async: commits the previous step, writes this one in the background
+    }
+    store.wait();
+    EXPECT_GT(store.staging().pooled_bytes(), size_t{2} << 20);
+    for (int64_t step = 1; step <= 3; ++step) {
+      LoadedCheckpoint c = load_step(tmp / step_dir_name(step), 0, 1);
+      ASSERT_EQ(c.replicated.size(), 1u);
+      EXPECT_EQ(c.replicated[0].bytes, floats("model/w", {512, 1024}, static_cast<float>(step) * 1000.0f).bytes)
+          << "step " << step << (async ? " async" : " sync");
+      ASSERT_EQ(c.per_rank.size(), 1u);
+      EXPECT_EQ(c.per_rank[0].values<int64_t>().at(0), step * 10);
+    }
+  }
+}
+
+TEST(Store, SourcesAreCopiedBeforeWaitForCopiesReturns) {
+  // Note [Overlapped copy]: the writer copies replicated_sources; once wait_for_copies() returns the caller
+  // may change them (its next optimizer step), and the checkpoint keeps the values they had at save().
+  for (bool async : {false, true}) {
+    TempDir tmp;
+    Store store(options_for(tmp.path, async), world());
+    NamedArray weights = floats("model/w", {256, 1024}, 5.0f);
+    NamedArray bias = floats("model/b", {7}, -3.0f);
+    std::vector<uint8_t> live = weights.bytes;  // "the parameter", changed after the copy
+    SaveRequest r;
+    r.step = 4;
+    r.replicated.push_back(bias);
+    r.replicated_sources.push_back({weights.name, weights.shape, weights.dtype, live.data()});
+    r.per_rank.push_back(floats("rng", {3}, 1.0f));
+    store.save(std::move(r));
+    store.wait_for_copies();
+    std::fill(live.begin(), live.end(), uint8_t{0xff});
+    store.wait();
+    store.wait_for_copies();  // nothing pending: returns at once
+    LoadedCheckpoint c = load_step(tmp / step_dir_name(4), 0, 1);
+    ASSERT_EQ(c.replicated.size(), 2u);
+    EXPECT_EQ(c.replicated[0].name, "model/b");
+    EXPECT_EQ(c.replicated[0].bytes, bias.bytes);
+    EXPECT_EQ(c.replicated[1].name, "model/w");
+    EXPECT_EQ(c.replicated[1].shape, weights.shape);
+    EXPECT_EQ(c.replicated[1].bytes, weights.bytes) << (async ? "async" : "sync");
+  }
+}
+
+TEST(Store, ASourceNamedLikeAnArrayIsRejected) {
+  TempDir tmp;
+  Store store(options_for(tmp.path), world());
+  NamedArray w = floats("model/w", {4}, 0.0f);
+  SaveRequest r;
+  r.step = 1;
+  r.replicated.push_back(w);
+  r.replicated_sources.push_back({"model/w", {4}, DType::kFloat32, w.bytes.data()});
+  try {
+    store.save(std::move(r));
+    FAIL() << "expected a CheckpointError";
+  } catch (const dgr::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("'model/w' appears twice"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "step-00000001"));
+}
+
 TEST(Store, EmptyDirectoryLoadsNothing) {
   TempDir tmp;
   Store store(options_for(tmp / "new/sub"), world());

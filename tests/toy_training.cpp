@@ -97,6 +97,7 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     reducer.prepare_backward(true);
     loss.backward();
     reducer.finish_backward();
+    store.wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
     optimizer.step();
     double sum = local_sum.item<double>(), global_sum = 0;
     MPI_Allreduce(&sum, &global_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
@@ -108,7 +109,7 @@ ToyRunResult run_toy_training(const ToyRunOptions& options, const World& world) 
     if (rank == options.signal_rank && progress.step == options.signal_after_step) std::raise(SIGUSR1);
     bool stop = trainer::agree_on_stop(*communicator) > 0;
     if (stop || progress.step % options.save_every == 0 || progress.step == options.stop_at_step) {
-      store.save(trainer::make_save_request(progress, *net, optimizer, "{\"test\":\"toy\"}"));
+      store.save(trainer::make_save_request(progress, *net, optimizer, "{\"test\":\"toy\"}", store));
     }
     if (stop) {
       result.stopped_by_signal = true;

@@ -283,6 +283,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     }
     reducer.finish_backward();
     if (options.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, options.clip);
+    store.wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
     optimizer.step();
     ++progress.step;
     progress.position = sampler.position();
@@ -324,7 +325,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     if (test_stop_step > 0 && progress.step == test_stop_step && rank == std::min(1, world_size - 1)) std::raise(SIGUSR1);
     stopped = agree_on_stop(*communicator) > 0;
     if (stopped || progress.step % save_every == 0 || progress.step == total_steps)
-      store.save(make_save_request(progress, *model, optimizer, config_json));
+      store.save(make_save_request(progress, *model, optimizer, config_json, store));
     if (stopped) break;
     if (progress.step % eval_every == 0 && progress.step != total_steps) {
       evaluate("during distillation");

@@ -31,6 +31,44 @@ NamedArray to_array(const std::string& name, const torch::Tensor& tensor) {
   return NamedArray::copy_of(name, shape, to_dtype(host.scalar_type()), host.data_ptr());
 }
 
+// A host copy of `tensor` (any device, any strides) in a buffer from `pool` (Note [Staging buffers] in
+// checkpoints/array.cpp): one copy, straight from the tensor into the checkpoint's array.
+NamedArray staged_array(checkpoints::StagingPool& pool, const std::string& name, const torch::Tensor& tensor) {
+  std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+  NamedArray array = pool.take(name, shape, to_dtype(tensor.scalar_type()));
+  if (array.bytes.empty()) return array;
+  torch::NoGradGuard no_grad;
+  torch::Tensor host = torch::from_blob(array.bytes.data(), tensor.sizes(),
+                                        torch::TensorOptions().dtype(tensor.scalar_type()).device(torch::kCPU));
+  host.copy_(tensor.detach());
+  return array;
+}
+
+// The device the model's parameters live on (CPU for a model without parameters).
+torch::Device model_device(torch::nn::Module& model) {
+  for (const auto& p : model.parameters()) return p.device();
+  return torch::Device(torch::kCPU);
+}
+
+// Name of the per-rank array holding the generator state of `device` ("rng/cpu", "rng/cuda").
+std::string rng_array_name(const torch::Device& device) { return device.is_cuda() ? "rng/cuda" : "rng/cpu"; }
+
+torch::Tensor generator_state(const torch::Device& device) {
+  auto generator = device.is_cuda() ? at::globalContext().defaultGenerator(device)
+                                    : at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void set_generator_state(const torch::Device& device, const NamedArray& array) {
+  torch::Tensor bytes = torch::from_blob(const_cast<uint8_t*>(array.bytes.data()),
+                                         {static_cast<int64_t>(array.bytes.size())}, torch::kUInt8).clone();
+  auto generator = device.is_cuda() ? at::globalContext().defaultGenerator(device)
+                                    : at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(bytes);
+}
+
 // Copies `array` into `tensor` in place after checking shape and dtype.
 void copy_into(const NamedArray& array, torch::Tensor tensor, const std::string& where) {
   std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
@@ -108,31 +146,39 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step) {
 }
 
 checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
-                                           torch::optim::Optimizer& optimizer, const std::string& config_json) {
+                                           torch::optim::Optimizer& optimizer, const std::string& config_json,
+                                           checkpoints::Store& store) {
+  checkpoints::StagingPool& pool = store.staging();
   checkpoints::SaveRequest request;
   request.step = progress.step;
-  for (auto& item : model.named_parameters()) request.replicated.push_back(to_array("model/" + item.key(), item.value()));
-  for (auto& item : model.named_buffers()) request.replicated.push_back(to_array("model/" + item.key(), item.value()));
-  auto& states = optimizer.state();
-  for (auto& [name, p] : named_parameters(model)) {
-    auto it = states.find(state_key(p));
-    if (it == states.end()) continue;  // no step taken yet for this parameter
-    AdamLike s = adam_state(*it->second);
-    request.replicated.push_back(to_array("optimizer/" + name + "/exp_avg", *s.exp_avg));
-    request.replicated.push_back(to_array("optimizer/" + name + "/exp_avg_sq", *s.exp_avg_sq));
-    if (s.max_exp_avg_sq->defined()) {
-      request.replicated.push_back(to_array("optimizer/" + name + "/max_exp_avg_sq", *s.max_exp_avg_sq));
+  // Host tensors are copied by the writer while the next forward and backward run (Note [Overlapped copy]
+  // in checkpoints/store.cpp); others (a GPU's, non-contiguous ones) are copied here.
+  auto add = [&](const std::string& name, const torch::Tensor& tensor) {
+    if (tensor.device().is_cpu() && tensor.is_contiguous()) {
+      request.replicated_sources.push_back({name, std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()),
+                                            to_dtype(tensor.scalar_type()), tensor.data_ptr()});
+    } else {
+      request.replicated.push_back(staged_array(pool, name, tensor));
     }
-    int64_t step = *s.step;
-    request.replicated.push_back(NamedArray::copy_of("optimizer/" + name + "/step", {}, DType::kInt64, &step));
+  };
+  if (store.writes_replicated()) {  // other ranks' copies would be dropped: they skip the copy
+    for (auto& item : model.named_parameters()) add("model/" + item.key(), item.value());
+    for (auto& item : model.named_buffers()) add("model/" + item.key(), item.value());
+    auto& states = optimizer.state();
+    for (auto& [name, p] : named_parameters(model)) {
+      auto it = states.find(state_key(p));
+      if (it == states.end()) continue;  // no step taken yet for this parameter
+      AdamLike s = adam_state(*it->second);
+      add("optimizer/" + name + "/exp_avg", *s.exp_avg);
+      add("optimizer/" + name + "/exp_avg_sq", *s.exp_avg_sq);
+      if (s.max_exp_avg_sq->defined()) add("optimizer/" + name + "/max_exp_avg_sq", *s.max_exp_avg_sq);
+      int64_t step = *s.step;
+      request.replicated.push_back(pool.copy_of("optimizer/" + name + "/step", {}, DType::kInt64, &step));
+    }
   }
-  auto generator = at::detail::getDefaultCPUGenerator();
-  torch::Tensor rng;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    rng = generator.get_state();
-  }
-  request.per_rank.push_back(to_array("rng/cpu", rng));
+  request.per_rank.push_back(staged_array(pool, "rng/cpu", generator_state(torch::Device(torch::kCPU))));
+  const torch::Device device = model_device(model);
+  if (device.is_cuda()) request.per_rank.push_back(staged_array(pool, rng_array_name(device), generator_state(device)));
   nlohmann::json state = {{"step", progress.step},
                           {"epoch", progress.position.epoch},
                           {"step_in_epoch", progress.position.step_in_epoch},
@@ -190,17 +236,25 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
   progress.position = {state.at("epoch").get<int64_t>(), state.at("step_in_epoch").get<int64_t>()};
   progress.seed = state.at("seed").get<uint64_t>();
   const NamedArray* rng = nullptr;
-  for (const auto& a : checkpoint.per_rank) if (a.name == "rng/cpu") rng = &a;
-  if (checkpoint.world_size == world_size && rng != nullptr) {
-    torch::Tensor bytes = torch::from_blob(const_cast<uint8_t*>(rng->bytes.data()),
-                                           {static_cast<int64_t>(rng->bytes.size())}, torch::kUInt8).clone();
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(bytes);
+  const NamedArray* device_rng = nullptr;
+  const torch::Device device = model_device(model);
+  for (const auto& a : checkpoint.per_rank) {
+    if (a.name == "rng/cpu") rng = &a;
+    if (device.is_cuda() && a.name == rng_array_name(device)) device_rng = &a;
+  }
+  if (checkpoint.world_size == world_size && rng != nullptr && (device_rng != nullptr || !device.is_cuda())) {
+    set_generator_state(torch::Device(torch::kCPU), *rng);
+    if (device_rng != nullptr) set_generator_state(device, *device_rng);
   } else {
-    log::get("trainer")->warn("checkpoint written by {} ranks, resuming on {}: model, optimizer and data position "
-                              "are restored exactly; this rank's random state is re-derived from the seed (see "
-                              "Note [Resume on another world size])", checkpoint.world_size, world_size);
+    if (checkpoint.world_size != world_size) {
+      log::get("trainer")->warn("checkpoint written by {} ranks, resuming on {}: model, optimizer and data position "
+                                "are restored exactly; this rank's random state is re-derived from the seed (see "
+                                "Note [Resume on another world size])", checkpoint.world_size, world_size);
+    } else {
+      log::get("trainer")->warn("{}: no saved random state for {} (written on another device?): model, optimizer "
+                                "and data position are restored exactly; this rank's random state is re-derived "
+                                "from the seed", where, device.str());
+    }
     seed_rank_rng(progress.seed, rank, progress.step);
   }
   return progress;

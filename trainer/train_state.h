@@ -20,10 +20,16 @@ struct TrainProgress {
   uint64_t seed = 0;                 // run seed (per-rank RNG is re-derived from it on another world size)
 };
 
-// Builds the request for Store::save: host copies of every parameter and buffer ("model/<key>"), the
-// optimizer state ("optimizer/<key>/exp_avg", ...), this rank's CPU RNG state, and the progress as JSON.
+// Builds the request for store.save(): host copies of every parameter and buffer ("model/<key>") and of the
+// optimizer state ("optimizer/<key>/exp_avg", ...) on the rank that writes them (rank 0), this rank's
+// random state ("rng/cpu", and "rng/cuda" when the model is on a GPU), and the progress as JSON. The
+// copies go into the store's recycled host buffers (checkpoints::StagingPool); host tensors are copied by
+// the store's writer (Note [Overlapped copy] in checkpoints/store.cpp), so the caller must call
+// store.wait_for_copies() before anything writes the parameters or the optimizer state again (its next
+// optimizer step).
 checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
-                                           torch::optim::Optimizer& optimizer, const std::string& config_json);
+                                           torch::optim::Optimizer& optimizer, const std::string& config_json,
+                                           checkpoints::Store& store);
 
 // Restores what make_save_request saved into `model` and `optimizer` (in place: the parameters keep their
 // storage, so reducer views stay valid) and returns the progress. Every missing or mismatched array is
