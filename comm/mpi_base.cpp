@@ -2,6 +2,7 @@
 #include "comm/mpi_base.h"
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 
 #include <fmt/format.h>
@@ -14,6 +15,11 @@ namespace {
 
 // How long a timed-out rank waits for the other ranks' progress slots before calling them unresponsive.
 constexpr std::chrono::milliseconds kProgressQueryWait{1000};
+// Without a window (Note [Progress queries] in watchdog.cpp): how long a timed-out rank waits for answers to
+// its progress queries before reporting the silent ranks as not arrived, and how often a rank waiting in a
+// collective looks for queries (the first look after that long too, so short collectives never look).
+constexpr std::chrono::milliseconds kProgressAnswerWait{2000};
+constexpr std::chrono::milliseconds kQueryPollInterval{10};
 // Deadlines further away than this are clamped (so steady_clock arithmetic cannot overflow).
 constexpr int64_t kMaxTimeoutMs = int64_t{1} << 40;
 
@@ -30,9 +36,20 @@ MpiCommunicatorBase::MpiCommunicatorBase(const Options& options, const World& wo
                "MPI_COMM_WORLD says rank {} of {}, the World says rank {} of {}", rank_, size_, world.rank(),
                world.size());
   window_.open(comm_);
+  // Every rank gets the same outcome from MPI_Win_allocate, so every rank opens the queries or none does.
   if (size_ > 1 && !window_.is_open()) {
-    dgr::log::get("comm")->warn("MPI_Win_allocate failed: a timeout will not be able to say which ranks did "
-                                "not arrive");
+    static std::atomic<bool> told{false};  // once per process, not once per communicator
+    if (queries_.open(comm_)) {
+      // (name() is not usable here: the derived class does not exist yet.)
+      if (!told.exchange(true)) {
+        dgr::log::get("comm")->info("MPI_Win_allocate failed (e.g. Open MPI over TCP without UCX): on a timeout "
+                                    "the communicator asks the other ranks for their progress with messages "
+                                    "instead (Note [Progress queries] in comm/watchdog.cpp)");
+      }
+    } else {
+      dgr::log::get("comm")->warn("MPI_Win_allocate failed: a timeout will not be able to say which ranks did "
+                                  "not arrive");
+    }
   }
 }
 
@@ -42,6 +59,7 @@ MpiCommunicatorBase::~MpiCommunicatorBase() {
   if (finalized) return;
   const bool healthy = !broken_ && std::uncaught_exceptions() == 0;
   window_.close(healthy);
+  queries_.close(healthy);
   if (healthy && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -65,7 +83,14 @@ MpiCommunicatorBase::Call MpiCommunicatorBase::begin(OpKind op, DType dtype, siz
   FlightRecord& record = recorder_.begin(seq, op, dtype, num_bytes, detail);
   window_.enter(seq, op);
   const int64_t timeout_ms = std::min(options_.timeout_ms, kMaxTimeoutMs);
-  return Call(this, &record, record.start + std::chrono::milliseconds(timeout_ms));
+  const auto next_poll = queries_.is_open() ? record.start + kQueryPollInterval
+                                            : std::chrono::steady_clock::time_point::max();
+  return Call(this, &record, record.start + std::chrono::milliseconds(timeout_ms), next_poll);
+}
+
+void MpiCommunicatorBase::answer_queries(Call& call, std::chrono::steady_clock::time_point now) {
+  queries_.answer(call.record_->seq, call.record_->op, CallState::kRunning);
+  call.next_poll_ = now + kQueryPollInterval;
 }
 
 bool MpiCommunicatorBase::test(MPI_Request* request) {
@@ -87,8 +112,11 @@ void MpiCommunicatorBase::time_out(Call& call) {
   broken_ = true;
   broken_reason_ = fmt::format("{} #{} timed out", op_name(record.op), record.seq);
 
-  const std::vector<RankProgress> progress = window_.read_all(kProgressQueryWait);
-  const TimeoutVerdict verdict = judge_timeout(record.seq, record.op, rank_, progress);
+  const ProgressSource source = queries_.is_open() ? ProgressSource::kQueries : ProgressSource::kWindow;
+  const std::vector<RankProgress> progress = source == ProgressSource::kQueries
+                                                 ? queries_.ask_all(record.seq, record.op, kProgressAnswerWait)
+                                                 : window_.read_all(kProgressQueryWait);
+  const TimeoutVerdict verdict = judge_timeout(record.seq, record.op, rank_, progress, source);
   const std::string what = record.op == OpKind::kBarrier
                                ? fmt::format("{} barrier #{}", name(), record.seq)
                                : fmt::format("{} {} #{} ({} {}{}{})", name(), op_name(record.op), record.seq,
@@ -100,7 +128,12 @@ void MpiCommunicatorBase::time_out(Call& call) {
 
   auto logger = dgr::log::get("comm");
   logger->error("{}", message);
-  logger->error("progress of every rank (last collective entered): {}", format_progress(progress));
+  if (source == ProgressSource::kQueries) {
+    logger->error("progress of every rank (the collective each one is waiting in, from their answers to a "
+                  "progress query; no answer: not in a collective): {}", format_progress(progress, source));
+  } else {
+    logger->error("progress of every rank (last collective entered): {}", format_progress(progress));
+  }
   const auto now = std::chrono::steady_clock::now();
   const std::vector<FlightRecord> records = recorder_.records();
   logger->error("flight recorder: last {} of {} collectives of this {} communicator, oldest first:", records.size(),

@@ -1,6 +1,7 @@
 // The plumbing shared by the MPI-based communicators ("ring", "mpi"): a private duplicate of
 // MPI_COMM_WORLD, a sequence number and a deadline for every call (non-blocking MPI polled with MPI_Test),
-// the flight recorder, the progress window, and the timeout report naming the ranks that did not arrive.
+// the flight recorder, the progress window (or, where it cannot be made, progress queries), and the timeout
+// report naming the ranks that did not arrive.
 #pragma once
 
 #include <mpi.h>
@@ -50,11 +51,14 @@ class MpiCommunicatorBase : public Communicator {
 
    private:
     friend class MpiCommunicatorBase;
-    Call(MpiCommunicatorBase* owner, FlightRecord* record, std::chrono::steady_clock::time_point deadline)
-        : owner_(owner), record_(record), deadline_(deadline) {}
+    Call(MpiCommunicatorBase* owner, FlightRecord* record, std::chrono::steady_clock::time_point deadline,
+         std::chrono::steady_clock::time_point next_poll)
+        : owner_(owner), record_(record), deadline_(deadline), next_poll_(next_poll) {}
     MpiCommunicatorBase* owner_;
     FlightRecord* record_;
     std::chrono::steady_clock::time_point deadline_;
+    // When to look next for progress queries to answer (never when the progress window works).
+    std::chrono::steady_clock::time_point next_poll_;
     bool ended_ = false;
   };
 
@@ -66,12 +70,16 @@ class MpiCommunicatorBase : public Communicator {
   bool test(MPI_Request* request);
   // Polls `request` until it completes, or throws at the call's deadline (see time_out).
   void wait(Call& call, MPI_Request* request);
-  // Throws at the call's deadline (see time_out). Cheap: one clock read.
+  // Throws at the call's deadline (see time_out). Cheap: one clock read. Without a progress window it also
+  // answers progress queries, every few milliseconds (Note [Progress queries] in watchdog.cpp).
   void check_deadline(Call& call) {
-    if (call.expired()) time_out(call);
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= call.deadline_) time_out(call);
+    if (now >= call.next_poll_) answer_queries(call, now);
   }
-  // Logs (error level, logger "comm") the collective that timed out, the progress of every rank and the
-  // flight recorder, then throws CommError naming the ranks that did not arrive.
+  // Logs (error level, logger "comm") the collective that timed out, the progress of every rank (from the
+  // window, or from the answers to progress queries) and the flight recorder, then throws CommError naming
+  // the ranks that did not arrive.
   [[noreturn]] void time_out(Call& call);
 
   // Local checks of a buffer argument (host memory, data for a non-empty buffer).
@@ -85,8 +93,12 @@ class MpiCommunicatorBase : public Communicator {
   int size_ = 1;
 
  private:
+  // Answers the progress queries that have arrived, as waiting in `call`; schedules the next look.
+  void answer_queries(Call& call, std::chrono::steady_clock::time_point now);
+
   FlightRecorder recorder_;
   ProgressWindow window_;
+  ProgressQueries queries_;  // open only when window_ is not
   uint64_t next_seq_ = 1;
   bool broken_ = false;
   std::string broken_reason_;

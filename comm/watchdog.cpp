@@ -13,10 +13,37 @@
 // hanging the report. The reads are never waited for beyond that deadline, and the window of a
 // communicator that failed is never freed (MPI_Win_free is collective), so the report cannot deadlock
 // either; the job is about to be aborted anyway.
+//
+// Note [Progress queries]
+// Some MPI libraries cannot make the window: Open MPI 4.1 over plain TCP between nodes (no UCX) fails
+// MPI_Win_allocate (osc rdma needs an RDMA-capable BTL). Every rank then gets the same failure, and the
+// communicator falls back on messages, still at no cost to a healthy collective: nothing is sent unless a
+// deadline has passed. At construction each rank duplicates the communicator once more (the query
+// communicator: nothing else travels on it) and posts one receive for a query from any rank.
+// - Asking: a rank whose deadline passed sends a tiny query (an id) to every other rank and polls for the
+//   answers {id, seq * 8 + op, state} with MPI_Test against a short second deadline, never a blocking wait.
+// - Answering: a rank waiting inside a collective of this communicator tests its posted receive from that
+//   collective's deadline poll loop, every 10 ms from 10 ms in (a collective that completes sooner never
+//   looks), and answers with its current collective, "running". A rank that has timed out answers, with
+//   "TIMED OUT", while it waits for its own answers, so ranks whose deadlines pass together hear from each
+//   other; once it has logged its report it answers no more (it is ending the job anyway).
+// - A rank that does not answer is in no collective of this communicator: dead, stuck outside a collective
+//   (or in another communicator's), or not yet arrived. The report names it among the ranks that did not
+//   arrive; ranks that answered are "waiting in #N".
+// A query that reaches a rank between collectives is answered, late and harmlessly, in its next long
+// collective; every answer echoes its query's id, so an answer to an earlier query is recognised and
+// dropped. Everything is polled by the thread that runs the collective, which already makes every MPI call
+// of this communicator: no added concurrency, under MPI_THREAD_SERIALIZED as under MPI_THREAD_MULTIPLE.
+// Messages left unmatched when the job ends (a query to a dead rank, a late answer) are fine: the job is
+// being aborted; their buffers live on the heap and, as with the window, are leaked rather than freed
+// under MPI when the communicator failed. When the window works none of this exists: no duplicate, no
+// posted receive, no polling.
 #include "comm/watchdog.h"
 
 #include <algorithm>
+#include <array>
 #include <ctime>
+#include <memory>
 #include <thread>
 
 #include <fmt/format.h>
@@ -28,6 +55,34 @@ namespace dgr::comm::detail {
 namespace {
 
 constexpr int64_t kOpBits = 8;  // slot = seq * kOpBits + op
+
+// Progress queries (Note [Progress queries]): a query is {id}, an answer {id, seq * kOpBits + op, state}.
+constexpr int kTagQuery = 1;
+constexpr int kTagAnswer = 2;
+constexpr int kAnswerWords = 3;
+using AnswerMessage = std::array<int64_t, kAnswerWords>;
+
+// Completes a request that may never complete (a peer that is gone): one MPI_Test. True when it is done
+// (and now MPI_REQUEST_NULL); an error also counts as done, since MPI gives the request up.
+bool test_once(MPI_Request* request, MPI_Status* status = MPI_STATUS_IGNORE) {
+  if (*request == MPI_REQUEST_NULL) return true;
+  int flag = 0;
+  if (MPI_Test(request, &flag, status) != MPI_SUCCESS) {
+    *request = MPI_REQUEST_NULL;
+    return true;
+  }
+  return flag != 0;
+}
+
+// Cancels a receive that has not completed: true when it is finished (cancelled or completed meanwhile).
+bool cancel_receive(MPI_Request* request) {
+  if (*request == MPI_REQUEST_NULL) return true;
+  MPI_Cancel(request);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    if (test_once(request)) return true;
+  }
+  return false;
+}
 
 std::string format_clock(std::chrono::system_clock::time_point time) {
   auto since_epoch = time.time_since_epoch();
@@ -197,14 +252,181 @@ void ProgressWindow::close(bool healthy) {
   slot_ = nullptr;
 }
 
-TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vector<RankProgress>& progress) {
+struct ProgressQueries::State {
+  // Answering: the posted receive of a query from any rank, and the last answer sent to each rank.
+  int64_t query_in = 0;
+  MPI_Request query_in_request = MPI_REQUEST_NULL;
+  std::vector<AnswerMessage> answers_out;        // [peer]
+  std::vector<MPI_Request> answer_out_requests;  // [peer]
+  // Asking: the query sent to each rank and the receive of its answer.
+  std::vector<int64_t> queries_out;             // [peer]
+  std::vector<MPI_Request> query_out_requests;  // [peer]
+  std::vector<AnswerMessage> answers_in;        // [peer]
+  std::vector<MPI_Request> answer_in_requests;  // [peer]
+};
+
+bool ProgressQueries::open(MPI_Comm comm) {
+  DGR_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
+  DGR_MPI_CHECK(MPI_Comm_size(comm, &size_));
+  if (size_ <= 1) return false;  // nobody to ask
+  MPI_Comm dup = MPI_COMM_NULL;
+  if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS) return false;
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  auto state = std::make_unique<State>();
+  const size_t n = static_cast<size_t>(size_);
+  state->answers_out.assign(n, AnswerMessage{});
+  state->answer_out_requests.assign(n, MPI_REQUEST_NULL);
+  state->queries_out.assign(n, 0);
+  state->query_out_requests.assign(n, MPI_REQUEST_NULL);
+  state->answers_in.assign(n, AnswerMessage{});
+  state->answer_in_requests.assign(n, MPI_REQUEST_NULL);
+  if (MPI_Irecv(&state->query_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, kTagQuery, dup, &state->query_in_request) !=
+      MPI_SUCCESS) {
+    MPI_Comm_free(&dup);
+    return false;
+  }
+  comm_ = dup;
+  state_ = state.release();
+  return true;
+}
+
+void ProgressQueries::answer(uint64_t seq, OpKind op, CallState state) {
+  if (state_ == nullptr) return;
+  State& s = *state_;
+  const int64_t slot = static_cast<int64_t>(seq) * kOpBits + static_cast<int64_t>(op);
+  for (int received = 0; received < size_; ++received) {  // at most one query per rank per call
+    if (s.query_in_request == MPI_REQUEST_NULL) return;  // a failed re-post: no more answers
+    MPI_Status status;
+    int flag = 0;
+    if (MPI_Test(&s.query_in_request, &flag, &status) != MPI_SUCCESS) {
+      s.query_in_request = MPI_REQUEST_NULL;
+      return;
+    }
+    if (!flag) return;
+    const int peer = status.MPI_SOURCE;
+    const int64_t query_id = s.query_in;
+    if (MPI_Irecv(&s.query_in, 1, MPI_INT64_T, MPI_ANY_SOURCE, kTagQuery, comm_, &s.query_in_request) != MPI_SUCCESS) {
+      s.query_in_request = MPI_REQUEST_NULL;
+    }
+    if (peer < 0 || peer >= size_ || peer == rank_) continue;
+    // The answer to this rank's previous query still on its way (it is not polling): skip this one.
+    if (!test_once(&s.answer_out_requests[peer])) continue;
+    s.answers_out[peer] = {query_id, slot, static_cast<int64_t>(state)};
+    if (MPI_Isend(s.answers_out[peer].data(), kAnswerWords, MPI_INT64_T, peer, kTagAnswer, comm_,
+                  &s.answer_out_requests[peer]) != MPI_SUCCESS) {
+      s.answer_out_requests[peer] = MPI_REQUEST_NULL;
+    }
+  }
+}
+
+std::vector<RankProgress> ProgressQueries::ask_all(uint64_t seq, OpKind op, std::chrono::milliseconds wait) {
+  std::vector<RankProgress> progress(static_cast<size_t>(size_));
+  if (rank_ >= 0 && rank_ < size_) progress[rank_] = {true, seq, op, CallState::kTimedOut};
+  if (state_ == nullptr) return progress;  // unknown: every other rank reads as unanswered
+  State& s = *state_;
+  const int64_t query_id = static_cast<int64_t>(next_query_id_++);
+  std::vector<int> answered(static_cast<size_t>(size_), 0);  // [rank] 1: answered, -1: cannot be asked
+  answered[rank_] = 1;
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    // A receive left from an earlier query stays posted: what it gets is checked against the id below.
+    if (s.answer_in_requests[peer] == MPI_REQUEST_NULL &&
+        MPI_Irecv(s.answers_in[peer].data(), kAnswerWords, MPI_INT64_T, peer, kTagAnswer, comm_,
+                  &s.answer_in_requests[peer]) != MPI_SUCCESS) {
+      s.answer_in_requests[peer] = MPI_REQUEST_NULL;
+      answered[peer] = -1;
+      continue;
+    }
+    if (!test_once(&s.query_out_requests[peer])) continue;  // an earlier query is still on its way there
+    s.queries_out[peer] = query_id;
+    if (MPI_Isend(&s.queries_out[peer], 1, MPI_INT64_T, peer, kTagQuery, comm_, &s.query_out_requests[peer]) !=
+        MPI_SUCCESS) {
+      s.query_out_requests[peer] = MPI_REQUEST_NULL;
+      answered[peer] = -1;
+    }
+  }
+  // Takes the answer that has arrived from `peer`, or re-posts the receive after an answer to an earlier
+  // query. True when `peer` has answered this query.
+  auto take_answer = [&](int peer) {
+    const AnswerMessage& message = s.answers_in[peer];
+    if (message[0] != query_id) {
+      if (MPI_Irecv(s.answers_in[peer].data(), kAnswerWords, MPI_INT64_T, peer, kTagAnswer, comm_,
+                    &s.answer_in_requests[peer]) != MPI_SUCCESS) {
+        s.answer_in_requests[peer] = MPI_REQUEST_NULL;
+        answered[peer] = -1;
+      }
+      return false;
+    }
+    RankProgress& p = progress[peer];
+    p.readable = message[1] >= 0;
+    p.seq = static_cast<uint64_t>(message[1] / kOpBits);
+    p.op = static_cast<OpKind>(message[1] % kOpBits);
+    p.state = static_cast<CallState>(message[2]);
+    answered[peer] = 1;
+    return true;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    bool all_answered = true;
+    for (int peer = 0; peer < size_; ++peer) {
+      if (answered[peer] != 0) continue;
+      if (test_once(&s.answer_in_requests[peer])) take_answer(peer);
+      if (answered[peer] == 0) all_answered = false;
+    }
+    answer(seq, op, CallState::kTimedOut);  // ranks whose deadlines passed together ask each other
+    if (all_answered || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::yield();
+  }
+  for (int peer = 0; peer < size_; ++peer) {
+    if (answered[peer] != 0 || s.answer_in_requests[peer] == MPI_REQUEST_NULL) continue;
+    // Cancelled, or completed after all (then it may be this query's answer, just in).
+    MPI_Status status;
+    MPI_Cancel(&s.answer_in_requests[peer]);
+    int flag = 0;
+    if (MPI_Test(&s.answer_in_requests[peer], &flag, &status) != MPI_SUCCESS) {
+      s.answer_in_requests[peer] = MPI_REQUEST_NULL;
+      continue;
+    }
+    int cancelled = 0;
+    if (flag && MPI_Test_cancelled(&status, &cancelled) == MPI_SUCCESS && !cancelled &&
+        s.answers_in[peer][0] == query_id) {
+      take_answer(peer);
+    }
+  }
+  return progress;
+}
+
+void ProgressQueries::close(bool healthy) {
+  if (comm_ == MPI_COMM_NULL) return;
+  if (healthy) {
+    State& s = *state_;
+    bool finished = cancel_receive(&s.query_in_request);
+    for (MPI_Request& request : s.answer_in_requests) finished = cancel_receive(&request) && finished;
+    for (MPI_Request& request : s.answer_out_requests) finished = test_once(&request) && finished;
+    for (MPI_Request& request : s.query_out_requests) finished = test_once(&request) && finished;
+    if (finished) delete state_;  // else MPI may still use the buffers: leaked
+    MPI_Comm_free(&comm_);
+  }
+  comm_ = MPI_COMM_NULL;
+  state_ = nullptr;
+}
+
+TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vector<RankProgress>& progress,
+                             ProgressSource source) {
   TimeoutVerdict verdict;
   std::vector<std::string> missing_details;
+  std::vector<int> silent;  // kQueries: did not answer
   for (int peer = 0; peer < static_cast<int>(progress.size()); ++peer) {
     if (peer == rank) continue;
     const RankProgress& p = progress[peer];
-    if (!p.readable) {
+    if (!p.readable && source == ProgressSource::kQueries) {
+      verdict.missing.push_back(peer);
+      silent.push_back(peer);
+    } else if (!p.readable) {
       verdict.unresponsive.push_back(peer);
+    } else if (p.seq < seq && source == ProgressSource::kQueries) {
+      verdict.missing.push_back(peer);
+      missing_details.push_back(fmt::format("rank {} is waiting in #{} {}", peer, p.seq, op_name(p.op)));
     } else if (p.seq < seq) {
       verdict.missing.push_back(peer);
       missing_details.push_back(p.seq == 0 ? fmt::format("rank {} entered none yet", peer)
@@ -215,6 +437,12 @@ TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vecto
       verdict.diverged.push_back(peer);
     }
   }
+  if (!silent.empty()) {
+    missing_details.push_back(fmt::format("{} {} did not answer the progress query: dead, stuck outside a "
+                                          "collective, or not yet arrived", silent.size() == 1 ? "rank" : "ranks",
+                                          join_ranks(silent)));
+  }
+  std::sort(verdict.missing.begin(), verdict.missing.end());
   std::vector<std::string> parts;
   if (!verdict.missing.empty()) {
     parts.push_back(fmt::format("ranks {} did not arrive ({})", join_ranks(verdict.missing),
@@ -239,11 +467,16 @@ TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vecto
   return verdict;
 }
 
-std::string format_progress(const std::vector<RankProgress>& progress) {
+std::string format_progress(const std::vector<RankProgress>& progress, ProgressSource source) {
   std::vector<std::string> parts;
   for (size_t peer = 0; peer < progress.size(); ++peer) {
     const RankProgress& p = progress[peer];
-    parts.push_back(p.readable ? fmt::format("r{}=#{} {}", peer, p.seq, op_name(p.op)) : fmt::format("r{}=?", peer));
+    if (source == ProgressSource::kQueries) {
+      parts.push_back(p.readable ? fmt::format("r{}=#{} {} ({})", peer, p.seq, op_name(p.op), state_name(p.state))
+                                 : fmt::format("r{}=no answer", peer));
+    } else {
+      parts.push_back(p.readable ? fmt::format("r{}=#{} {}", peer, p.seq, op_name(p.op)) : fmt::format("r{}=?", peer));
+    }
   }
   return fmt::format("{}", fmt::join(parts, " "));
 }

@@ -1,6 +1,8 @@
 // The watchdog of the MPI-based backends: a flight recorder of the last collectives, a progress window
 // (one int64 per rank in an MPI RMA window: the last collective each rank entered) and the timeout report
-// that names the ranks that did not arrive. See Note [Progress window] in watchdog.cpp.
+// that names the ranks that did not arrive. See Note [Progress window] in watchdog.cpp. Where the MPI library
+// cannot make the window, progress queries (point-to-point messages, only after a deadline) take its
+// place: Note [Progress queries].
 #pragma once
 
 #include <mpi.h>
@@ -54,11 +56,18 @@ class FlightRecorder {
   uint64_t num_recorded_ = 0;
 };
 
-// What the progress window says about one rank.
+// What the progress window (or a progress query) says about one rank.
 struct RankProgress {
-  bool readable = false;  // false: the read did not complete before its deadline (rank unresponsive)
-  uint64_t seq = 0;       // last collective the rank entered (0: none yet)
+  bool readable = false;  // false: the read did not complete (the query was not answered) before its deadline
+  uint64_t seq = 0;       // last collective the rank entered (0: none yet); queries: the one it is waiting in
   OpKind op = OpKind::kNone;
+  CallState state = CallState::kRunning;  // queries only: that collective's state when the rank answered
+};
+
+// Where the progress of the other ranks came from.
+enum class ProgressSource : uint8_t {
+  kWindow,   // their slots in the progress window: the last collective each rank entered
+  kQueries,  // their answers to a progress query: only ranks waiting inside a collective answer
 };
 
 class ProgressWindow {
@@ -84,6 +93,39 @@ class ProgressWindow {
   int size_ = 1;
 };
 
+// The fallback of the progress window (Note [Progress queries] in watchdog.cpp): a private duplicate of the
+// communicator on which a rank whose deadline passed asks every other rank "which collective are you
+// waiting in?", and on which ranks waiting inside a collective answer. Used only when the window could not
+// be made. Not thread-safe: called by the thread running the communicator's collective.
+class ProgressQueries {
+ public:
+  ProgressQueries() = default;
+  ProgressQueries(const ProgressQueries&) = delete;
+  ProgressQueries& operator=(const ProgressQueries&) = delete;
+  // Collective over `comm` (every rank, same order): duplicates it and posts the receive for queries.
+  // Returns false (and stays closed) when MPI cannot.
+  bool open(MPI_Comm comm);
+  bool is_open() const { return comm_ != MPI_COMM_NULL; }
+  // Answers every query that has arrived: this rank is waiting in collective `seq` `op`, in `state`. Local:
+  // tests the posted receive and sends the answers without waiting for them.
+  void answer(uint64_t seq, OpKind op, CallState state);
+  // Sends a query to every other rank and polls for their answers until every rank has answered or `wait`
+  // has passed, answering the other ranks' queries meanwhile (as `seq` `op` timed out). Only called after a
+  // timeout. [rank]
+  std::vector<RankProgress> ask_all(uint64_t seq, OpKind op, std::chrono::milliseconds wait);
+  // Cancels the posted receive and frees the duplicate when `healthy`; after a failure everything MPI may
+  // still write into is left alone (leaked), as with the window.
+  void close(bool healthy);
+
+ private:
+  struct State;  // message buffers and requests; on the heap so that a failure can leak them whole
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  uint64_t next_query_id_ = 1;
+  State* state_ = nullptr;
+};
+
 // The verdict of a timeout from the progress of every rank.
 struct TimeoutVerdict {
   std::vector<int> missing;       // entered an earlier collective than this rank's
@@ -92,9 +134,14 @@ struct TimeoutVerdict {
   std::vector<int> diverged;      // entered the same sequence number with a different operation
   std::string summary;            // one line for the error message: "ranks 2 did not arrive (...)"
 };
-TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vector<RankProgress>& progress);
+// With ProgressSource::kQueries a rank that did not answer is counted as missing (only ranks waiting inside
+// a collective answer), and the summary says so.
+TimeoutVerdict judge_timeout(uint64_t seq, OpKind op, int rank, const std::vector<RankProgress>& progress,
+                             ProgressSource source = ProgressSource::kWindow);
 
-// "r0=#42 allreduce r1=#42 allreduce r2=#41 allreduce r3=?" for the log.
-std::string format_progress(const std::vector<RankProgress>& progress);
+// "r0=#42 allreduce r1=#42 allreduce r2=#41 allreduce r3=?" for the log; with kQueries
+// "r0=#42 allreduce (TIMED OUT) r1=#42 allreduce (running) r2=no answer".
+std::string format_progress(const std::vector<RankProgress>& progress,
+                            ProgressSource source = ProgressSource::kWindow);
 
 }  // namespace dgr::comm::detail

@@ -1,7 +1,9 @@
 // Fault probe for comm's deadlines (run by tests/comm_fault_check.cmake under mpiexec): every rank runs a
 // sequence of allreduces; in the middle, rank --fault-rank stalls (--mode stall: sleeps 60 s) or dies
 // (--mode exit: _exit(3)). The others must time out, log the collective, the flight recorder and the ranks
-// that did not arrive, and end the whole job non-zero (main catches the CommError and aborts).
+// that did not arrive, and end the whole job non-zero (main catches the CommError and aborts). The
+// *_no_window tests run it over TCP with osc rdma, where the ranks are found by progress queries instead of
+// the progress window (Note [Progress queries] in comm/watchdog.cpp).
 #include <unistd.h>
 
 #include <chrono>
