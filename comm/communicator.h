@@ -51,6 +51,11 @@ class Communicator {
   virtual void allgather(Buffer send, Buffer recv) = 0;
   virtual void barrier() = 0;
 
+  // Whether buffers on `device` may be passed to this communicator. ring and mpi reduce host memory only,
+  // nccl GPU memory only; callers holding buffers elsewhere stage them through a copy (the gradient
+  // reducer stages GPU buckets through host memory for ring/mpi).
+  virtual bool accepts(Device device) const { return device == Device::kCpu; }
+
   // Bytes and calls since construction (for benchmarks and logs).
   virtual uint64_t num_collectives() const = 0;
 };

@@ -183,6 +183,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   uint64_t num_collectives() const override { return num_collectives_; }
+  bool accepts(Device device) const override { return device == Device::kCuda; }
 
   void allreduce(Buffer buffer, ReduceOp op) override {
     check_device_buffer(buffer, "allreduce", "buffer");

@@ -15,6 +15,11 @@ using CommandFn = std::function<int(const World&)>;
 // [leaf subcommand] -> what it runs; the leaf that was parsed is run by main.
 using CommandTable = std::map<const CLI::App*, CommandFn>;
 
+// Help of the `--device` option of the commands that run the model (train, retrieve, mine).
+inline constexpr const char* kDeviceHelp =
+    "Where the model runs: auto (cuda when LibTorch sees a GPU, else cpu), cpu, or cuda (one GPU per rank: "
+    "GPU = local rank)";
+
 // `dgr data build-debian` and `dgr data check`.
 void add_data_commands(CLI::App& app, CommandTable& table);
 

@@ -46,6 +46,7 @@ struct MineOptions {
   int max_queries = 0;
   int max_keys = 40;
   int round_size = 8;     // queries per rank per gather round
+  std::string device = "auto";  // auto | cpu | cuda (trainer/device.h)
   bool force = false;
   trainer::RetrievalSettings settings;
 };
@@ -117,7 +118,10 @@ int run_mine(const MineOptions& opts, const World& world) {
 
   auto index = retrieval::load_index_dir(index_path);
   const json index_manifest = json::parse(index.manifest_json);
-  trainer::ExportedScorer exported = trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world));
+  const trainer::DeviceChoice device = trainer::resolve_device(opts.device, world);
+  trainer::make_current(device);
+  trainer::ExportedScorer exported =
+      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world), device);
   DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
                "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
                "mine with the index the model was trained with (--index)",
@@ -400,6 +404,7 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
                  "Keep only the keys the passage's score used (default: also the keys found in the passage on "
                  "positions a heavier key took, e.g. the longer prefixes of its title, after them)");
   mine->add_option("--threads", m->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
+  mine->add_option("--device", m->device, kDeviceHelp)->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(CLI::PositiveNumber);
   mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");

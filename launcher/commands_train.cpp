@@ -46,6 +46,7 @@ struct RetrieveCommandOptions {
   std::string out_dir;    // "" = directory of the model
   int threads = 0;
   int max_queries = 0;
+  std::string device = "auto";  // auto | cpu | cuda (trainer/device.h)
   trainer::RetrievalSettings settings;
 };
 
@@ -86,6 +87,8 @@ int run_distill(const TrainCommandOptions& opts, const CLI::App& app, const Worl
   o.retrieval = s.retrieval;
   o.comm_backend = s.comm_backend;
   o.comm_timeout_s = s.comm_timeout_s;
+  o.device = s.device;
+  o.precision = s.precision;
   o.progress_every_s = s.progress_every_s;
   o.threads = threads_per_rank(s.threads, world);
   return trainer::run_stage2(o, world);
@@ -105,7 +108,10 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   const fs::path data(opts.data_dir);
   const std::string index_path = opts.index_dir.empty() ? (data / "index").string() : opts.index_dir;
   auto index = retrieval::load_index_dir(index_path);
-  trainer::ExportedScorer exported = trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world));
+  const trainer::DeviceChoice device = trainer::resolve_device(opts.device, world);
+  trainer::make_current(device);
+  trainer::ExportedScorer exported =
+      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world), device);
   if (exported.tokenizer_sha256 != index.tokenizer.sha256() && world.is_root()) {
     log->warn("{} was trained with another tokenizer (sha256 {}) than {} has ({}): results will be meaningless; "
               "use the index the model was trained with", opts.model, exported.tokenizer_sha256, index_path,
@@ -223,6 +229,9 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_flag("!--no-unigram-keys", s.retrieval.unigram_keys, "Evaluate without the unigram keys");
   train->add_option("--comm", s.comm_backend, "Gradient allreduce: ring, mpi, nccl")->check(CLI::IsMember({"ring", "mpi", "nccl"}));
   train->add_option("--comm-timeout", s.comm_timeout_s, "Seconds before a collective that does not complete ends the job");
+  train->add_option("--device", s.device, kDeviceHelp)->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  train->add_option("--precision", s.precision, "fp32, or bf16: autocast to bfloat16 for forward and loss on CUDA "
+                    "(weights, optimizer and gradient allreduce stay fp32)")->check(CLI::IsMember({"fp32", "bf16"}));
   auto& d = t->stage2;
   train->add_option("--prepared", d.prepared_dir, "distill: the prepared distillation data set (`dgr prepare`)");
   train->add_option("--init-model", d.init_model, "distill: the stage-1 export the student starts from");
@@ -258,6 +267,7 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   retrieve->add_flag("!--no-ngram-keys", r->settings.ngram_keys, "Without the query n-gram keys (body view)");
   retrieve->add_flag("!--no-unigram-keys", r->settings.unigram_keys, "Without the unigram keys");
   retrieve->add_option("--threads", r->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
+  retrieve->add_option("--device", r->device, kDeviceHelp)->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   retrieve->add_option("--max-queries", r->max_queries, "Only the first N queries of each split (0 = all)");
   table[retrieve] = [r](const World& world) { return run_retrieve(*r, world); };
 

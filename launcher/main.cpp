@@ -12,6 +12,7 @@
 #include "launcher/config.h"
 #include "launcher/startup.h"
 #include "launcher/version.h"
+#include "trainer/device.h"
 
 namespace {
 
@@ -84,9 +85,16 @@ int main(int argc, char** argv) {
     auto env = launcher::launch_environment();
     launcher::check_launch_environment(*world, env);
     std::string restart = env.count("SLURM_RESTART_COUNT") ? env["SLURM_RESTART_COUNT"] : "0";
+    // The device of the commands that run the model (--device); an impossible one (cuda without a GPU of
+    // this rank's own) is a start-up error naming the rank. Other commands run on the CPU.
+    std::string device = "cpu";
+    if (const CLI::Option* option = leaf->get_option_no_throw("--device")) {
+      device = trainer::resolve_device(option->as<std::string>(), *world).str();
+    }
     log::get("dgr")->log(training ? spdlog::level::info : spdlog::level::debug,
-                         "start: host={} pid={} rank={} local_rank={} world_size={} slurm_job={} slurm_restart_count={}",
-                         world->host(), ::getpid(), world->rank(), world->local_rank(), world->size(),
+                         "start: host={} pid={} rank={} local_rank={} world_size={} device={} slurm_job={} "
+                         "slurm_restart_count={}",
+                         world->host(), ::getpid(), world->rank(), world->local_rank(), world->size(), device,
                          env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart);
     return command->second(*world);
   } catch (const std::exception& e) {

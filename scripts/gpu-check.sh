@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with NVIDIA GPUs (H100/H200), python3 + a CUDA build of torch, CUDA 13 +
 # NCCL under /usr/local/cuda and dgr's other dependencies: configures dgr with the NCCL backend and the
-# CUDA LibTorch into build-gpu, builds the NCCL tests (and train_step_bench when that target exists), runs
-# `ctest -R nccl` and prints a summary. Finishes within ~5 minutes; exits non-zero when there is no GPU,
-# a step fails, or a test that the GPUs present should run reports "skipped".
+# CUDA LibTorch into build-gpu, builds dgr and the NCCL tests (and train_step_bench when that target
+# exists), runs `ctest -R nccl`, then a short GPU training smoke run (tiny synthetic data; one rank per GPU,
+# `dgr train --device cuda --comm nccl` for a few steps in fp32 and again with --precision bf16; the runs
+# must finish with a finite loss and `dgr retrieve --device cuda` must read the model) and prints a summary.
+# Finishes within ~5 minutes; exits non-zero when there is no GPU, a step fails, or a test that the GPUs
+# present should run reports "skipped".
 # Usage: scripts/gpu-check.sh            (env: PYTHON=python3, BUILD_DIR=build-gpu, CUDA_ARCHS=90)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 readonly start_s=$SECONDS
 readonly budget_s=285  # everything, including the tests, ends before 5 minutes
+readonly smoke_s=75    # kept for the GPU training smoke run (step 6) out of the budget
 PYTHON=${PYTHON:-python3}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 CUDA_ARCHS=${CUDA_ARCHS:-90}
@@ -80,13 +84,13 @@ if ! timeout "$(time_left 120)" cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DC
 fi
 grep -E 'dgr: NCCL' "$configure_log" | sed 's/^-- /gpu-check: /' || true
 
-# ---- 4. build the NCCL tests (+ train_step_bench) ----
+# ---- 4. build dgr and the NCCL tests (+ train_step_bench) ----
 # Target names from the generator's help (Ninja: "name: phony", Makefiles: "... name").
 targets_help=$(cmake --build "$BUILD_DIR" --target help 2>/dev/null |
   sed -nE 's/^([A-Za-z0-9_.+-]+): phony$/\1/p; s/^\.\.\. ([A-Za-z0-9_.+-]+)( .*)?$/\1/p' | sort -u)
 mapfile -t nccl_targets < <(grep -E 'nccl.*_test$' <<<"$targets_help" || true)
 ((${#nccl_targets[@]} > 0)) || die "no NCCL test target (e.g. comm_nccl_test) in $BUILD_DIR: was DGR_HAVE_NCCL on?"
-build_targets=("${nccl_targets[@]}")
+build_targets=(dgr "${nccl_targets[@]}")
 if grep -qx 'train_step_bench' <<<"$targets_help"; then
   build_targets+=(train_step_bench)
 else
@@ -103,13 +107,70 @@ fi
 
 # ---- 5. the NCCL tests (one at a time: they share the GPUs) ----
 test_log="$BUILD_DIR/gpu-check-ctest.log"
-test_s=$(time_left 200)
+test_s=$(($(time_left 200) - smoke_s))
+((test_s >= 10)) || die "out of time before the NCCL tests (the whole check must end within ${budget_s} s)"
 say "running ctest -R nccl (log: $test_log)"
 ctest_rc=0
 timeout "$test_s" ctest --test-dir "$BUILD_DIR" -R nccl --output-on-failure --timeout $((test_s - 5)) \
   >"$test_log" 2>&1 || ctest_rc=$?
 
-# ---- 6. summary ----
+# ---- 6. GPU training smoke run: dgr train --device cuda (fp32, then bf16), dgr retrieve --device cuda ----
+# Tiny synthetic data as tests/stage1_pipeline_test.sh makes it; one rank per GPU; a few steps each.
+smoke_dir="$BUILD_DIR/gpu-check-smoke"
+smoke_log="$BUILD_DIR/gpu-check-smoke.log"
+smoke_status="not run"
+rm -rf "$smoke_dir"
+mkdir -p "$smoke_dir/data"
+: >"$smoke_log"
+launch=()
+if ((gpu_count > 1)); then
+  mpiexec_bin=$(sed -nE 's/^DGR_MPIEXEC:FILEPATH=(.+)$/\1/p' "$BUILD_DIR/CMakeCache.txt")
+  [[ -n "$mpiexec_bin" ]] || mpiexec_bin=mpiexec
+  launch=("$mpiexec_bin" --oversubscribe --bind-to none -n "$gpu_count")
+  [[ $(id -u) -ne 0 ]] || launch+=(--allow-run-as-root)
+fi
+# The window loss of every "train" event of $1/train.jsonl, which must exist and be finite.
+check_loss() {
+  "$PYTHON" - "$1/train.jsonl" <<'PY'
+import json, math, sys
+losses = [json.loads(line)["loss"] for line in open(sys.argv[1]) if '"event": "train"' in line or '"event":"train"' in line]
+assert losses, "no train event"
+assert all(math.isfinite(x) for x in losses), f"loss not finite: {losses}"
+print(f"loss {losses[-1]:.4f} after {len(losses)} logged window(s)")
+PY
+}
+smoke() {
+  local precision=$1 out="$smoke_dir/run-$1"
+  say "smoke: dgr train --device cuda --comm nccl --precision $precision on $gpu_count rank(s)"
+  timeout "$(time_left 60)" "${launch[@]}" "$BUILD_DIR/dgr" train --stage generate --data "$smoke_dir/data" \
+    --out "$out" --preset test --max-steps 4 --batch 16 --threads 2 --views title --eval-every 0 \
+    --eval-split dev --eval-max-queries 4 --eval-views title --beam 2 --no-resume --progress-every-s 0 \
+    --device cuda --comm nccl --precision "$precision" >>"$smoke_log" 2>&1 || return 1
+  grep -q 'start: .* device=cuda:0 ' "$smoke_log" || { echo "no 'device=cuda:0' in the start-up lines" >>"$smoke_log"; return 1; }
+  [[ -f "$out/model.h5" ]] || { echo "no $out/model.h5" >>"$smoke_log"; return 1; }
+  check_loss "$out" >>"$smoke_log" 2>&1 || return 1
+  say "smoke: $precision: $(tail -n 1 "$smoke_log")"
+}
+smoke_all() {
+  "$PYTHON" tests/synthetic_data.py "$smoke_dir/data" >>"$smoke_log" 2>&1 &&
+    timeout "$(time_left 30)" "$BUILD_DIR/dgr" index --data "$smoke_dir/data" --out "$smoke_dir/data/index" \
+      --vocab-size 200 >>"$smoke_log" 2>&1 || return 1
+  smoke fp32 || return 1
+  smoke bf16 || return 1
+  say "smoke: dgr retrieve --device cuda"
+  timeout "$(time_left 30)" "$BUILD_DIR/dgr" retrieve --device cuda --data "$smoke_dir/data" \
+    --model "$smoke_dir/run-fp32/model.h5" --split dev --views title --beam 2 --depth 10 --threads 2 \
+    --out "$smoke_dir/retrieve" >>"$smoke_log" 2>&1 || return 1
+  [[ -s "$smoke_dir/retrieve/run.dev.trec" ]] || { echo "empty $smoke_dir/retrieve/run.dev.trec" >>"$smoke_log"; return 1; }
+}
+if smoke_all; then
+  smoke_status="OK (fp32 and bf16 training, retrieve on cuda)"
+else
+  smoke_status="FAILED (log: $smoke_log)"
+  tail -n 30 "$smoke_log" >&2
+fi
+
+# ---- 7. summary ----
 echo
 echo "==== gpu-check summary ($((SECONDS - start_s)) s) ===="
 results=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ' "$test_log" || true)
@@ -138,5 +199,7 @@ while read -r line; do
     failed=1
   fi
 done <<<"$results"
-if ((failed)); then die "see above and $test_log"; fi
+echo "gpu-check: GPU training smoke run: $smoke_status"
+[[ "$smoke_status" == OK* ]] || failed=1
+if ((failed)); then die "see above, $test_log and $smoke_log"; fi
 echo "gpu-check: OK (tests skipped here need more GPUs than this machine has: one per rank)"

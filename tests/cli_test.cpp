@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -230,6 +231,55 @@ TEST(Cli, RetrievalCommandsListTheirOptions) {
   Result b = run_dgr("bm25 --help");
   for (const char* s : {"--data", "--split", "--out", "--k1", "=0.9", "--b", "=0.4", "--depth", "=100"}) {
     EXPECT_NE(b.out.find(s), std::string::npos) << s << " missing from:\n" << b.out;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// --device and --precision of the commands that run the model (trainer/device.h). They are checked before
+// any data is read, so the data paths below need not exist.
+bool gpu_present() { return std::system("nvidia-smi -L >/dev/null 2>&1") == 0; }
+
+TEST(Cli, DeviceCudaWithoutAGpuIsAStartupError) {
+  if (gpu_present()) GTEST_SKIP() << "a GPU is present: --device cuda is valid here";
+  const std::vector<std::string> commands = {"train --data /nonexistent", "train --stage distill --data /nonexistent",
+                                             "retrieve --model /nonexistent.h5", "mine --model /nonexistent.h5"};
+  for (const std::string& command : commands) {
+    Result r = run_dgr(command + " --device cuda");
+    expect_one_line_error(r, "--device cuda: rank 0 (local rank 0 on ", 2);
+    EXPECT_NE(r.err.find("sees no CUDA GPU"), std::string::npos) << command << ": " << r.err;
+    EXPECT_NE(r.err.find("use --device cpu"), std::string::npos) << command << ": " << r.err;
+  }
+  // The config key of the [train] table does the same.
+  std::string config = write_file("device_cuda.toml", "[train]\ndevice = \"cuda\"\n");
+  expect_one_line_error(run_dgr("--config " + config + " train --data /nonexistent"), "sees no CUDA GPU", 2);
+}
+
+TEST(Cli, Bf16AutocastOnTheCpuIsAnError) {
+  for (const std::string& stage : std::vector<std::string>{"generate", "distill"}) {
+    Result r = run_dgr("train --stage " + stage + " --device cpu --precision bf16 --data /nonexistent");
+    EXPECT_EQ(r.exit_code, 2) << stage << ": " << r.err;
+    EXPECT_NE(r.err.find("bf16 autocast needs --device cuda"), std::string::npos) << stage << ": " << r.err;
+  }
+  if (!gpu_present()) {  // auto is the CPU here
+    Result r = run_dgr("train --precision bf16 --data /nonexistent");
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find("bf16 autocast needs --device cuda"), std::string::npos) << r.err;
+  }
+}
+
+TEST(Cli, DeviceAndPrecisionTakeKnownValuesOnly) {
+  EXPECT_EQ(run_dgr("train --device tpu").exit_code, 2);
+  EXPECT_EQ(run_dgr("train --precision fp16").exit_code, 2);
+  EXPECT_EQ(run_dgr("retrieve --device gpu").exit_code, 2);
+  Result help = run_dgr("train --help");
+  for (const char* s : {"--device", "=auto", "--precision", "=fp32"}) {
+    EXPECT_NE(help.out.find(s), std::string::npos) << s << " missing from:\n" << help.out;
+  }
+  for (const char* command : {"retrieve --help", "mine --help"}) {
+    EXPECT_NE(run_dgr(command).out.find("--device"), std::string::npos) << command;
   }
 }
 

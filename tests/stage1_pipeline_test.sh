@@ -54,6 +54,26 @@ for split in dev test; do
   [[ $got -eq $expected ]] || fail "$run has $got queries, expected $expected"
   "$dgr" evaluate --run "$run" --qrels "$data/qrels.$split.tsv" --corpus "$data/corpus.tsv"
 done
+# --device cpu is what the default (auto) picks on a machine without a GPU: the same weights, losses and runs.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  short=("$dgr" train --stage generate --data "$data" --preset test --max-steps 3 --batch 16 --threads 1
+         --views title --eval-every 0 --eval-split dev --eval-max-queries 3 --eval-views title --beam 2
+         --progress-every-s 0)
+  "${short[@]}" --out "$work/default" > "$work/default.log" 2>&1 || { cat "$work/default.log"; fail "short default run"; }
+  "${short[@]}" --out "$work/cpu" --device cpu > "$work/cpu.log" 2>&1 || { cat "$work/cpu.log"; fail "short --device cpu run"; }
+  grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
+  h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
+  strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s)":[^,}]*//g' "$1"; }
+  [[ "$(strip "$work/default/train.jsonl")" == "$(strip "$work/cpu/train.jsonl")" ]] ||
+    fail "--device cpu losses or metrics differ from the default's"
+  "$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --views title,body --beam 4 --depth 10 \
+      --threads 1 --out "$work/out-cpu" --device cpu > /dev/null
+  "$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --views title,body --beam 4 --depth 10 \
+      --threads 1 --out "$work/out-default" > /dev/null
+  cmp "$work/out-cpu/run.dev.trec" "$work/out-default/run.dev.trec" || fail "retrieve --device cpu differs from the default"
+  cmp "$work/out-cpu/keys.dev.jsonl" "$work/out-default/keys.dev.jsonl" || fail "retrieve --device cpu keys differ"
+  echo "device check: --device cpu = the default (weights, losses, runs)"
+fi
 python3 - "$data/corpus.tsv" "$work/out/keys.dev.jsonl" <<'PY' || fail "keys file"
 import sys, json
 corpus = {}

@@ -32,7 +32,7 @@ void check_list(const Tensor& scores, const Tensor* teacher, const char* what) {
 }
 
 std::vector<double> to_vector(const Tensor& t) {
-  Tensor c = t.detach().to(torch::kDouble).contiguous();
+  Tensor c = t.detach().to(torch::kCPU, torch::kDouble).contiguous();
   return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
 
@@ -46,7 +46,15 @@ std::vector<int64_t> descending_order(const std::vector<double>& values) {
   return order;
 }
 
-Tensor teacher_tensor(const std::vector<double>& scores) { return torch::tensor(scores, torch::kDouble); }
+// On the student's device (the model's), like every tensor a loss combines with the scores.
+Tensor teacher_tensor(const std::vector<double>& scores, const Tensor& student) {
+  return torch::tensor(scores, torch::kDouble).to(student.device());
+}
+
+// int64 positions on the device of `like`, for index_select.
+Tensor index_tensor(const std::vector<int64_t>& positions, const Tensor& like) {
+  return torch::tensor(positions, torch::kLong).to(like.device());
+}
 
 }  // namespace
 
@@ -103,8 +111,8 @@ Tensor distilled_ranknet(const Tensor& scores, const DistillLossOptions& options
   }
   if (first.empty()) return scores.sum() * 0;
   const auto opts = scores.options();
-  Tensor v = scores.index_select(0, torch::tensor(second, torch::kLong)) -
-             scores.index_select(0, torch::tensor(first, torch::kLong)) + torch::tensor(offset, opts);
+  Tensor v = scores.index_select(0, index_tensor(second, scores)) -
+             scores.index_select(0, index_tensor(first, scores)) + torch::tensor(offset, opts);
   // Violated iff v > 0; relu's gradient is 0 at v = 0, so non-violated pairs add neither value nor gradient,
   // and the mean's denominator is at least 1 (no NaN when nothing is violated).
   const int64_t violated = v.detach().gt(0).sum().item<int64_t>();
@@ -119,14 +127,15 @@ Tensor ltrgr_loss(const Tensor& top_positive, const Tensor& top_negative, const 
 
 Tensor listnet_loss(const Tensor& scores, const Tensor& teacher, const DistillLossOptions& options) {
   check_list(scores, &teacher, "ListNet");
-  Tensor p = torch::softmax(teacher.detach().to(torch::kDouble) / options.teacher_temperature, 0);
+  Tensor p = torch::softmax(teacher.detach().to(scores.device(), torch::kDouble) / options.teacher_temperature, 0);
   Tensor log_q = torch::log_softmax(scores / options.student_temperature, 0);
   return -(p * log_q).sum();
 }
 
 Tensor kl_loss(const Tensor& scores, const Tensor& teacher, const DistillLossOptions& options) {
   check_list(scores, &teacher, "KL");
-  Tensor log_p = torch::log_softmax(teacher.detach().to(torch::kDouble) / options.teacher_temperature, 0);
+  Tensor log_p =
+      torch::log_softmax(teacher.detach().to(scores.device(), torch::kDouble) / options.teacher_temperature, 0);
   Tensor p = log_p.exp();
   Tensor log_q = torch::log_softmax(scores / options.student_temperature, 0);
   // 0 log 0 = 0: members the teacher gives probability 0 add nothing.
@@ -137,7 +146,7 @@ Tensor kl_loss(const Tensor& scores, const Tensor& teacher, const DistillLossOpt
 Tensor listmle_loss(const Tensor& scores, const Tensor& teacher, const DistillLossOptions& options) {
   check_list(scores, &teacher, "ListMLE");
   const std::vector<int64_t> order = descending_order(to_vector(teacher));
-  Tensor x = scores.index_select(0, torch::tensor(order, torch::kLong)) / options.student_temperature;
+  Tensor x = scores.index_select(0, index_tensor(order, scores)) / options.student_temperature;
   // -log PL = sum_k [logsumexp(x_k .. x_{n-1}) - x_k]
   Tensor tail_lse = torch::logcumsumexp(x.flip({0}), 0).flip({0});
   return (tail_lse - x).sum();
@@ -174,8 +183,8 @@ Tensor lambda_loss(const Tensor& scores, const Tensor& teacher, const DistillLos
     }
   }
   if (better.empty()) return scores.sum() * 0;
-  Tensor diff = (scores.index_select(0, torch::tensor(better, torch::kLong)) -
-                 scores.index_select(0, torch::tensor(worse, torch::kLong))) / options.student_temperature;
+  Tensor diff = (scores.index_select(0, index_tensor(better, scores)) -
+                 scores.index_select(0, index_tensor(worse, scores))) / options.student_temperature;
   return (torch::softplus(-diff) * torch::tensor(delta, scores.options())).sum();
 }
 
@@ -195,17 +204,17 @@ Tensor ranking_loss(const Tensor& scores_a, const Tensor& scores_b, const Distil
       return ltrgr_loss(scores_a[0], scores_a[draw.top_negative_position], scores_b[0],
                         scores_b[draw.random_negative_position], options);
     case DistillLossKind::listnet:
-      return 0.5 * listnet_loss(scores_a, teacher_tensor(draw.a.teacher_scores), options) +
-             0.5 * listnet_loss(scores_b, teacher_tensor(draw.b.teacher_scores), options);
+      return 0.5 * listnet_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
+             0.5 * listnet_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
     case DistillLossKind::kl:
-      return 0.5 * kl_loss(scores_a, teacher_tensor(draw.a.teacher_scores), options) +
-             0.5 * kl_loss(scores_b, teacher_tensor(draw.b.teacher_scores), options);
+      return 0.5 * kl_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
+             0.5 * kl_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
     case DistillLossKind::listmle:
-      return 0.5 * listmle_loss(scores_a, teacher_tensor(draw.a.teacher_scores), options) +
-             0.5 * listmle_loss(scores_b, teacher_tensor(draw.b.teacher_scores), options);
+      return 0.5 * listmle_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
+             0.5 * listmle_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
     case DistillLossKind::lambdaloss:
-      return 0.5 * lambda_loss(scores_a, teacher_tensor(draw.a.teacher_scores), options) +
-             0.5 * lambda_loss(scores_b, teacher_tensor(draw.b.teacher_scores), options);
+      return 0.5 * lambda_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
+             0.5 * lambda_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
     case DistillLossKind::generation: break;
   }
   return torch::zeros({}, torch::kDouble);

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
+#include "trainer/placement.h"
 #include "trainer/train_state.h"
 
 namespace dgr::trainer {
@@ -32,7 +33,7 @@ retrieval::ViewLimits parse_view_limits(const std::string& json, const std::stri
   }
 }
 
-ExportedScorer load_exported_scorer(const std::string& path, int threads) {
+ExportedScorer load_exported_scorer(const std::string& path, int threads, const DeviceChoice& device) {
   if (threads > 0) torch::set_num_threads(threads);
   checkpoints::ExportedModel exported = checkpoints::read_export(path);
   nlohmann::json config;
@@ -46,6 +47,7 @@ ExportedScorer load_exported_scorer(const std::string& path, int threads) {
   ModelConfig model_config = ModelConfig::from_json_string(config["model"].dump());
   auto model = std::make_shared<Seq2Seq>(model_config);
   load_model_arrays(exported.weights, *model, path);
+  if (device.cuda) model->to(torch_device(device));  // parameters and buffers
   model->eval();
   ExportedScorer out;
   out.scorer = make_model_scorer(model);

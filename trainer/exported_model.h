@@ -9,6 +9,7 @@
 #include "checkpoints/store.h"
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
+#include "trainer/device.h"
 
 namespace dgr::trainer {
 
@@ -21,9 +22,10 @@ struct ExportedScorer {
   std::string tokenizer_sha256, index_sha256, model_config_json;
 };
 
-// Reads and verifies an export file and builds the model (LibTorch set to `threads` threads).
-// CheckpointError naming the file when it is not an export, damaged, or does not fit its own config.
-ExportedScorer load_exported_scorer(const std::string& path, int threads);
+// Reads and verifies an export file and builds the model on `device` (LibTorch set to `threads` threads):
+// the weights are loaded into a CPU model, which is then moved. CheckpointError naming the file when it is
+// not an export, damaged, or does not fit its own config.
+ExportedScorer load_exported_scorer(const std::string& path, int threads, const DeviceChoice& device = {});
 
 // Writes an export file from a stage-1 checkpoint step (loaded with rank < 0): the model/* arrays and
 // the model config, view limits, tokenizer and index checksums stored in the checkpoint's config.

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "trainer/placement.h"
 
 namespace dgr::trainer {
 namespace {
@@ -66,12 +67,28 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
                                  comm::Communicator& communicator, ReducerOptions options)
     : comm_(communicator), options_(options) {
   DGR_CHECK_AS(ConfigError, !named_parameters.empty(), "gradient reducer: the model has no parameters");
+  device_ = named_parameters.front().second.device();
+  for (auto& [name, p] : named_parameters) {
+    DGR_CHECK_AS(ConfigError, p.device() == device_, "gradient reducer: parameter '{}' is on {} but '{}' is on {} "
+                 "(move the whole model to one device)", name, p.device().str(), named_parameters.front().first,
+                 device_.str());
+  }
+  staged_ = !comm_.accepts(device_.is_cuda() ? comm::Device::kCuda : comm::Device::kCpu);
+  DGR_CHECK_AS(ConfigError, !staged_ || device_.is_cuda(),
+               "gradient reducer: the {} backend takes GPU buffers only but the parameters are on the CPU (use the "
+               "ring or mpi backend, or put the model on a GPU)", comm_.name());
   check_signatures(named_parameters);
   {
     torch::NoGradGuard no_grad;
     for (auto& [name, p] : named_parameters) {
       DGR_CHECK_AS(ConfigError, p.is_contiguous(), "gradient reducer: parameter '{}' is not contiguous", name);
-      comm_.broadcast(buffer_of(p), 0);
+      if (staged_) {
+        torch::Tensor host = p.to(torch::kCPU);
+        comm_.broadcast(buffer_of(host), 0);
+        p.copy_(host);
+      } else {
+        comm_.broadcast(buffer_of(p), 0);
+      }
     }
   }
   // Buckets in reverse registration order, split by dtype and by size cap.
@@ -85,6 +102,9 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     for (size_t i : current) numel += parameters_[i].parameter.numel();
     Bucket bucket;
     bucket.flat = torch::zeros({numel}, parameters_[current.front()].parameter.options().requires_grad(false));
+    if (staged_) {
+      bucket.host = torch::empty({numel}, torch::TensorOptions(wire_dtype(bucket.flat.scalar_type())).pinned_memory(true));
+    }
     int64_t offset = 0;
     for (size_t i : current) {
       torch::Tensor& p = parameters_[i].parameter;
@@ -116,7 +136,8 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     accumulators_.push_back(std::move(accumulator));
   }
   thread_ = std::thread([this] { communication_loop(); });
-  log::get("trainer")->debug("gradient reducer: {} parameters in {} buckets", parameters_.size(), buckets_.size());
+  log::get("trainer")->debug("gradient reducer: {} parameters in {} buckets on {}{}", parameters_.size(),
+                              buckets_.size(), device_.str(), staged_ ? ", staged through host memory" : "");
 }
 
 GradientReducer::~GradientReducer() {
@@ -132,6 +153,10 @@ size_t GradientReducer::bucket_bytes(size_t bucket) const {
   return static_cast<size_t>(buckets_.at(bucket).flat.numel()) * buckets_.at(bucket).flat.element_size();
 }
 
+torch::ScalarType GradientReducer::wire_dtype(torch::ScalarType dtype) const {
+  return dtype == torch::kBFloat16 && !options_.bf16_on_wire ? torch::kFloat32 : dtype;
+}
+
 void GradientReducer::check_signatures(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
   uint64_t hash = 1469598103934665603ull;
   for (const auto& [name, p] : named) {
@@ -140,7 +165,8 @@ void GradientReducer::check_signatures(const std::vector<std::pair<std::string, 
   const int world_size = comm_.size();
   std::vector<int64_t> all(world_size);
   int64_t mine = static_cast<int64_t>(hash);
-  comm_.allgather(comm::Buffer{&mine, 1, comm::DType::kInt64}, comm::Buffer{all.data(), all.size(), comm::DType::kInt64});
+  allgather_host(comm_, comm::Buffer{&mine, 1, comm::DType::kInt64},
+                 comm::Buffer{all.data(), all.size(), comm::DType::kInt64}, device_choice(device_));
   std::string differ;
   for (int r = 0; r < world_size; ++r) {
     if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
@@ -224,7 +250,14 @@ void GradientReducer::communication_loop() {
     std::exception_ptr error;
     try {
       torch::Tensor& flat = buckets_[b].flat;
-      if (flat.scalar_type() == torch::kBFloat16 && !options_.bf16_on_wire) {
+      if (staged_) {
+        // Through the pinned host copy; copy_ waits for the backward kernels that wrote the bucket (same
+        // stream) and for its own transfer, so the allreduce reads and the optimizer sees final values.
+        torch::Tensor& host = buckets_[b].host;
+        host.copy_(flat);
+        comm_.allreduce(buffer_of(host), comm::ReduceOp::kAverage);
+        flat.copy_(host);
+      } else if (flat.scalar_type() == torch::kBFloat16 && !options_.bf16_on_wire) {
         torch::Tensor wide = flat.to(torch::kFloat32);
         comm_.allreduce(buffer_of(wide), comm::ReduceOp::kAverage);
         flat.copy_(wide);

@@ -1,6 +1,9 @@
 // GradientReducer: DDP-style data-parallel gradient synchronisation for any LibTorch module. Gradients
 // live as views into flat buckets; a hook per parameter marks it ready during backward, and a full
-// bucket's allreduce starts at once on a communication thread while backward goes on.
+// bucket's allreduce starts at once on a communication thread while backward goes on. Buckets live on the
+// parameters' device; when the communicator does not take buffers there (GPU parameters with the ring or
+// mpi backend, which reduce host memory), each bucket is staged through a pinned host copy: copy to the
+// host, allreduce, copy back.
 #pragma once
 
 #include <torch/torch.h>
@@ -35,7 +38,8 @@ class GradientReducer {
   // Collective. Buckets the parameters (in reverse registration order: roughly the order in which
   // backward produces their gradients), checks that every rank has the same parameter names, shapes and
   // dtypes (ConfigError naming the ranks otherwise), broadcasts the values from rank 0, and makes every
-  // .grad a zeroed view into its bucket. `communicator` must outlive the reducer.
+  // .grad a zeroed view into its bucket. Every parameter must be on the same device. `communicator` must
+  // outlive the reducer.
   GradientReducer(std::vector<std::pair<std::string, torch::Tensor>> named_parameters,
                   comm::Communicator& communicator, ReducerOptions options = {});
   ~GradientReducer();
@@ -59,10 +63,13 @@ class GradientReducer {
   const ReducerTimers& timers() const { return timers_; }
   size_t num_buckets() const { return buckets_.size(); }
   size_t bucket_bytes(size_t bucket) const;
+  // True when buckets travel through host memory (see the class comment).
+  bool staged() const { return staged_; }
 
  private:
   struct Bucket {
-    torch::Tensor flat;                 // [numel] contiguous, dtype of its parameters
+    torch::Tensor flat;                 // [numel] contiguous, dtype and device of its parameters
+    torch::Tensor host;                 // [numel] pinned host copy of what goes on the wire, when staged_
     std::vector<size_t> parameters;     // [slot] indices into parameters_
     size_t num_pending = 0;             // parameters not yet ready in this backward
     bool launched = false;
@@ -78,6 +85,10 @@ class GradientReducer {
   void launch_ready_buckets_in_order();
   void communication_loop();
   void check_signatures(const std::vector<std::pair<std::string, torch::Tensor>>& named);
+  torch::ScalarType wire_dtype(torch::ScalarType dtype) const;
+
+  torch::Device device_ = torch::kCPU;                     // of every parameter and bucket
+  bool staged_ = false;                                    // the communicator does not take device_ buffers
 
   comm::Communicator& comm_;
   ReducerOptions options_;

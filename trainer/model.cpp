@@ -157,7 +157,8 @@ Packing pack(const Tensor& mask_of, const Tensor& tokens, int max_positions) {
   Tensor flat_tokens = tokens.reshape(-1);
   p.tokens = p.dense ? flat_tokens : flat_tokens.index_select(0, p.index);
   p.positions = p.dense ? positions : positions.index_select(0, p.index);
-  p.key_bias = torch::zeros({p.batch, 1, p.length}, torch::kFloat).masked_fill_(mask.logical_not().unsqueeze(1), kMasked);
+  p.key_bias = torch::zeros({p.batch, 1, p.length}, mask_of.options().dtype(torch::kFloat))
+                   .masked_fill_(mask.logical_not().unsqueeze(1), kMasked);
   return p;
 }
 
@@ -464,7 +465,7 @@ class Decoder : public Stack {
   Tensor forward(const Packing& tp, const Tensor& memory, const Packing& sp, const Tensor& token_embedding) {
     Tensor x = embed(tp.tokens, tp.positions, token_embedding);
     const int64_t T = tp.length;
-    auto causal = torch::full({T, T}, kMasked, torch::kFloat).triu_(1);
+    auto causal = torch::full({T, T}, kMasked, tp.key_bias.options()).triu_(1);
     Tensor self_bias = per_head(tp.key_bias + causal, c_.heads);  // [B*H, T, T]
     for (size_t i = 0; i < layers->size(); ++i) {
       auto [k, v] = layer(i).encoder_attn->project_memory(memory, sp);
@@ -534,7 +535,8 @@ std::pair<torch::Tensor, torch::Tensor> Seq2Seq::target_logits(const torch::Tens
 torch::Tensor Seq2Seq::loss(const torch::Tensor& src, const torch::Tensor& tgt, double label_smoothing) {
   DGR_CHECK(label_smoothing >= 0 && label_smoothing < 1, "label smoothing must be in [0, 1), found {}", label_smoothing);
   auto [logits, labels] = target_logits(src, tgt);
-  return SmoothedCrossEntropy::apply(logits, labels, label_smoothing);
+  // Under bf16 autocast the logits are bf16; the loss and its gradient are computed in fp32.
+  return SmoothedCrossEntropy::apply(logits.to(torch::kFloat), labels, label_smoothing);
 }
 
 torch::Tensor Seq2Seq::token_log_probs(const torch::Tensor& src, const torch::Tensor& tgt) {
@@ -551,7 +553,7 @@ torch::Tensor Seq2Seq::sequence_log_probs(const torch::Tensor& src, const torch:
 
 torch::Tensor Seq2Seq::sequence_log_probs_with_grad(const torch::Tensor& src, const torch::Tensor& tgt) {
   auto [logits, labels] = target_logits(src, tgt);
-  Tensor lp = LabelLogProb::apply(logits, labels);                 // [Nt], real tokens in row-major order
+  Tensor lp = LabelLogProb::apply(logits.to(torch::kFloat), labels);  // [Nt] real tokens, row-major; fp32 under autocast
   Tensor rows = tgt.ne(kPadId).nonzero().select(1, 0);             // [Nt] the row of each real token
   return torch::zeros({tgt.size(0)}, lp.options()).index_add(0, rows, lp);
 }
@@ -562,14 +564,14 @@ DecoderState Seq2Seq::start(const torch::Tensor& src) {
   Tensor memory = encoder_->forward(sp, embed_tokens_->weight);
   DecoderState s;
   s.src_bias = sp.key_bias;
-  s.src_index = torch::arange(sp.batch, torch::kLong);
+  s.src_index = torch::arange(sp.batch, src.options().dtype(torch::kLong));
   const int64_t head_dim = config_.d_model / config_.heads;
   for (size_t i = 0; i < decoder_->layers->size(); ++i) {
     auto [k, v] = decoder_->layer(i).encoder_attn->project_memory(memory, sp);
     s.cross_k.push_back(k);
     s.cross_v.push_back(v);
-    s.self_k.push_back(torch::zeros({sp.batch, config_.heads, 0, head_dim}));
-    s.self_v.push_back(torch::zeros({sp.batch, config_.heads, 0, head_dim}));
+    s.self_k.push_back(torch::zeros({sp.batch, config_.heads, 0, head_dim}, k.options()));
+    s.self_v.push_back(torch::zeros({sp.batch, config_.heads, 0, head_dim}, v.options()));
   }
   return s;
 }
@@ -579,7 +581,7 @@ torch::Tensor Seq2Seq::step(DecoderState& state, const torch::Tensor& last_token
   DGR_CHECK(last_tokens.dim() == 1 && last_tokens.size(0) == state.beams(),
             "step needs one token per beam ({}), found shape {}", state.beams(), fmt::join(last_tokens.sizes(), "x"));
   DGR_CHECK(state.length < config_.max_positions, "decoding past max_positions {}", config_.max_positions);
-  auto positions = torch::full({state.beams()}, state.length, torch::kLong);
+  auto positions = torch::full({state.beams()}, state.length, state.src_index.options());
   Tensor x = decoder_->embed(last_tokens.to(torch::kLong), positions, embed_tokens_->weight);
   for (size_t i = 0; i < decoder_->layers->size(); ++i) x = decoder_->layer(i).step(x, state, i);
   x = decoder_->finish(x);

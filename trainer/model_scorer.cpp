@@ -1,4 +1,6 @@
-// ModelScorer: spans of int32 token ids in, LibTorch inside. One Decoding owns one DecoderState.
+// ModelScorer: spans of int32 token ids in, LibTorch inside. One Decoding owns one DecoderState. Token
+// tensors are built on the CPU and moved to the model's device; log-probabilities come back to the CPU,
+// where the beam search reads them.
 #include "trainer/model_scorer.h"
 
 #include <algorithm>
@@ -6,6 +8,7 @@
 
 #include "common/error.h"
 #include "trainer/model.h"
+#include "trainer/placement.h"
 
 namespace dgr::trainer {
 
@@ -32,26 +35,33 @@ class InferenceScope {
   torch::NoGradGuard no_grad_;
 };
 
-torch::Tensor to_tensor(std::span<const int32_t> ids) {
+torch::Device device_of(const Seq2Seq& model) { return model.embedding().device(); }
+
+// The ids as an int64 tensor on `device`.
+torch::Tensor to_tensor(std::span<const int32_t> ids, const torch::Device& device) {
   auto t = torch::empty({static_cast<int64_t>(ids.size())}, torch::kLong);
   auto* out = t.data_ptr<int64_t>();
   for (size_t i = 0; i < ids.size(); ++i) out[i] = ids[i];
-  return t;
+  return to_device(t, device);
 }
+
+// `t` as a contiguous CPU tensor (itself when it is one already).
+torch::Tensor to_host(const torch::Tensor& t) { return t.to(torch::kCPU).contiguous(); }
 
 class ModelDecoding : public retrieval::Seq2SeqScorer::Decoding {
  public:
   ModelDecoding(std::shared_ptr<ModelScorer::Impl> impl, std::span<const int32_t> source) : impl_(std::move(impl)) {
     InferenceScope scope(*impl_->model);
-    state_ = impl_->model->start(to_tensor(source).unsqueeze(0));
+    state_ = impl_->model->start(to_tensor(source, device_of(*impl_->model)).unsqueeze(0));
   }
   const std::vector<float>& step(std::span<const int32_t> parents, std::span<const int32_t> tokens) override {
     DGR_CHECK(parents.size() == tokens.size() && !parents.empty(),
               "Decoding::step needs as many parents as tokens (and at least one), found {} and {}", parents.size(),
               tokens.size());
     InferenceScope scope(*impl_->model);
-    impl_->model->reorder(state_, to_tensor(parents));
-    auto lp = impl_->model->step(state_, to_tensor(tokens)).contiguous();
+    const torch::Device device = device_of(*impl_->model);
+    impl_->model->reorder(state_, to_tensor(parents, device));
+    auto lp = to_host(impl_->model->step(state_, to_tensor(tokens, device)));
     out_.resize(static_cast<size_t>(lp.numel()));
     std::memcpy(out_.data(), lp.data_ptr<float>(), out_.size() * sizeof(float));
     return out_;
@@ -82,7 +92,8 @@ std::vector<float> ModelScorer::score(std::span<const int32_t> source,
                                       const std::vector<std::vector<int32_t>>& targets) {
   std::vector<float> scores(targets.size(), 0.0f);
   InferenceScope scope(*impl_->model);
-  auto src = to_tensor(source).unsqueeze(0);
+  const torch::Device device = device_of(*impl_->model);
+  auto src = to_tensor(source, device).unsqueeze(0);
   // Targets in chunks of at most max_tokens_per_pass padded tokens, one teacher-forced pass each; the
   // source is encoded per pass and shared by all targets of the pass.
   size_t begin = 0;
@@ -104,7 +115,7 @@ std::vector<float> ModelScorer::score(std::span<const int32_t> source,
           acc[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = targets[i][t];
         }
       }
-      auto lp = impl_->model->sequence_log_probs(src, tgt).contiguous();
+      auto lp = to_host(impl_->model->sequence_log_probs(src, to_device(tgt, device)));
       std::memcpy(scores.data() + begin, lp.data_ptr<float>(), (end - begin) * sizeof(float));
     }
     begin = end;

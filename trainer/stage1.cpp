@@ -28,9 +28,11 @@
 #include "sharding/readers.h"
 #include "sharding/sampler.h"
 #include "trainer/exported_model.h"
+#include "trainer/device.h"
 #include "trainer/gradient_reducer.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
+#include "trainer/placement.h"
 #include "trainer/progress.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/run_common.h"
@@ -48,22 +50,25 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Right-pads sequences with 0 (pad) into an int64 [batch, longest] tensor.
-torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences) {
+// Right-pads sequences with 0 (pad) into an int64 [batch, longest] host tensor, in pinned memory when it
+// is going to a GPU (so that the copy is queued without waiting).
+torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, bool pinned) {
   size_t longest = 1;
   for (const auto* s : sequences) longest = std::max(longest, s->size());
-  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)}, torch::kInt64);
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)},
+                                   torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
   auto a = out.accessor<int64_t, 2>();
   for (size_t i = 0; i < sequences.size(); ++i)
     for (size_t t = 0; t < sequences[i]->size(); ++t) a[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = (*sequences[i])[t];
   return out;
 }
 
-nlohmann::json options_json(const Stage1Options& o) {
+nlohmann::json options_json(const Stage1Options& o, const DeviceChoice& device) {
   return {{"stage", "generate"}, {"data_dir", o.data_dir}, {"index_dir", o.index_dir}, {"preset", o.preset},
           {"dropout", o.dropout}, {"epochs", o.epochs}, {"global_batch", o.global_batch}, {"lr", o.lr},
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup}, {"decay", o.decay},
-          {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed},
+          {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed}, {"device", device.kind()},
+          {"precision", o.precision},
           {"views", {o.data.views[0], o.data.views[1], o.data.views[2]}}, {"title_copies", o.data.title_copies},
           {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs},
           {"indexing_source", {o.data.indexing_source_min, o.data.indexing_source_max, o.data.indexing_prefix_probability}}};
@@ -85,6 +90,13 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const int rank = world.rank(), world_size = world.size();
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
+  // Where the model runs; every rank checks before reading any data, so a bad --device fails at once.
+  const DeviceChoice device = resolve_device(options.device, world);
+  check_precision(options.precision, device);
+  check_backend(options.comm_backend, device);
+  make_current(device);
+  const torch::Device torch_dev = torch_device(device);
+  const bool autocast = options.precision == "bf16";
   const fs::path data(options.data_dir);
   const std::string index_path = options.index_dir.empty() ? (data / "index").string() : options.index_dir;
 
@@ -120,6 +132,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   if (options.dropout >= 0) config.dropout = options.dropout;
   torch::manual_seed(options.seed);
   auto model = std::make_shared<Seq2Seq>(config);
+  if (device.cuda) model->to(torch_dev);  // initialised on the CPU, so every device starts from the same weights
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(options.lr)
                                                          .betas({options.beta1, options.beta2})
                                                          .eps(options.eps)
@@ -135,8 +148,8 @@ int run_stage1(const Stage1Options& options, const World& world) {
   if (world.is_root()) {
     int64_t count = 0;
     for (auto& p : parameters) count += p.numel();
-    log->info("model: preset {} ({} parameters), {} ranks x {} threads, config {}", options.preset, count, world_size,
-              torch::get_num_threads(), config.to_json_string());
+    log->info("model: preset {} ({} parameters), {} ranks x {} threads, device {} ({}), config {}", options.preset,
+              count, world_size, torch::get_num_threads(), device.kind(), options.precision, config.to_json_string());
   }
 
   sharding::EpochSampler sampler(pairs.size(), options.global_batch, options.seed, rank, world_size);
@@ -156,7 +169,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
                         {"view_limits", nlohmann::json::parse(view_limits_json(options.data.limits))}}},
       {"tokenizer_id", index.tokenizer.path()}, {"tokenizer_sha256", index.tokenizer.sha256()},
       {"index_id", index_path}, {"index_sha256", index_sha256}};
-  const std::string config_json = nlohmann::json{{"train", options_json(options)}, {"export", export_section}}.dump();
+  const std::string config_json = nlohmann::json{{"train", options_json(options, device)}, {"export", export_section}}.dump();
   save_effective_config(options.out_dir, config_json, world);
 
   checkpoints::StoreOptions store_options;
@@ -210,7 +223,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     // communicator, like every collective of the step, so that a rank that stalls anywhere in a step
     // trips a deadline that names it (comm/watchdog.h) instead of hanging the others.
     int64_t counts[2] = {tokens, static_cast<int64_t>(batch.examples.size())};  // [tokens, examples] of this rank
-    communicator->allreduce(comm::Buffer{counts, 2, comm::DType::kInt64}, comm::ReduceOp::kSum);
+    allreduce_host(*communicator, comm::Buffer{counts, 2, comm::DType::kInt64}, comm::ReduceOp::kSum, device);
     const int64_t global_tokens = counts[0], global_examples = counts[1];
     const double lr = scheduled_lr(options.lr, progress.step, warmup_steps, total_steps, options.decay);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -219,7 +232,11 @@ int run_stage1(const Stage1Options& options, const World& world) {
     reducer.prepare_backward(true);
     torch::Tensor loss_sum;
     if (!local.empty()) {
-      loss_sum = model->loss(pad_batch(sources), pad_batch(targets), options.label_smoothing);
+      {
+        AutocastScope scope(autocast);  // forward and loss only
+        loss_sum = model->loss(to_device(pad_batch(sources, device.cuda), torch_dev),
+                               to_device(pad_batch(targets, device.cuda), torch_dev), options.label_smoothing);
+      }
       (loss_sum * (static_cast<double>(world_size) / static_cast<double>(std::max<int64_t>(1, global_tokens)))).backward();
     }
     reducer.finish_backward();
@@ -230,7 +247,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     progress.position = sampler.position();
 
     float step_loss_sum = loss_sum.defined() ? loss_sum.item<float>() : 0.0F;  // fp32 like the loss itself
-    communicator->allreduce(comm::Buffer{&step_loss_sum, 1, comm::DType::kFloat32}, comm::ReduceOp::kSum);
+    allreduce_host(*communicator, comm::Buffer{&step_loss_sum, 1, comm::DType::kFloat32}, comm::ReduceOp::kSum, device);
     window_loss += static_cast<double>(step_loss_sum);
     window_tokens += static_cast<double>(global_tokens);
     window_examples += static_cast<double>(global_examples);
@@ -257,7 +274,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
       window_steps = 0;
     }
     if (test_stop_step > 0 && progress.step == test_stop_step && rank == std::min(1, world_size - 1)) std::raise(SIGUSR1);
-    stopped = agree_on_stop(*communicator) > 0;
+    stopped = agree_on_stop(*communicator, device) > 0;
     if (stopped || progress.step % save_every == 0 || progress.step == total_steps) {
       store.save(make_save_request(progress, *model, optimizer, config_json, store));
     }

@@ -30,10 +30,12 @@
 #include "sharding/sampler.h"
 #include "trainer/distill_loss.h"
 #include "trainer/distill_sampler.h"
+#include "trainer/device.h"
 #include "trainer/exported_model.h"
 #include "trainer/gradient_reducer.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
+#include "trainer/placement.h"
 #include "trainer/progress.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/run_common.h"
@@ -51,10 +53,12 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-torch::Tensor pad_batch(const std::vector<std::vector<int32_t>>& sequences) {
+// Right-pads into an int64 host tensor, pinned when it is going to a GPU (the copy is then queued).
+torch::Tensor pad_batch(const std::vector<std::vector<int32_t>>& sequences, bool pinned) {
   size_t longest = 1;
   for (const auto& s : sequences) longest = std::max(longest, s.size());
-  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)}, torch::kInt64);
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)},
+                                   torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
   auto a = out.accessor<int64_t, 2>();
   for (size_t i = 0; i < sequences.size(); ++i)
     for (size_t t = 0; t < sequences[i].size(); ++t) a[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = sequences[i][t];
@@ -68,7 +72,7 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-nlohmann::json options_json(const Stage2Options& o, const DistillLossOptions& loss) {
+nlohmann::json options_json(const Stage2Options& o, const DistillLossOptions& loss, const DeviceChoice& device) {
   return {{"stage", "distill"}, {"data_dir", o.data_dir}, {"index_dir", o.index_dir}, {"prepared_dir", o.prepared_dir},
           {"init_model", o.init_model}, {"loss", o.loss}, {"margin", loss.margin}, {"margin_step", loss.margin_step},
           {"head_weight", loss.head_weight}, {"ltrgr_margins", {loss.ltrgr_top_margin, loss.ltrgr_random_margin}},
@@ -76,7 +80,7 @@ nlohmann::json options_json(const Stage2Options& o, const DistillLossOptions& lo
           {"gen_views", o.gen_views}, {"max_keys", o.max_keys}, {"epochs", o.epochs}, {"global_batch", o.global_batch},
           {"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay},
           {"warmup", o.warmup}, {"decay", o.decay}, {"clip", o.clip}, {"label_smoothing", o.label_smoothing},
-          {"dropout", o.dropout}, {"seed", o.seed}};
+          {"dropout", o.dropout}, {"seed", o.seed}, {"device", device.kind()}, {"precision", o.precision}};
 }
 
 }  // namespace
@@ -86,6 +90,12 @@ int run_stage2(const Stage2Options& options, const World& world) {
   const int rank = world.rank(), world_size = world.size();
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
+  const DeviceChoice device = resolve_device(options.device, world);
+  check_precision(options.precision, device);
+  check_backend(options.comm_backend, device);
+  make_current(device);
+  const torch::Device torch_dev = torch_device(device);
+  const bool autocast = options.precision == "bf16";
   DGR_CHECK_AS(ConfigError, !options.prepared_dir.empty(),
                "--stage distill needs --prepared DIR (the distillation data set from `dgr prepare`)");
   DGR_CHECK_AS(ConfigError, !options.init_model.empty(),
@@ -140,6 +150,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   torch::manual_seed(options.seed);
   auto model = std::make_shared<Seq2Seq>(config);
   load_model_arrays(init.weights, *model, options.init_model);
+  if (device.cuda) model->to(torch_dev);  // loaded on the CPU, then moved: parameters and buffers
 
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(options.lr)
                                                          .betas({options.beta1, options.beta2})
@@ -177,12 +188,12 @@ int run_stage2(const Stage2Options& options, const World& world) {
                                    {"tokenizer_id", index.tokenizer.path()}, {"tokenizer_sha256", index.tokenizer.sha256()},
                                    {"index_id", index_path}, {"index_sha256", index_sha256}};
   const std::string config_json =
-      nlohmann::json{{"train", options_json(options, loss_options)}, {"export", export_section}}.dump();
+      nlohmann::json{{"train", options_json(options, loss_options, device)}, {"export", export_section}}.dump();
   save_effective_config(options.out_dir, config_json, world);
   if (world.is_root())
-    log->info("stage 2: {} queries from {}, loss {} (gen weight {}), {} steps of {} queries on {} ranks x {} threads",
-              dataset.size(), options.prepared_dir, options.loss, gen_weight, total_steps, options.global_batch,
-              world_size, torch::get_num_threads());
+    log->info("stage 2: {} queries from {}, loss {} (gen weight {}), {} steps of {} queries on {} ranks x {} threads, "
+              "device {} ({})", dataset.size(), options.prepared_dir, options.loss, gen_weight, total_steps,
+              options.global_batch, world_size, torch::get_num_threads(), device.kind(), options.precision);
 
   checkpoints::StoreOptions store_options;
   store_options.dir = (fs::path(options.out_dir) / "checkpoints").string();
@@ -227,7 +238,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   Clock::time_point window_start = Clock::now();
   while (progress.step < total_steps) {
     auto batch = sampler.next();
-    torch::Tensor rank_sum = torch::zeros({}, torch::kFloat64);
+    torch::Tensor rank_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(torch_dev));
     std::vector<std::vector<int32_t>> gen_sources[2], gen_targets[2];  // [title, body]
     double head_first = 0;
     int64_t tokens[2] = {0, 0};
@@ -239,6 +250,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
       members.insert(members.end(), draw.b.candidates.begin(), draw.b.candidates.end());
       const int64_t n = static_cast<int64_t>(draw.a.candidates.size());
       if (loss_options.kind != DistillLossKind::generation) {  // generation only: no surrogate pass at all
+        AutocastScope scope(autocast);  // forward and loss only
         torch::Tensor scores = surrogate_scores(*model, example, members, surrogate);
         torch::Tensor scores_a = scores.slice(0, 0, n), scores_b = scores.slice(0, n, 2 * n);
         rank_sum = rank_sum + ranking_loss(scores_a, scores_b, draw, loss_options);
@@ -262,7 +274,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     // them); through the communicator, like every collective of the step, so that a rank that stalls
     // anywhere trips a deadline naming it (comm/watchdog.h) instead of hanging the others.
     int64_t global_tokens[2] = {tokens[0], tokens[1]};  // [title, body] target tokens of the global batch
-    communicator->allreduce(comm::Buffer{global_tokens, 2, comm::DType::kInt64}, comm::ReduceOp::kSum);
+    allreduce_host(*communicator, comm::Buffer{global_tokens, 2, comm::DType::kInt64}, comm::ReduceOp::kSum, device);
     const double lr = scheduled_lr(options.lr, progress.step, warmup_steps, total_steps, options.decay);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
@@ -274,7 +286,12 @@ int run_stage2(const Stage2Options& options, const World& world) {
       torch::Tensor total = (rank_sum / global_queries).to(torch::kFloat32);
       for (int slot = 0; slot < 2; ++slot) {
         if (gen_sources[slot].empty()) continue;
-        torch::Tensor sum = model->loss(pad_batch(gen_sources[slot]), pad_batch(gen_targets[slot]), options.label_smoothing);
+        torch::Tensor sum;
+        {
+          AutocastScope scope(autocast);  // forward and loss only
+          sum = model->loss(to_device(pad_batch(gen_sources[slot], device.cuda), torch_dev),
+                            to_device(pad_batch(gen_targets[slot], device.cuda), torch_dev), options.label_smoothing);
+        }
         gen_sum_value += sum.item<double>();
         total = total + sum * (gen_weight / static_cast<double>(gen_views.size()) /
                                static_cast<double>(std::max<int64_t>(1, global_tokens[slot])));
@@ -291,7 +308,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     // [ranking loss sum, generation loss sum, lists with the head first, queries], for the log (fp32 is plenty).
     float step_stats[4] = {static_cast<float>(rank_sum.item<double>()), static_cast<float>(gen_sum_value),
                            static_cast<float>(head_first), static_cast<float>(batch.examples.size())};
-    communicator->allreduce(comm::Buffer{step_stats, 4, comm::DType::kFloat32}, comm::ReduceOp::kSum);
+    allreduce_host(*communicator, comm::Buffer{step_stats, 4, comm::DType::kFloat32}, comm::ReduceOp::kSum, device);
     const double global_stats[4] = {step_stats[0], step_stats[1], step_stats[2], step_stats[3]};
     window[0] += global_stats[0];
     window[1] += global_stats[1];
@@ -323,7 +340,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
       window_start = Clock::now();
     }
     if (test_stop_step > 0 && progress.step == test_stop_step && rank == std::min(1, world_size - 1)) std::raise(SIGUSR1);
-    stopped = agree_on_stop(*communicator) > 0;
+    stopped = agree_on_stop(*communicator, device) > 0;
     if (stopped || progress.step % save_every == 0 || progress.step == total_steps)
       store.save(make_save_request(progress, *model, optimizer, config_json, store));
     if (stopped) break;

@@ -58,6 +58,8 @@ struct Stage2Options {
   int64_t max_steps = 0;
   double progress_every_s = 10;
   std::string comm_backend = "ring";
+  std::string device = "auto";     // auto | cpu | cuda (GPU = local rank); trainer/device.h
+  std::string precision = "fp32";  // fp32 | bf16 (autocast of forward and losses, CUDA only)
   int comm_timeout_s = 300;
   RetrievalSettings retrieval;
 };

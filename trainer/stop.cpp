@@ -8,11 +8,11 @@
 
 namespace dgr::trainer {
 
-int agree_on_stop(comm::Communicator& communicator) {
+int agree_on_stop(comm::Communicator& communicator, const DeviceChoice& device) {
   int32_t mine = signals::stop_requests();
   std::vector<int32_t> all(communicator.size());
-  communicator.allgather(comm::Buffer{&mine, 1, comm::DType::kInt32},
-                         comm::Buffer{all.data(), all.size(), comm::DType::kInt32});
+  allgather_host(communicator, comm::Buffer{&mine, 1, comm::DType::kInt32},
+                 comm::Buffer{all.data(), all.size(), comm::DType::kInt32}, device);
   return *std::max_element(all.begin(), all.end());
 }
 

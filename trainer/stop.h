@@ -4,12 +4,14 @@
 #pragma once
 
 #include "comm/communicator.h"
+#include "trainer/device.h"
 
 namespace dgr::trainer {
 
 // Collective: every rank calls it at the same step boundary, in the same order relative to other
 // collectives. Returns the largest number of stop requests any rank has received (0 = go on, 1 = checkpoint
-// and stop, >= 2 = the same, urgently).
-int agree_on_stop(comm::Communicator& communicator);
+// and stop, >= 2 = the same, urgently). `device`: where the vote travels when the communicator takes GPU
+// buffers only (nccl); unused otherwise.
+int agree_on_stop(comm::Communicator& communicator, const DeviceChoice& device = {});
 
 }  // namespace dgr::trainer

@@ -1,5 +1,6 @@
 // The surrogate passage score: keys deduplicated per view, one teacher-forced pass per view, the corpus
-// correction of retrieval/scoring.cpp in double-precision torch ops, constant coverage factors.
+// correction of retrieval/scoring.cpp in double-precision torch ops, constant coverage factors. Every tensor
+// is on the model's device; so are the returned scores.
 #include "trainer/surrogate.h"
 
 #include <algorithm>
@@ -92,7 +93,8 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
       refs.push_back(ref);
     }
   }
-  const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
+  const torch::Device device = model.embedding().device();
+  const auto f64 = torch::TensorOptions().dtype(torch::kDouble).device(device);
   if (refs.empty()) return torch::zeros({static_cast<int64_t>(passages.size())}, f64);
 
   // s of every distinct key: one encoder pass and one batched decoder pass per view.
@@ -118,7 +120,8 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
     }
     const std::vector<int32_t> source = retrieval::make_source(query_tokens, view, options.special, options.limits);
     const Tensor src = torch::tensor(std::vector<int64_t>(source.begin(), source.end()), torch::kLong).unsqueeze(0);
-    per_view.push_back(model.sequence_log_probs_with_grad(src, tgt).to(torch::kDouble));
+    per_view.push_back(
+        model.sequence_log_probs_with_grad(src.to(device), tgt.to(device)).to(torch::kDouble));
   }
   const Tensor unique_scores = torch::cat(per_view);  // [distinct keys]
 
@@ -139,8 +142,8 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
     corpus_term[i] = s_u < 0.0 ? log1mexp(s_u) - s_u : 0.0;  // log(1 - e^{s_u}) - s_u
     coverage[i] = r.coverage;
   }
-  auto tensor = [n](auto& values, torch::Dtype dtype) {
-    return torch::from_blob(values.data(), {n}, dtype).clone();
+  auto tensor = [n, &device](auto& values, torch::Dtype dtype) {
+    return torch::from_blob(values.data(), {n}, dtype).clone().to(device);
   };
   const Tensor pq_mask = tensor(is_pq, torch::kUInt8).to(torch::kBool);
   const Tensor informative_mask = tensor(informative, torch::kUInt8).to(torch::kBool);
