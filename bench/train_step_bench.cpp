@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   int steps = 30, warmup = 3, threads = 1;
   std::string backend = "ring";
   double bucket_mib = 25;
+  double piece_mib = -1;  // -1: the reducer's default (whole buckets on the CPU)
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](const char* name) { return a.rfind(name, 0) == 0 ? a.substr(std::strlen(name)) : std::string(); };
@@ -37,7 +38,8 @@ int main(int argc, char** argv) {
     else if (!value("--threads=").empty()) threads = std::stoi(value("--threads="));
     else if (!value("--backend=").empty()) backend = value("--backend=");
     else if (!value("--bucket-mib=").empty()) bucket_mib = std::stod(value("--bucket-mib="));
-    else { std::fprintf(stderr, "usage: train_step_bench [--steps=N] [--warmup=N] [--threads=N] [--backend=ring|mpi] [--bucket-mib=25]\n"); return 2; }
+    else if (!value("--piece-mib=").empty()) piece_mib = std::stod(value("--piece-mib="));
+    else { std::fprintf(stderr, "usage: train_step_bench [--steps=N] [--warmup=N] [--threads=N] [--backend=ring|mpi] [--bucket-mib=25] [--piece-mib=N (0: whole buckets; default: the reducer's)]\n"); return 2; }
   }
   dgr::World world(&argc, &argv);
   torch::set_num_threads(threads);
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
   }
   dgr::trainer::ReducerOptions reducer_options;
   reducer_options.bucket_bytes = static_cast<size_t>(bucket_mib * (1 << 20));
+  if (piece_mib >= 0) reducer_options.piece_bytes = static_cast<size_t>(piece_mib * (1 << 20));
   dgr::trainer::GradientReducer reducer(named, *communicator, reducer_options);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-4));
   torch::manual_seed(1 + world.rank());
@@ -87,9 +90,9 @@ int main(int argc, char** argv) {
     optimizer_ms.push_back(optimizer_step_ms);
   }
   if (world.is_root()) {
-    std::printf("impl=dgr ranks=%d threads=%d params=%lld buckets=%zu steps=%d step_ms_min=%.1f step_ms_median=%.1f "
+    std::printf("impl=dgr ranks=%d threads=%d params=%lld buckets=%zu pieces=%zu steps=%d step_ms_min=%.1f step_ms_median=%.1f "
                 "forward_ms_median=%.1f backward_ms_median=%.1f optimizer_ms_median=%.1f comm_ms_median=%.1f exposed_comm_ms_median=%.1f\n",
-                world.size(), threads, static_cast<long long>(num_parameters), reducer.num_buckets(), steps,
+                world.size(), threads, static_cast<long long>(num_parameters), reducer.num_buckets(), reducer.num_pieces(), steps,
                 *std::min_element(step_ms.begin(), step_ms.end()), median(step_ms), median(forward_ms), median(backward_ms),
                 median(optimizer_ms),
                 median(comm_ms), median(exposed_ms));

@@ -87,6 +87,8 @@ int run_distill(const TrainCommandOptions& opts, const CLI::App& app, const Worl
   o.retrieval = s.retrieval;
   o.comm_backend = s.comm_backend;
   o.comm_timeout_s = s.comm_timeout_s;
+  o.bucket_mib = s.bucket_mib;
+  o.piece_mib = s.piece_mib;
   o.device = s.device;
   o.precision = s.precision;
   o.progress_every_s = s.progress_every_s;
@@ -229,6 +231,12 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_flag("!--no-unigram-keys", s.retrieval.unigram_keys, "Evaluate without the unigram keys");
   train->add_option("--comm", s.comm_backend, "Gradient allreduce: ring, mpi, nccl")->check(CLI::IsMember({"ring", "mpi", "nccl"}));
   train->add_option("--comm-timeout", s.comm_timeout_s, "Seconds before a collective that does not complete ends the job");
+  train->add_option("--bucket-mib", s.bucket_mib, "Gradient bucket size in MiB after the first 1 MiB bucket (as DDP's "
+                    "bucket_cap_mb)")->check(CLI::PositiveNumber);
+  train->add_option("--piece-mib", s.piece_mib, "Allreduce a bucket in pieces of this many MiB as its gradients "
+                    "become ready (0 = whole buckets; default: 4 with nccl, whole buckets on the CPU)")
+      ->check(CLI::NonNegativeNumber)
+      ->default_str("auto");
   train->add_option("--device", s.device, kDeviceHelp)->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   train->add_option("--precision", s.precision, "fp32, or bf16: autocast to bfloat16 for forward and loss on CUDA "
                     "(weights, optimizer and gradient allreduce stay fp32)")->check(CLI::IsMember({"fp32", "bf16"}));

@@ -61,6 +61,7 @@ double max_relative_difference(Net& a, Net& b) {
 struct Case {
   int micro_steps = 1;
   size_t first_bucket_bytes = 1 << 20, bucket_bytes = 25 << 20;
+  size_t piece_bytes = dgr::trainer::ReducerOptions::kAutoPieces;
   bool extra_on_rank0_only = false;
   bool reset_gradients = false;  // user code drops or replaces .grad between steps (set_to_none style)
 };
@@ -80,6 +81,7 @@ void run_case(const Case& c) {
   dgr::trainer::ReducerOptions reducer_options;
   reducer_options.first_bucket_bytes = c.first_bucket_bytes;
   reducer_options.bucket_bytes = c.bucket_bytes;
+  reducer_options.piece_bytes = c.piece_bytes;
   dgr::trainer::GradientReducer reducer(named(replica), *communicator, reducer_options);
   EXPECT_LT(max_relative_difference(replica, reference), 1e-7) << "parameters not broadcast from rank 0";
 
@@ -143,6 +145,49 @@ TEST(GradientReducer, MatchesWithManySmallBuckets) {
   c.first_bucket_bytes = 64;
   c.bucket_bytes = 256;
   run_case(c);
+}
+
+TEST(GradientReducer, MatchesWithBucketsReducedInSmallPieces) {
+  // Note [Pieces]: pieces that end inside a parameter and parameters that span several pieces.
+  Case c;
+  c.first_bucket_bytes = 256;
+  c.bucket_bytes = 1 << 20;
+  c.piece_bytes = 72;
+  run_case(c);
+  c.micro_steps = 2;
+  c.extra_on_rank0_only = true;  // a parameter without gradient on some ranks: its pieces go out at the end
+  run_case(c);
+}
+
+TEST(GradientReducer, WholeBucketsWhenPiecesAreOff) {
+  Case c;
+  c.piece_bytes = 0;
+  run_case(c);
+}
+
+TEST(GradientReducer, PiecesCutEveryBucketIntoRangesOfAtMostPieceBytes) {
+  dgr::comm::Options options;
+  auto communicator = dgr::comm::make_communicator(options, *World::current());
+  Net net;
+  size_t total_bytes = 0;
+  for (auto& p : net->parameters()) total_bytes += static_cast<size_t>(p.numel()) * p.element_size();
+  dgr::trainer::ReducerOptions reducer_options;  // default buckets: this small net fits the first one
+  reducer_options.piece_bytes = 100;
+  dgr::trainer::GradientReducer reducer(named(net), *communicator, reducer_options);
+  size_t bucket_total = 0;
+  size_t at_least = 0;
+  for (size_t b = 0; b < reducer.num_buckets(); ++b) {
+    bucket_total += reducer.bucket_bytes(b);
+    at_least += (reducer.bucket_bytes(b) + 99) / 100;
+  }
+  EXPECT_EQ(bucket_total, total_bytes);
+  EXPECT_EQ(reducer.num_pieces(), at_least);
+  reducer_options.piece_bytes = 0;
+  dgr::trainer::GradientReducer whole(named(net), *communicator, reducer_options);
+  EXPECT_EQ(whole.num_pieces(), whole.num_buckets());
+  reducer_options.piece_bytes = dgr::trainer::ReducerOptions::kAutoPieces;  // CPU + ring: whole buckets
+  dgr::trainer::GradientReducer automatic(named(net), *communicator, reducer_options);
+  EXPECT_EQ(automatic.num_pieces(), automatic.num_buckets());
 }
 
 TEST(GradientReducer, ParameterUnusedOnSomeRanksKeepsBucketOrder) {

@@ -1,9 +1,23 @@
 // GradientReducer (see gradient_reducer.h).
 //
 // Note [Bucket order]: buckets are built once, from the parameters in reverse registration order, and
-// are launched strictly in bucket-index order on every rank: a bucket whose parameters are all ready
-// waits until every earlier bucket has been launched. The communication thread reduces them FIFO, so
+// their pieces are launched strictly in piece-index order on every rank: a piece whose parameters are all
+// ready waits until every earlier piece has been launched. The communication thread reduces them FIFO, so
 // every rank issues the same collectives in the same order whatever order its gradients became ready in.
+//
+// Note [Pieces]: a bucket is the unit of memory (one flat tensor the gradients are views into); a piece,
+// a contiguous range of at most piece_bytes of it, is the unit of communication. A bucket's parameters
+// are laid out in the order backward is expected to produce them, so the first pieces of a large bucket
+// are complete long before its last parameter is: each goes out as soon as the parameters it overlaps
+// are ready, instead of the whole bucket waiting for its last gradient. With DDP's default buckets (1 MiB,
+// then 25 MiB) a model of 23 MB has all but 1 MiB in one bucket, which could only start once backward
+// was over; in 4 MiB pieces most of it is reduced while backward still runs (docs/benchmarks.md). A piece
+// is a whole number of ring segments for the usual sizes, so the ring's pipelining is kept.
+// Pieces pay off when the reduction has its own hardware (NCCL on the GPU). When the ring or mpi backend
+// reduces on the CPU, the communication thread needs a core that the trainer already gave to compute
+// (threads per rank = cores / ranks): on the 2-core reference machine 4 MiB pieces took exposed
+// communication from ~50% to 0% but made the 2-rank step 5-25% slower, since backward then shares its core
+// with the reduction. So by default (kAutoPieces) pieces are on with nccl only; --piece-mib sets them.
 #include "trainer/gradient_reducer.h"
 
 #include <torch/csrc/autograd/function.h>
@@ -47,6 +61,14 @@ uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
 }
 
 }  // namespace
+
+ReducerOptions reducer_options_from_mib(double bucket_mib, double piece_mib) {
+  DGR_CHECK_AS(ConfigError, bucket_mib > 0, "--bucket-mib must be positive (got {})", bucket_mib);
+  ReducerOptions options;
+  options.bucket_bytes = static_cast<size_t>(bucket_mib * (1 << 20));
+  if (piece_mib >= 0) options.piece_bytes = static_cast<size_t>(piece_mib * (1 << 20));
+  return options;
+}
 
 // Runs after a parameter's AccumulateGrad node: its gradient for this backward is now in the bucket.
 class GradientReducer::ReadyHook : public torch::autograd::FunctionPostHook {
@@ -92,7 +114,7 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     }
   }
   // Buckets in reverse registration order, split by dtype and by size cap.
-  for (auto& [name, p] : named_parameters) parameters_.push_back(Slot{p, 0, false});
+  for (auto& [name, p] : named_parameters) parameters_.push_back(Slot{p, 0, {}, false});
   size_t cap = options_.first_bucket_bytes;
   std::vector<size_t> current;
   size_t current_bytes = 0;
@@ -129,6 +151,35 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     current_bytes += bytes;
   }
   close_bucket();
+  // Pieces: each bucket cut into ceil(bytes / piece_bytes) ranges of (nearly) equal size.
+  if (options_.piece_bytes == ReducerOptions::kAutoPieces) {
+    options_.piece_bytes = device_.is_cuda() && !staged_ ? size_t{4} << 20 : 0;
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const int64_t numel = buckets_[b].flat.numel();
+    const int64_t bytes = numel * buckets_[b].flat.element_size();
+    int64_t count = options_.piece_bytes == 0
+                        ? 1 : std::max<int64_t>(1, (bytes + static_cast<int64_t>(options_.piece_bytes) - 1) /
+                                                       static_cast<int64_t>(options_.piece_bytes));
+    count = std::min(count, std::max<int64_t>(1, numel));
+    const size_t first_piece = pieces_.size();
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t begin = numel * i / count, end = numel * (i + 1) / count;
+      pieces_.push_back(Piece{b, begin, end - begin, 0, 0});
+    }
+    int64_t offset = 0;
+    for (size_t k : buckets_[b].parameters) {
+      const int64_t begin = offset, end = offset + parameters_[k].parameter.numel();
+      offset = end;
+      for (size_t q = first_piece; q < pieces_.size(); ++q) {
+        const Piece& piece = pieces_[q];
+        if (begin < piece.offset + piece.numel && piece.offset < end) {
+          parameters_[k].pieces.push_back(q);
+          ++pieces_[q].num_parameters;
+        }
+      }
+    }
+  }
   for (size_t k = 0; k < parameters_.size(); ++k) {
     auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[k].parameter);
     DGR_CHECK_AS(ConfigError, accumulator != nullptr, "gradient reducer: parameter {} does not require grad", k);
@@ -136,8 +187,9 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     accumulators_.push_back(std::move(accumulator));
   }
   thread_ = std::thread([this] { communication_loop(); });
-  log::get("trainer")->debug("gradient reducer: {} parameters in {} buckets on {}{}", parameters_.size(),
-                              buckets_.size(), device_.str(), staged_ ? ", staged through host memory" : "");
+  log::get("trainer")->debug("gradient reducer: {} parameters in {} buckets, {} pieces, on {}{}", parameters_.size(),
+                              buckets_.size(), pieces_.size(), device_.str(),
+                              staged_ ? ", staged through host memory" : "");
 }
 
 GradientReducer::~GradientReducer() {
@@ -200,10 +252,7 @@ void GradientReducer::prepare_backward(bool synchronize) {
   synchronize_ = synchronize;
   in_backward_ = true;
   for (auto& slot : parameters_) slot.ready = false;
-  for (auto& bucket : buckets_) {
-    bucket.num_pending = bucket.parameters.size();
-    bucket.launched = false;
-  }
+  for (auto& piece : pieces_) piece.num_pending = piece.num_parameters;
   next_to_launch_ = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -218,42 +267,43 @@ void GradientReducer::mark_ready(size_t parameter) {
   Slot& slot = parameters_[parameter];
   if (slot.ready) return;  // a parameter reached twice in one backward counts once
   slot.ready = true;
-  Bucket& bucket = buckets_[slot.bucket];
-  if (--bucket.num_pending == 0) launch_ready_buckets_in_order();
+  bool complete = false;
+  for (size_t q : slot.pieces) complete = --pieces_[q].num_pending == 0 || complete;
+  if (complete) launch_ready_pieces_in_order();
 }
 
-void GradientReducer::launch_ready_buckets_in_order() {
+void GradientReducer::launch_ready_pieces_in_order() {
   std::vector<size_t> to_launch;
-  while (next_to_launch_ < buckets_.size() && buckets_[next_to_launch_].num_pending == 0) {
-    buckets_[next_to_launch_].launched = true;
+  while (next_to_launch_ < pieces_.size() && pieces_[next_to_launch_].num_pending == 0) {
     to_launch.push_back(next_to_launch_++);
   }
   if (to_launch.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t b : to_launch) queue_.push_back(b);
+    for (size_t q : to_launch) queue_.push_back(q);
   }
   work_cv_.notify_one();
 }
 
 void GradientReducer::communication_loop() {
   while (true) {
-    size_t b;
+    size_t q;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_ && queue_.empty()) return;
-      b = queue_.front();
+      q = queue_.front();
       queue_.pop_front();
     }
+    const Piece& piece = pieces_[q];
     auto start = Clock::now();
     std::exception_ptr error;
     try {
-      torch::Tensor& flat = buckets_[b].flat;
+      torch::Tensor flat = buckets_[piece.bucket].flat.narrow(0, piece.offset, piece.numel);
       if (staged_) {
         // Through the pinned host copy; copy_ waits for the backward kernels that wrote the bucket (same
         // stream) and for its own transfer, so the allreduce reads and the optimizer sees final values.
-        torch::Tensor& host = buckets_[b].host;
+        torch::Tensor host = buckets_[piece.bucket].host.narrow(0, piece.offset, piece.numel);
         host.copy_(flat);
         comm_.allreduce(buffer_of(host), comm::ReduceOp::kAverage);
         flat.copy_(host);
@@ -286,11 +336,11 @@ void GradientReducer::finish_backward() {
     timers_.backward_ms = ms_between(backward_start_, backward_end_);
     return;
   }
-  // Parameters that got no gradient in this window: their zeros are reduced in the usual bucket order.
-  for (auto& bucket : buckets_) bucket.num_pending = 0;
-  launch_ready_buckets_in_order();
+  // Parameters that got no gradient in this window: their zeros are reduced in the usual piece order.
+  for (auto& piece : pieces_) piece.num_pending = 0;
+  launch_ready_pieces_in_order();
   std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return completed_ == buckets_.size(); });
+  done_cv_.wait(lock, [&] { return completed_ == pieces_.size(); });
   if (error_) {
     std::exception_ptr error = error_;
     error_ = nullptr;

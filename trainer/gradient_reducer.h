@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -23,8 +24,18 @@ namespace dgr::trainer {
 struct ReducerOptions {
   size_t first_bucket_bytes = 1 << 20;  // the first bucket (reduced first) is small so comm starts early
   size_t bucket_bytes = 25 << 20;       // cap of every later bucket
+  // A bucket's allreduce goes out in pieces of at most this many bytes, each as soon as the parameters it
+  // covers are ready (Note [Pieces]); 0 = one allreduce per bucket, once all of it is ready. kAutoPieces:
+  // 4 MiB pieces when the communicator reduces device memory itself (nccl: the GPU reduces while backward
+  // runs), whole buckets when the reduction runs on this rank's CPU cores (ring, mpi), which the trainer
+  // already gives to compute (threads per rank = cores / ranks): there, overlapping steals compute time.
+  static constexpr size_t kAutoPieces = SIZE_MAX;
+  size_t piece_bytes = kAutoPieces;
   bool bf16_on_wire = false;            // bf16 parameters: reduce in bf16 (else converted to fp32 first)
 };
+
+// The options of `dgr train --bucket-mib B --piece-mib P` (P < 0: kAutoPieces).
+ReducerOptions reducer_options_from_mib(double bucket_mib, double piece_mib);
 
 // Times of the last synchronised step, in milliseconds.
 struct ReducerTimers {
@@ -55,13 +66,14 @@ class GradientReducer {
   // accumulation that must not communicate; the last micro-step passes true. Every rank passes the same.
   void prepare_backward(bool synchronize);
 
-  // Call right after loss.backward(). On a synchronising step: launches the buckets that are not yet
+  // Call right after loss.backward(). On a synchronising step: launches the pieces that are not yet
   // launched (parameters that got no gradient in the window contribute zeros; bucket order unchanged),
   // waits for every allreduce, and leaves the averaged gradients in .grad. Collective.
   void finish_backward();
 
   const ReducerTimers& timers() const { return timers_; }
   size_t num_buckets() const { return buckets_.size(); }
+  size_t num_pieces() const { return pieces_.size(); }  // allreduces per synchronised step
   size_t bucket_bytes(size_t bucket) const;
   // True when buckets travel through host memory (see the class comment).
   bool staged() const { return staged_; }
@@ -71,18 +83,25 @@ class GradientReducer {
     torch::Tensor flat;                 // [numel] contiguous, dtype and device of its parameters
     torch::Tensor host;                 // [numel] pinned host copy of what goes on the wire, when staged_
     std::vector<size_t> parameters;     // [slot] indices into parameters_
-    size_t num_pending = 0;             // parameters not yet ready in this backward
-    bool launched = false;
+  };
+  // A contiguous range of one bucket, reduced by one allreduce (Note [Pieces]).
+  struct Piece {
+    size_t bucket = 0;
+    int64_t offset = 0;                 // elements into the bucket's flat tensor
+    int64_t numel = 0;
+    size_t num_parameters = 0;          // parameters overlapping the range
+    size_t num_pending = 0;             // of those, not yet ready in this backward
   };
   struct Slot {
     torch::Tensor parameter;
     size_t bucket = 0;
+    std::vector<size_t> pieces;         // pieces overlapping this parameter's gradient
     bool ready = false;
   };
   class ReadyHook;
 
   void mark_ready(size_t parameter);
-  void launch_ready_buckets_in_order();
+  void launch_ready_pieces_in_order();
   void communication_loop();
   void check_signatures(const std::vector<std::pair<std::string, torch::Tensor>>& named);
   torch::ScalarType wire_dtype(torch::ScalarType dtype) const;
@@ -94,15 +113,16 @@ class GradientReducer {
   ReducerOptions options_;
   std::vector<Slot> parameters_;                           // [parameter], registration order
   std::vector<Bucket> buckets_;                            // [bucket], reduction order
+  std::vector<Piece> pieces_;                              // [piece], launch order (bucket, then offset)
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps the hooked nodes alive
-  size_t next_to_launch_ = 0;                              // buckets launch strictly in index order
+  size_t next_to_launch_ = 0;                              // pieces launch strictly in index order
   bool synchronize_ = true;
   bool in_backward_ = false;
 
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable work_cv_, done_cv_;
-  std::deque<size_t> queue_;                               // [launch order] bucket indices
+  std::deque<size_t> queue_;                               // [launch order] piece indices
   size_t completed_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;

@@ -68,7 +68,8 @@ nlohmann::json options_json(const Stage1Options& o, const DeviceChoice& device) 
           {"dropout", o.dropout}, {"epochs", o.epochs}, {"global_batch", o.global_batch}, {"lr", o.lr},
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup}, {"decay", o.decay},
           {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed}, {"device", device.kind()},
-          {"precision", o.precision},
+          {"precision", o.precision}, {"comm", o.comm_backend}, {"bucket_mib", o.bucket_mib},
+          {"piece_mib", o.piece_mib},
           {"views", {o.data.views[0], o.data.views[1], o.data.views[2]}}, {"title_copies", o.data.title_copies},
           {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs},
           {"indexing_source", {o.data.indexing_source_min, o.data.indexing_source_max, o.data.indexing_prefix_probability}}};
@@ -143,7 +144,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   auto communicator = comm::make_communicator(comm_options, world);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
-  GradientReducer reducer(named, *communicator);
+  GradientReducer reducer(named, *communicator, reducer_options_from_mib(options.bucket_mib, options.piece_mib));
   std::vector<torch::Tensor> parameters = model->parameters();
   if (world.is_root()) {
     int64_t count = 0;

@@ -53,6 +53,8 @@ struct Stage1Options {
   double progress_every_s = 10;               // seconds between progress lines on rank 0 (0 = none; trainer/progress.h)
   std::string comm_backend = "ring";
   int comm_timeout_s = 300;
+  double bucket_mib = 25;                     // gradient buckets after the first (1 MiB); trainer/gradient_reducer.h
+  double piece_mib = -1;                      // allreduce pieces of a bucket; < 0 = auto (Note [Pieces])
   std::string device = "auto";                // auto | cpu | cuda (GPU = local rank); trainer/device.h
   std::string precision = "fp32";             // fp32 | bf16 (autocast of forward and loss, CUDA only)
   RetrievalSettings retrieval;

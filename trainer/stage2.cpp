@@ -80,7 +80,8 @@ nlohmann::json options_json(const Stage2Options& o, const DistillLossOptions& lo
           {"gen_views", o.gen_views}, {"max_keys", o.max_keys}, {"epochs", o.epochs}, {"global_batch", o.global_batch},
           {"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay},
           {"warmup", o.warmup}, {"decay", o.decay}, {"clip", o.clip}, {"label_smoothing", o.label_smoothing},
-          {"dropout", o.dropout}, {"seed", o.seed}, {"device", device.kind()}, {"precision", o.precision}};
+          {"dropout", o.dropout}, {"seed", o.seed}, {"device", device.kind()}, {"precision", o.precision}, {"comm", o.comm_backend}, {"bucket_mib", o.bucket_mib},
+          {"piece_mib", o.piece_mib}};
 }
 
 }  // namespace
@@ -162,7 +163,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   auto communicator = comm::make_communicator(comm_options, world);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
-  GradientReducer reducer(named, *communicator);
+  GradientReducer reducer(named, *communicator, reducer_options_from_mib(options.bucket_mib, options.piece_mib));
   std::vector<torch::Tensor> parameters = model->parameters();
 
   SurrogateOptions surrogate;
