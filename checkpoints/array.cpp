@@ -52,7 +52,10 @@ int64_t NamedArray::num_elements() const {
   return n;
 }
 
-NamedArray NamedArray::allocate(std::string name, std::vector<int64_t> shape, DType dtype) {
+namespace {
+
+// An array without bytes yet: name, shape (checked) and dtype.
+NamedArray described(std::string name, std::vector<int64_t> shape, DType dtype) {
   NamedArray a;
   a.name = std::move(name);
   a.shape = std::move(shape);
@@ -60,6 +63,13 @@ NamedArray NamedArray::allocate(std::string name, std::vector<int64_t> shape, DT
   for (int64_t d : a.shape) {
     DGR_CHECK_AS(CheckpointError, d >= 0, "array {}: negative dimension in shape {}", a.name, shape_string(a.shape));
   }
+  return a;
+}
+
+}  // namespace
+
+NamedArray NamedArray::allocate(std::string name, std::vector<int64_t> shape, DType dtype) {
+  NamedArray a = described(std::move(name), std::move(shape), dtype);
   const size_t num_bytes = a.num_bytes();
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
   if (num_bytes >= 2 * kHugePage) {
@@ -89,13 +99,7 @@ NamedArray NamedArray::copy_of(std::string name, std::vector<int64_t> shape, DTy
 // set on take(). Giving back replaces the previous pool, which bounds the memory to one save in flight plus
 // one save's buffers waiting, the same as a writer that frees its copies and a trainer that allocates new ones.
 NamedArray StagingPool::take(std::string name, std::vector<int64_t> shape, DType dtype) {
-  NamedArray a;
-  a.name = std::move(name);
-  a.shape = std::move(shape);
-  a.dtype = dtype;
-  for (int64_t d : a.shape) {
-    DGR_CHECK_AS(CheckpointError, d >= 0, "array {}: negative dimension in shape {}", a.name, shape_string(a.shape));
-  }
+  NamedArray a = described(std::move(name), std::move(shape), dtype);
   const size_t num_bytes = a.num_bytes();
   {
     std::lock_guard<std::mutex> lock(mutex_);

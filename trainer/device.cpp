@@ -84,6 +84,15 @@ void make_current(const DeviceChoice& device) {
   c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(torch_device(device));
 }
 
+DeviceChoice prepare_training_device(const std::string& requested, const std::string& precision,
+                                     const std::string& backend, const World& world) {
+  const DeviceChoice device = resolve_device(requested, world);
+  check_precision(precision, device);
+  check_backend(backend, device);
+  make_current(device);
+  return device;
+}
+
 void allreduce_host(comm::Communicator& communicator, comm::Buffer buffer, comm::ReduceOp op,
                     const DeviceChoice& device) {
   if (communicator.accepts(buffer.device)) {

@@ -36,6 +36,11 @@ void check_backend(const std::string& backend, const DeviceChoice& device);
 // on "the current device" use this rank's GPU rather than GPU 0.
 void make_current(const DeviceChoice& device);
 
+// The device of a training run, checked before anything is read: resolve_device, check_precision and
+// check_backend, then make_current. Local.
+DeviceChoice prepare_training_device(const std::string& requested, const std::string& precision,
+                                     const std::string& backend, const World& world);
+
 // Collectives on small host buffers that work with every backend: passed straight on when the
 // communicator accepts host memory (ring, mpi), else copied through a temporary tensor on `device` (nccl).
 // Collective, as the communicator's own calls.

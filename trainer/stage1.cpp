@@ -92,10 +92,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
   // Where the model runs; every rank checks before reading any data, so a bad --device fails at once.
-  const DeviceChoice device = resolve_device(options.device, world);
-  check_precision(options.precision, device);
-  check_backend(options.comm_backend, device);
-  make_current(device);
+  const DeviceChoice device = prepare_training_device(options.device, options.precision, options.comm_backend, world);
   const torch::Device torch_dev = torch_device(device);
   const bool autocast = options.precision == "bf16";
   const fs::path data(options.data_dir);

@@ -91,10 +91,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   const int rank = world.rank(), world_size = world.size();
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
-  const DeviceChoice device = resolve_device(options.device, world);
-  check_precision(options.precision, device);
-  check_backend(options.comm_backend, device);
-  make_current(device);
+  const DeviceChoice device = prepare_training_device(options.device, options.precision, options.comm_backend, world);
   const torch::Device torch_dev = torch_device(device);
   const bool autocast = options.precision == "bf16";
   DGR_CHECK_AS(ConfigError, !options.prepared_dir.empty(),
