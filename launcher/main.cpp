@@ -93,9 +93,9 @@ int main(int argc, char** argv) {
     }
     log::get("dgr")->log(training ? spdlog::level::info : spdlog::level::debug,
                          "start: host={} pid={} rank={} local_rank={} world_size={} device={} slurm_job={} "
-                         "slurm_restart_count={}",
+                         "slurm_restart_count={} versions=\"{}\"",
                          world->host(), ::getpid(), world->rank(), world->local_rank(), world->size(), device,
-                         env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart);
+                         env.count("SLURM_JOB_ID") ? env["SLURM_JOB_ID"] : "-", restart, launcher::version_line());
     return command->second(*world);
   } catch (const std::exception& e) {
     bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;

@@ -41,4 +41,10 @@ std::string version_report() {
   return out;
 }
 
+std::string version_line() {
+  std::string line(text::trim(version_report()));
+  for (size_t at = line.find('\n'); at != std::string::npos; at = line.find('\n', at)) line.replace(at, 1, "; ");
+  return line;
+}
+
 }  // namespace dgr::launcher

@@ -5,4 +5,6 @@
 
 namespace dgr::launcher {
 std::string version_report();
+// The same on one line, entries separated by "; " (for every rank's start-up line).
+std::string version_line();
 }
