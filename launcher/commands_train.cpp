@@ -77,6 +77,7 @@ int run_distill(const TrainCommandOptions& opts, const CLI::App& app, const Worl
   if (given("--clip")) o.clip = s.clip;
   if (given("--label-smoothing")) o.label_smoothing = s.label_smoothing;
   if (given("--eval-every")) o.eval_every = s.eval_every;
+  DGR_CHECK_AS(ConfigError, !given("--ema-decay"), "--ema-decay applies to --stage generate only");
   o.seed = s.seed;
   o.save_every = s.save_every;
   o.keep_last = s.keep_last;
@@ -231,6 +232,9 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   train->add_flag("!--no-unigram-keys", s.retrieval.unigram_keys, "Evaluate without the unigram keys");
   train->add_option("--comm", s.comm_backend, "Gradient allreduce: ring, mpi, nccl")->check(CLI::IsMember({"ring", "mpi", "nccl"}));
   train->add_option("--comm-timeout", s.comm_timeout_s, "Seconds before a collective that does not complete ends the job");
+  train->add_option("--ema-decay", s.ema_decay, "generate: evaluate and export an exponential moving average of "
+                    "the weights with this decay, e.g. 0.999 (Marian's exponential smoothing; 0 = off)")
+      ->check(CLI::Range(0.0, 0.999999));
   train->add_option("--bucket-mib", s.bucket_mib, "Gradient bucket size in MiB after the first 1 MiB bucket (as DDP's "
                     "bucket_cap_mb)")->check(CLI::PositiveNumber);
   train->add_option("--piece-mib", s.piece_mib, "Allreduce a bucket in pieces of this many MiB as its gradients "

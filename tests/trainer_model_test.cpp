@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
+#include "trainer/weight_average.h"
 
 namespace dgr::trainer {
 namespace {
@@ -311,6 +312,31 @@ TEST_F(ModelTest, ScorerScoreEqualsSumOfSteps) {
   ModelScorer chunked(model, 1);
   auto again = chunked.score(source, targets);
   for (size_t i = 0; i < targets.size(); ++i) EXPECT_NEAR(again[i], scores[i], 1e-5);
+}
+
+TEST(WeightAverage, UpdatesWithTheWarmUpDecayAndSwaps) {
+  torch::Tensor p = torch::tensor({1.0f, 2.0f}).requires_grad_(true);
+  WeightAverage average({{"w", p}}, 0.9);
+  ASSERT_EQ(average.named_averages().size(), 1u);
+  EXPECT_EQ(average.named_averages()[0].first, "ema/w");
+  {
+    torch::NoGradGuard no_grad;
+    p.copy_(torch::tensor({3.0f, 4.0f}));
+  }
+  average.update(1);  // d = min(0.9, 2/11)
+  const double d = 2.0 / 11.0;
+  const torch::Tensor& a = average.named_averages()[0].second;
+  EXPECT_NEAR(a[0].item<double>(), d * 1.0 + (1 - d) * 3.0, 1e-6);
+  EXPECT_NEAR(a[1].item<double>(), d * 2.0 + (1 - d) * 4.0, 1e-6);
+  average.update(1000);  // d = 0.9 once (1 + step) / (10 + step) exceeds it
+  EXPECT_NEAR(a[0].item<double>(), 0.9 * (d * 1.0 + (1 - d) * 3.0) + 0.1 * 3.0, 1e-6);
+  const float before = a[0].item<float>();
+  average.swap();
+  EXPECT_EQ(p[0].item<float>(), before);
+  EXPECT_EQ(a[0].item<float>(), 3.0f);
+  average.swap();
+  EXPECT_EQ(p[0].item<float>(), 3.0f);
+  EXPECT_THROW(WeightAverage({{"w", p}}, 1.0), ConfigError);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "trainer/exported_model.h"
 
+#include <map>
+
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -74,10 +76,17 @@ void write_export_from_checkpoint(const checkpoints::LoadedCheckpoint& checkpoin
   info.tokenizer_sha256 = e.value("tokenizer_sha256", "");
   info.index_id = e.value("index_id", "");
   info.index_sha256 = e.value("index_sha256", "");
+  // A run with --ema-decay exports the average of the weights ("ema/<key>", Note [Weight averaging]), as
+  // its final export does; buffers and runs without it take "model/<key>".
+  std::map<std::string, const checkpoints::NamedArray*> averages;
+  for (const auto& a : checkpoint.replicated) {
+    if (a.name.rfind("ema/", 0) == 0) averages[a.name.substr(4)] = &a;
+  }
   std::vector<checkpoints::NamedArray> weights;
   for (const auto& a : checkpoint.replicated) {
     if (a.name.rfind("model/", 0) != 0) continue;
-    checkpoints::NamedArray w = a;
+    auto average = averages.find(a.name.substr(6));
+    checkpoints::NamedArray w = average != averages.end() ? *average->second : a;
     w.name = a.name.substr(6);
     weights.push_back(std::move(w));
   }

@@ -37,6 +37,7 @@
 #include "trainer/retrieve_queries.h"
 #include "trainer/run_common.h"
 #include "trainer/stop.h"
+#include "trainer/weight_average.h"
 #include "trainer/train_state.h"
 
 namespace fs = std::filesystem;
@@ -69,7 +70,7 @@ nlohmann::json options_json(const Stage1Options& o, const DeviceChoice& device) 
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}, {"warmup", o.warmup}, {"decay", o.decay},
           {"clip", o.clip}, {"label_smoothing", o.label_smoothing}, {"seed", o.seed}, {"device", device.kind()},
           {"precision", o.precision}, {"comm", o.comm_backend}, {"bucket_mib", o.bucket_mib},
-          {"piece_mib", o.piece_mib},
+          {"piece_mib", o.piece_mib}, {"ema_decay", o.ema_decay},
           {"views", {o.data.views[0], o.data.views[1], o.data.views[2]}}, {"title_copies", o.data.title_copies},
           {"body_spans", o.data.body_spans}, {"pq_copies", o.data.pq_copies}, {"indexing_pairs", o.data.indexing_pairs},
           {"indexing_source", {o.data.indexing_source_min, o.data.indexing_source_max, o.data.indexing_prefix_probability}}};
@@ -175,8 +176,12 @@ int run_stage1(const Stage1Options& options, const World& world) {
   store_options.keep_last = options.keep_last;
   store_options.async = options.async_save;
   checkpoints::Store store(store_options, world);
+  std::unique_ptr<WeightAverage> average;
+  if (options.ema_decay > 0) average = std::make_unique<WeightAverage>(named, options.ema_decay);
+  const ExtraTensors no_extras;
+  const ExtraTensors& extras = average ? average->named_averages() : no_extras;
   TrainProgress progress =
-      resume_or_start(store, options.resume, options.seed, *model, optimizer, sampler, rank, world_size);
+      resume_or_start(store, options.resume, options.seed, *model, optimizer, sampler, rank, world_size, extras);
 
   // Evaluation: retrieval over each split's queries with the current weights, metrics on rank 0.
   const std::vector<EvalSet> eval_sets = load_eval_sets(data, options.eval_splits, options.eval_max_queries, corpus);
@@ -185,7 +190,14 @@ int run_stage1(const Stage1Options& options, const World& world) {
     fs::create_directories(options.out_dir);
     jsonl.open(fs::path(options.out_dir) / "train.jsonl", std::ios::app);
   }
+  // With --ema-decay the average is what is evaluated and exported (Note [Weight averaging]).
+  auto swap_average = [&] {
+    if (!average) return;
+    store.wait_for_copies();  // swapping writes the parameters the checkpoint writer may still be copying
+    average->swap();
+  };
   auto evaluate = [&](const char* when) {
+    swap_average();
     model->eval();
     auto scorer = make_model_scorer(model);
     evaluate_sets(*scorer, index, eval_sets, options.retrieval, options.data.limits, world,
@@ -193,6 +205,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
                    seconds_since(start)},
                   jsonl);
     model->train();
+    swap_average();
   };
 
   signals::install_stop_handlers();
@@ -242,6 +255,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     store.wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
     optimizer.step();
     ++progress.step;
+    if (average) average->update(progress.step);
     progress.position = sampler.position();
 
     float step_loss_sum = loss_sum.defined() ? loss_sum.item<float>() : 0.0F;  // fp32 like the loss itself
@@ -274,7 +288,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     if (test_stop_step > 0 && progress.step == test_stop_step && rank == std::min(1, world_size - 1)) std::raise(SIGUSR1);
     stopped = agree_on_stop(*communicator, device) > 0;
     if (stopped || progress.step % save_every == 0 || progress.step == total_steps) {
-      store.save(make_save_request(progress, *model, optimizer, config_json, store));
+      store.save(make_save_request(progress, *model, optimizer, config_json, store, extras));
     }
     if (stopped) break;
     if (progress.step % eval_every == 0 && progress.step != total_steps) {
@@ -294,6 +308,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     return 3;
   }
   evaluate("final");
+  swap_average();  // the export holds the average
   const std::string path = write_final_export(*model, options.out_dir, export_section["model_config"].dump(), index,
                                              index_path, index_sha256, world);
   if (world.is_root())

@@ -55,6 +55,7 @@ struct Stage1Options {
   int comm_timeout_s = 300;
   double bucket_mib = 25;                     // gradient buckets after the first (1 MiB); trainer/gradient_reducer.h
   double piece_mib = -1;                      // allreduce pieces of a bucket; < 0 = auto (Note [Pieces])
+  double ema_decay = 0;                       // > 0: evaluate and export an average of the weights (weight_average.h)
   std::string device = "auto";                // auto | cpu | cuda (GPU = local rank); trainer/device.h
   std::string precision = "fp32";             // fp32 | bf16 (autocast of forward and loss, CUDA only)
   RetrievalSettings retrieval;

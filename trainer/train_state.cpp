@@ -147,7 +147,7 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step) {
 
 checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
                                            torch::optim::Optimizer& optimizer, const std::string& config_json,
-                                           checkpoints::Store& store) {
+                                           checkpoints::Store& store, const ExtraTensors& extras) {
   checkpoints::StagingPool& pool = store.staging();
   checkpoints::SaveRequest request;
   request.step = progress.step;
@@ -175,6 +175,7 @@ checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch:
       int64_t step = *s.step;
       request.replicated.push_back(pool.copy_of("optimizer/" + name + "/step", {}, DType::kInt64, &step));
     }
+    for (const auto& [name, tensor] : extras) add(name, tensor);
   }
   request.per_rank.push_back(staged_array(pool, "rng/cpu", generator_state(torch::Device(torch::kCPU))));
   const torch::Device device = model_device(model);
@@ -189,7 +190,7 @@ checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch:
 }
 
 TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn::Module& model,
-                      torch::optim::Optimizer& optimizer, int rank, int world_size) {
+                      torch::optim::Optimizer& optimizer, int rank, int world_size, const ExtraTensors& extras) {
   const std::string where = checkpoint.dir;
   std::map<std::string, const NamedArray*> arrays;
   for (const auto& a : checkpoint.replicated) arrays[a.name] = &a;
@@ -229,6 +230,24 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
     states[state_key(p)] = std::move(fresh);
   }
   DGR_CHECK_AS(CheckpointError, missing.empty(), "{}: optimizer state incomplete, e.g. '{}' missing", where, missing[0]);
+  size_t extras_from_model = 0;
+  for (const auto& [name, tensor] : extras) {
+    auto it = arrays.find(name);
+    if (it != arrays.end()) {
+      copy_into(*it->second, tensor, where);
+      continue;
+    }
+    const std::string model_name = "model/" + name.substr(name.find('/') + 1);
+    auto from_model = arrays.find(model_name);
+    DGR_CHECK_AS(CheckpointError, from_model != arrays.end(), "{}: neither '{}' nor '{}' is in the checkpoint", where,
+                 name, model_name);
+    copy_into(*from_model->second, tensor, where);
+    ++extras_from_model;
+  }
+  if (extras_from_model > 0 && rank == 0) {
+    log::get("trainer")->warn("{}: {} of {} extra arrays (e.g. '{}') are not in it (written without them): they start "
+                              "from the restored model", where, extras_from_model, extras.size(), extras.front().first);
+  }
 
   auto state = nlohmann::json::parse(checkpoint.state_json);
   TrainProgress progress;
@@ -262,12 +281,12 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
 
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size) {
+                              int world_size, const ExtraTensors& extras) {
   TrainProgress progress;
   progress.seed = seed;
   if (resume) {
     if (auto loaded = store.load_latest()) {
-      progress = restore(*loaded, model, optimizer, rank, world_size);
+      progress = restore(*loaded, model, optimizer, rank, world_size, extras);
       sampler.set_position(progress.position);
       if (rank == 0)
         log::get("train")->info("resumed from {} (step {}, epoch {}, step {} of the epoch; written by {} ranks)",

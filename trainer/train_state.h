@@ -20,6 +20,9 @@ struct TrainProgress {
   uint64_t seed = 0;                 // run seed (per-rank RNG is re-derived from it on another world size)
 };
 
+// Tensors saved with the model, e.g. WeightAverage::named_averages(): ("ema/<key>", tensor), restored in place.
+using ExtraTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
 // Builds the request for store.save(): host copies of every parameter and buffer ("model/<key>") and of the
 // optimizer state ("optimizer/<key>/exp_avg", ...) on the rank that writes them (rank 0), this rank's
 // random state ("rng/cpu", and "rng/cuda" when the model is on a GPU), and the progress as JSON. The
@@ -29,13 +32,14 @@ struct TrainProgress {
 // optimizer step).
 checkpoints::SaveRequest make_save_request(const TrainProgress& progress, torch::nn::Module& model,
                                            torch::optim::Optimizer& optimizer, const std::string& config_json,
-                                           checkpoints::Store& store);
+                                           checkpoints::Store& store, const ExtraTensors& extras = {});
 
 // Restores what make_save_request saved into `model` and `optimizer` (in place: the parameters keep their
 // storage, so reducer views stay valid) and returns the progress. Every missing or mismatched array is
-// reported in one CheckpointError. `rank` and `world_size` are this job's.
+// reported in one CheckpointError. `rank` and `world_size` are this job's. An extra "<group>/<key>" that the
+// checkpoint lacks (written without it) starts from the restored "model/<key>", with a warning.
 TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn::Module& model,
-                      torch::optim::Optimizer& optimizer, int rank, int world_size);
+                      torch::optim::Optimizer& optimizer, int rank, int world_size, const ExtraTensors& extras = {});
 
 // The model's parameters and buffers as arrays named by their state-dict keys (for export files), and
 // back: every key of the model must be present with its shape and dtype (CheckpointError naming `file`
@@ -52,6 +56,6 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 // this rank's generators and returns step 0 of run `seed`.
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size);
+                              int world_size, const ExtraTensors& extras = {});
 
 }  // namespace dgr::trainer
