@@ -14,6 +14,14 @@
 
 namespace dgr::trainer {
 
+std::unique_ptr<comm::Communicator> make_train_communicator(const std::string& backend, int timeout_s,
+                                                            const World& world) {
+  comm::Options options;
+  options.backend = backend;
+  options.timeout_ms = static_cast<int64_t>(timeout_s) * 1000;
+  return comm::make_communicator(options, world);
+}
+
 double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t total_steps, const std::string& decay) {
   if (step < warmup_steps) return base * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
   if (decay == "constant") return base;

@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "common/world.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/seq2seq.h"
@@ -21,6 +23,11 @@ namespace dgr::trainer {
 class Seq2Seq;
 
 // Linear warmup over warmup_steps to `base`, then `decay`: "constant", or "linear" to 0 at total_steps.
+// The communicator of a training run: `backend` (ring, mpi, nccl) with a deadline of `timeout_s` seconds on
+// every collective. Collective.
+std::unique_ptr<comm::Communicator> make_train_communicator(const std::string& backend, int timeout_s,
+                                                            const World& world);
+
 double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t total_steps, const std::string& decay);
 
 struct EvalSet {

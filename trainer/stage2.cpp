@@ -154,12 +154,8 @@ int run_stage2(const Stage2Options& options, const World& world) {
                                                          .betas({options.beta1, options.beta2})
                                                          .eps(options.eps)
                                                          .weight_decay(options.weight_decay));
-  comm::Options comm_options;
-  comm_options.backend = options.comm_backend;
-  comm_options.timeout_ms = static_cast<int64_t>(options.comm_timeout_s) * 1000;
-  auto communicator = comm::make_communicator(comm_options, world);
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
+  auto communicator = make_train_communicator(options.comm_backend, options.comm_timeout_s, world);
+  const auto named = named_parameters(*model);
   GradientReducer reducer(named, *communicator, reducer_options_from_mib(options.bucket_mib, options.piece_mib));
   std::vector<torch::Tensor> parameters = model->parameters();
 

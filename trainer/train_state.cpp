@@ -102,13 +102,13 @@ AdamLike adam_state(torch::optim::OptimizerParamState& state) {
   throw CheckpointError("checkpoints support the Adam and AdamW optimizers only");
 }
 
+}  // namespace
+
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
   return out;
 }
-
-}  // namespace
 
 std::vector<NamedArray> model_arrays(torch::nn::Module& model) {
   std::vector<NamedArray> out;

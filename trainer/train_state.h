@@ -20,6 +20,9 @@ struct TrainProgress {
   uint64_t seed = 0;                 // run seed (per-rank RNG is re-derived from it on another world size)
 };
 
+// ("<state-dict key>", parameter) for every parameter of `model`, in registration order.
+std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model);
+
 // Tensors saved with the model, e.g. WeightAverage::named_averages(): ("ema/<key>", tensor), restored in place.
 using ExtraTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
