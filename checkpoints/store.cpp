@@ -184,7 +184,6 @@ struct Store::Impl {
     std::thread writer;
     std::string error;
     std::vector<FileRecord> files;
-    uint64_t array_bytes = 0;
     double started_s = 0;
     double written_s = 0;
     std::atomic<bool> written{false};  // set by the writer as its last action
@@ -319,8 +318,6 @@ struct Store::Impl {
     p.tmp_dir = tmp_dir;
     p.final_dir = final_dir;
     p.request = std::move(request);
-    for (const auto& a : p.request.replicated) p.array_bytes += a.bytes.size();
-    for (const auto& a : p.request.per_rank) p.array_bytes += a.bytes.size();
     p.started_s = now_s();
     try {
       p.writer = std::thread([this, &p] { write_part(p); });
@@ -366,7 +363,6 @@ struct Store::Impl {
     try {
       for (const auto& source : p.request.replicated_sources) {
         p.request.replicated.push_back(staging.copy_of(source.name, source.shape, source.dtype, source.data));
-        p.array_bytes += p.request.replicated.back().bytes.size();
       }
     } catch (const std::exception& e) {
       p.error = fmt::format("copying the arrays to write: {}", e.what());
