@@ -113,6 +113,42 @@ TEST_F(ModelTest, ConfigJsonRoundTripAndErrors) {
   bad_heads.replace(bad_heads.find("\"heads\":4"), 9, "\"heads\":5");
   expect_error(bad_heads, "heads");
   expect_error("[1,2]", "object");
+  // A file written before scale_embedding existed holds an unscaled model.
+  EXPECT_TRUE(c.scale_embedding);
+  std::string old_file = json;
+  old_file.replace(old_file.find(",\"scale_embedding\":true"), 23, "");
+  EXPECT_FALSE(ModelConfig::from_json_string(old_file).scale_embedding);
+  std::string bad_scale = json;
+  bad_scale.replace(bad_scale.find("\"scale_embedding\":true"), 22, "\"scale_embedding\":1");
+  expect_error(bad_scale, "scale_embedding");
+}
+
+// scale_embedding: tokens drawn from N(0, 1/d) enter both stacks multiplied by sqrt(d). The encoder sees
+// only the input side, so a scaled model encodes like an unscaled one whose embedding is sqrt(d) times
+// larger.
+TEST_F(ModelTest, ScaledEmbeddingEntersAtSqrtDModel) {
+  ModelConfig scaled_config = model_preset("cpu", 2000);
+  ASSERT_TRUE(scaled_config.scale_embedding);
+  Seq2Seq scaled(scaled_config);
+  const double d = scaled_config.d_model;
+  EXPECT_NEAR(scaled.embedding().std().item<double>(), 1.0 / std::sqrt(d), 0.05 / std::sqrt(d));
+  ModelConfig plain_config = scaled_config;
+  plain_config.scale_embedding = false;
+  Seq2Seq plain(plain_config);
+  EXPECT_NEAR(plain.embedding().std().item<double>(), 0.02, 0.002);
+  {
+    torch::NoGradGuard no_grad;
+    auto from = scaled.named_parameters();
+    for (auto& item : plain.named_parameters()) {
+      item.value().copy_(from[item.key()]);
+      if (item.key() == "embed_tokens.weight") item.value().mul_(std::sqrt(d));
+    }
+  }
+  scaled.eval();
+  plain.eval();
+  auto src = ids({{5, 6, 7, 8, 9, 10}, {11, 12, 13, 0, 0, 0}});
+  auto a = scaled.encode(src), b = plain.encode(src);
+  EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-5)) << (a - b).abs().max().item<double>();
 }
 
 // Random walk over beams: each step picks random parents (the beam count changes) and random tokens, and
@@ -162,8 +198,10 @@ void check_decoding_matches_teacher_forcing(Seq2Seq& model, const torch::Tensor&
 }
 
 TEST_F(ModelTest, IncrementalDecodingEqualsTeacherForcing) {
-  for (bool pre_norm : {true, false}) {
-    Seq2Seq model(small_config(pre_norm));
+  for (int variant : {0, 1, 2}) {  // pre-norm, post-norm, pre-norm with scaled embeddings
+    ModelConfig config = small_config(variant != 1);
+    config.scale_embedding = variant == 2;
+    Seq2Seq model(config);
     randomise(model);
     model.eval();
     // Padding on the right and on the left of sources, one beam per source, then beams cross sources.

@@ -27,6 +27,11 @@ struct ModelConfig {
   int max_positions = 0;
   double dropout = 0.0;
   bool pre_norm = true;
+  // Token embeddings drawn from N(0, 1/d_model) and multiplied by sqrt(d_model) where they enter the
+  // encoder and decoder (Vaswani et al.; fairseq's transformer), so tokens start at unit scale next to
+  // the positions; the output projection uses them unscaled. false: BART's N(0, 0.02), unscaled. Note
+  // [Embedding scale] in model.cpp. Optional in JSON (files written before it existed: false).
+  bool scale_embedding = false;
 
   // Every key is required and no other is accepted (dgr::ConfigError names the key).
   std::string to_json_string() const;
