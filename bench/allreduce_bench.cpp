@@ -1,4 +1,5 @@
-// allreduce_bench: the ring, mpi and plain MPI_Allreduce allreduces side by side in one run, nccl-tests
+// allreduce_bench: the ring, ring-shared (the ring on a buffer from allocate_shared: its shared-memory path when
+// every rank is on one node), mpi and plain MPI_Allreduce allreduces side by side in one run, nccl-tests
 // style. Time = median of the timed iterations on each rank, max over ranks; algbw = bytes / time; busbw =
 // algbw x 2(n-1)/n. Every result is checked element by element; errors are summed over ranks and any
 // error makes the exit status non-zero. Run under mpiexec:
@@ -35,7 +36,7 @@ struct BenchOptions {
   int step_factor = 4;
   int iters = 0;  // 0: by size
   int warmup = 0;  // 0: by size
-  std::string backends = "ring,mpi,MPI_Allreduce";
+  std::string backends = "ring,ring-shared,mpi,MPI_Allreduce";
   std::string dtype = "fp32";
   std::string segment_bytes = "1M";
   int64_t timeout_ms = 600000;
@@ -173,7 +174,8 @@ int run(int argc, char** argv, const dgr::World& world) {
   app.add_option("--step-factor", options.step_factor, "size multiplier between rows")->capture_default_str();
   app.add_option("--iters", options.iters, "timed iterations per size (0: about 0.5 GiB of traffic, 5..200)");
   app.add_option("--warmup", options.warmup, "untimed iterations per size (0: iters / 10, at least 2)");
-  app.add_option("--backends", options.backends, "comma-separated: ring, mpi, MPI_Allreduce (blocking, no deadline)")
+  app.add_option("--backends", options.backends, "comma-separated: ring, ring-shared (ring on a buffer from "
+                 "allocate_shared: the shared-memory path on one node), mpi, MPI_Allreduce (blocking, no deadline)")
       ->capture_default_str();
   app.add_option("--dtype", options.dtype, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   app.add_option("--segment-bytes", options.segment_bytes, "ring pipeline segment")->capture_default_str();
@@ -204,9 +206,18 @@ int run(int argc, char** argv, const dgr::World& world) {
       communicators.emplace_back();
       continue;
     }
-    comm_options.backend = backend;
+    comm_options.backend = backend == "ring-shared" ? "ring" : backend;
     communicators.push_back(dgr::comm::make_communicator(comm_options, world));
   }
+  // ring-shared's buffer comes from allocate_shared (collective; freed before the communicators go).
+  const auto shared_it = std::find(backends.begin(), backends.end(), "ring-shared");
+  const auto mpi_it = std::find(backends.begin(), backends.end(), "MPI_Allreduce");
+  const bool has_shared = shared_it != backends.end();
+  // ring-shared's own ratios, unless it is the first backend (then the columns above have them).
+  const bool shared_ratios = has_shared && shared_it != backends.begin();
+  const size_t shared_index = static_cast<size_t>(shared_it - backends.begin());
+  const size_t mpi_index = static_cast<size_t>(mpi_it - backends.begin());
+  char* shared_data = has_shared ? static_cast<char*>(communicators[shared_index]->allocate_shared(max_bytes)) : nullptr;
 
   const double memcpy_bw = memcpy_bandwidth(world, parse_bytes(options.memcpy_bytes));
   AlignedBuffer buffer(max_bytes);
@@ -228,7 +239,10 @@ int run(int argc, char** argv, const dgr::World& world) {
     for (const std::string& backend : backends) std::printf(" | %-32s", backend.c_str());
     std::printf(" |");
     for (size_t b = 1; b < backends.size(); ++b) std::printf(" %s/%s", backends[0].c_str(), backends[b].c_str());
-    std::printf(" %s/memcpy\n#%10s %11s %5s", backends[0].c_str(), "(B)", "(elems)", "");
+    std::printf(" %s/memcpy", backends[0].c_str());
+    if (shared_ratios && mpi_it != backends.end()) std::printf(" ring-shared/MPI_Allreduce");
+    if (shared_ratios) std::printf(" ring-shared/memcpy");
+    std::printf("\n#%10s %11s %5s", "(B)", "(elems)", "");
     for (size_t b = 0; b < backends.size(); ++b) std::printf(" | %9s %7s %7s %6s", "time(us)", "algbw", "busbw", "#err");
     std::printf(" |\n");
     std::fflush(stdout);
@@ -245,11 +259,12 @@ int run(int argc, char** argv, const dgr::World& world) {
     std::vector<uint64_t> errors(backends.size(), 0);          // [backend]
     for (int it = 0; it < warmup + iters; ++it) {
       for (size_t b = 0; b < backends.size(); ++b) {
-        fill(buffer.data, count, dtype, world.rank());
+        char* data = has_shared && b == shared_index ? shared_data : buffer.data;
+        fill(data, count, dtype, world.rank());
         MPI_Barrier(MPI_COMM_WORLD);
         const double t0 = MPI_Wtime();
         if (communicators[b]) {
-          communicators[b]->allreduce({buffer.data, count, dtype}, dgr::comm::ReduceOp::kSum);
+          communicators[b]->allreduce({data, count, dtype}, dgr::comm::ReduceOp::kSum);
         } else if (dtype == DType::kFloat32) {
           MPI_Allreduce(MPI_IN_PLACE, buffer.data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         } else {
@@ -257,7 +272,7 @@ int run(int argc, char** argv, const dgr::World& world) {
         }
         const double t1 = MPI_Wtime();
         if (it >= warmup) seconds[b].push_back(t1 - t0);
-        errors[b] += count_errors(buffer.data, count, dtype, n);
+        errors[b] += count_errors(data, count, dtype, n);
       }
     }
     std::vector<Result> results(backends.size());
@@ -282,11 +297,15 @@ int run(int argc, char** argv, const dgr::World& world) {
       for (size_t b = 1; b < backends.size(); ++b) {
         std::printf(" %*.2f", static_cast<int>(backends[0].size() + backends[b].size() + 1), busbw[0] / busbw[b]);
       }
-      std::printf(" %*.2f\n", static_cast<int>(backends[0].size() + 7), busbw[0] / memcpy_bw);
+      std::printf(" %*.2f", static_cast<int>(backends[0].size() + 7), busbw[0] / memcpy_bw);
+      if (shared_ratios && mpi_it != backends.end()) std::printf(" %25.2f", busbw[shared_index] / busbw[mpi_index]);
+      if (shared_ratios) std::printf(" %18.2f", busbw[shared_index] / memcpy_bw);
+      std::printf("\n");
       std::fflush(stdout);
     }
     if (num_bytes > max_bytes / static_cast<size_t>(options.step_factor)) break;
   }
+  if (has_shared) communicators[shared_index]->free_shared(shared_data);
   if (world.is_root()) {
     std::printf("# %s: %llu wrong elements in total\n", total_errors == 0 ? "OK" : "FAILED",
                 static_cast<unsigned long long>(total_errors));

@@ -1,6 +1,9 @@
 // dtype helpers and make_communicator: picks the backend named by options.backend.
 #include "comm/communicator.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "comm/mpi_communicator.h"
 #include "comm/ring_communicator.h"
 #include "common/error.h"
@@ -30,6 +33,16 @@ const char* dtype_name(DType dtype) {
   }
   return "?";
 }
+
+void* Communicator::allocate_shared(size_t num_bytes) {
+  const size_t rounded = (std::max<size_t>(num_bytes, 1) + 4095) / 4096 * 4096;
+  void* data = std::aligned_alloc(4096, rounded);
+  DGR_CHECK_AS(SystemError, data != nullptr, "{} communicator cannot allocate {} bytes of host memory", name(),
+               rounded);
+  return data;
+}
+
+void Communicator::free_shared(void* data) { std::free(data); }
 
 std::unique_ptr<Communicator> make_communicator(const Options& options, const World& world) {
   if (options.backend == "ring") return std::make_unique<detail::RingCommunicator>(options, world);

@@ -58,6 +58,19 @@ class Communicator {
 
   // Bytes and calls since construction (for benchmarks and logs).
   virtual uint64_t num_collectives() const = 0;
+
+  // Host memory of at least num_bytes (4096-aligned) that the backend may reduce faster than other memory.
+  // Collective: every rank calls it with the same num_bytes, in the same order (and free_shared likewise),
+  // so it blocks until every rank has called it, without the deadline. A buffer from it, or any part of
+  // one, may be passed to every call like any host buffer. With backend "ring" and every rank on one
+  // node, an allreduce whose buffer lies inside such an allocation on every rank (at the same offset) is
+  // done through shared memory instead of messages (see "The shared-memory path" in
+  // comm/ring_communicator.cpp); elsewhere, and for the other backends, it is plain host memory. Throws
+  // SystemError (or CommError) when the memory cannot be had. The memory lives until free_shared or until
+  // the communicator is destroyed, whichever comes first.
+  virtual void* allocate_shared(size_t num_bytes);
+  // Collective, like allocate_shared; `data` is what it returned on this rank (nullptr: nothing to free).
+  virtual void free_shared(void* data);
 };
 
 // Makes the communicator named by options.backend over MPI_COMM_WORLD. Collective: every rank calls it

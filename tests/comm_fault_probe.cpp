@@ -3,7 +3,9 @@
 // (--mode exit: _exit(3)). The others must time out, log the collective, the flight recorder and the ranks
 // that did not arrive, and end the whole job non-zero (main catches the CommError and aborts). The
 // *_no_window tests run it over TCP with osc rdma, where the ranks are found by progress queries instead of
-// the progress window (Note [Progress queries] in comm/watchdog.cpp).
+// the progress window (Note [Progress queries] in comm/watchdog.cpp). With --shared 1 the buffer comes from
+// allocate_shared (the ring's shared-memory path when every rank is on one node, where the waiting ranks
+// spin on shared counters instead of MPI requests).
 #include <unistd.h>
 
 #include <chrono>
@@ -29,6 +31,7 @@ struct ProbeOptions {
   int fault_at = 5;  // before this allreduce (0-based)
   int iterations = 10;
   size_t count = 262144;  // 1 MiB of fp32
+  bool shared = false;    // the buffer from allocate_shared
 };
 
 ProbeOptions parse(int argc, char** argv) {
@@ -43,7 +46,8 @@ ProbeOptions parse(int argc, char** argv) {
     else if (flag == "--fault-at") options.fault_at = std::stoi(value);
     else if (flag == "--iterations") options.iterations = std::stoi(value);
     else if (flag == "--count") options.count = std::stoull(value);
-    else throw dgr::ConfigError("unknown flag " + flag + " (use --backend --mode --timeout-ms --fault-rank --fault-at --iterations --count)");
+    else if (flag == "--shared") options.shared = value == "1";
+    else throw dgr::ConfigError("unknown flag " + flag + " (use --backend --mode --timeout-ms --fault-rank --fault-at --iterations --count --shared)");
   }
   return options;
 }
@@ -53,7 +57,9 @@ int run(const ProbeOptions& options, const dgr::World& world) {
   comm_options.backend = options.backend;
   comm_options.timeout_ms = options.timeout_ms;
   auto comm = dgr::comm::make_communicator(comm_options, world);
-  std::vector<float> values(options.count);
+  std::vector<float> own(options.shared ? 0 : options.count);
+  // Not freed: the probe ends with the process (and after a fault the communicator leaks it anyway).
+  float* values = options.shared ? static_cast<float*>(comm->allocate_shared(options.count * sizeof(float))) : own.data();
   const int w = world.size();
   for (int it = 0; it < options.iterations; ++it) {
     if (world.rank() == options.fault_rank && it == options.fault_at) {
@@ -67,9 +73,9 @@ int run(const ProbeOptions& options, const dgr::World& world) {
         _exit(3);
       }
     }
-    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(world.rank() + 1 + static_cast<int>(i % 100));
-    comm->allreduce({values.data(), values.size(), dgr::comm::DType::kFloat32}, dgr::comm::ReduceOp::kSum);
-    for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t i = 0; i < options.count; ++i) values[i] = static_cast<float>(world.rank() + 1 + static_cast<int>(i % 100));
+    comm->allreduce({values, options.count, dgr::comm::DType::kFloat32}, dgr::comm::ReduceOp::kSum);
+    for (size_t i = 0; i < options.count; ++i) {
       const float expected = static_cast<float>(w * (w + 1) / 2 + w * static_cast<int>(i % 100));
       DGR_CHECK(values[i] == expected, "allreduce {} element {}: got {}, expected {}", it + 1, i, values[i], expected);
     }

@@ -1,7 +1,8 @@
 // comm under mpiexec with 1-4 ranks: every element of every allreduce, broadcast and allgather result of
 // the ring and mpi backends, for awkward counts (0, 1, W-1, not divisible by W, several segments), every
 // dtype, sum and average, with inputs that depend on rank and index; ring vs mpi on the same input;
-// barrier; the flight recorder; option errors; the timeout verdict.
+// barrier; the flight recorder; option errors; the timeout verdict; buffers from allocate_shared (the
+// ring's shared-memory path, its fallback when the ranks disagree, and its agreement with the message ring).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -411,6 +412,202 @@ TEST(CommRingVsMpi, AgreeOnTheSameRandomInput) {
       errors += !(std::fabs(from_bf16(ha[i]) - from_bf16(hb[i])) <= (w + 1) * std::ldexp(1.0, -8) * mag);
     }
     EXPECT_EQ(errors, 0u) << "bf16 sum, count " << count;
+  }
+}
+
+// ---- buffers from allocate_shared (ring: the shared-memory path when every rank is on one node) ----
+
+// One allocate_shared allocation, freed (collectively) at the end of the scope.
+class SharedAllocation {
+ public:
+  SharedAllocation(Communicator& comm, size_t num_bytes) : comm_(comm), data_(static_cast<char*>(comm.allocate_shared(num_bytes))) {}
+  ~SharedAllocation() { comm_.free_shared(data_); }
+  SharedAllocation(const SharedAllocation&) = delete;
+  SharedAllocation& operator=(const SharedAllocation&) = delete;
+  char* data() const { return data_; }
+  template <typename T>
+  T* as(size_t byte_offset = 0) const { return reinterpret_cast<T*>(data_ + byte_offset); }
+
+ private:
+  Communicator& comm_;
+  char* data_;
+};
+
+class CommSharedTest : public CommTest {};
+
+TEST_P(CommSharedTest, AllocationsAreAlignedAndWritable) {
+  for (size_t num_bytes : {size_t{0}, size_t{1}, size_t{4097}, size_t{3} << 20}) {
+    SharedAllocation shared(*comm_, num_bytes);
+    ASSERT_NE(shared.data(), nullptr) << num_bytes << " bytes";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(shared.data()) % 4096, 0u) << num_bytes << " bytes";
+    std::memset(shared.data(), 0x5A, std::max<size_t>(num_bytes, 1));
+  }
+  comm_->free_shared(nullptr);  // nothing to free: no-op, like free(nullptr)
+}
+
+TEST_P(CommSharedTest, AllreduceEveryElementExact) {
+  // fp32 and bf16 small integers: every partial sum is exact; the average is the fp32 quotient (rounded
+  // once to bf16). Counts 0, 1, W-1, 1000, 1001, one not divisible by W of several MiB.
+  const int w = num_ranks();
+  const size_t big = (size_t{3} << 20) / 4 * static_cast<size_t>(w) + static_cast<size_t>(w) / 2 + 1;
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+      for (size_t count : {size_t{0}, size_t{1}, static_cast<size_t>(w - 1), size_t{1000}, size_t{1001}, big}) {
+        SharedAllocation shared(*comm_, count * dgr::comm::dtype_bytes(dtype));
+        auto input = [&](size_t i) { return static_cast<float>((my_rank() + 1) * 4 + static_cast<int>(i % 7)); };
+        auto expected = [&](size_t i) {
+          const float sum = static_cast<float>(4 * w * (w + 1) / 2 + w * static_cast<int>(i % 7));
+          return op == ReduceOp::kSum ? sum : sum / static_cast<float>(w);
+        };
+        uint64_t errors = 0;
+        std::string first;
+        if (dtype == DType::kFloat32) {
+          float* values = shared.as<float>();
+          for (size_t i = 0; i < count; ++i) values[i] = input(i);
+          comm_->allreduce(Buffer{values, count, dtype}, op);
+          std::vector<float> got(values, values + count);
+          errors = mismatches(got, expected, &first);
+        } else {
+          uint16_t* values = shared.as<uint16_t>();
+          for (size_t i = 0; i < count; ++i) values[i] = to_bf16(input(i));
+          comm_->allreduce(Buffer{values, count, dtype}, op);
+          std::vector<uint16_t> got(values, values + count);
+          errors = mismatches(got, [&](size_t i) { return to_bf16(expected(i)); }, &first);
+        }
+        EXPECT_EQ(errors, 0u) << "shared buffer: " << where(dtype, op, count) << ": " << first;
+      }
+    }
+  }
+}
+
+TEST_P(CommSharedTest, BufferAtAnOffsetInsideAnAllocationLeavesTheRestAlone) {
+  const int w = num_ranks();
+  const size_t count = 300007;
+  const size_t offset = 4096 + 12;
+  const size_t total = offset + count * 4 + 4096;
+  SharedAllocation shared(*comm_, total);
+  std::memset(shared.data(), 0x7B, total);
+  float* values = shared.as<float>(offset);
+  for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(my_rank() * 10 + static_cast<int>(i % 101));
+  comm_->allreduce(Buffer{values, count, DType::kFloat32}, ReduceOp::kSum);
+  std::vector<float> got(values, values + count);
+  std::string first;
+  EXPECT_EQ(mismatches(got, [&](size_t i) { return static_cast<float>(10 * w * (w - 1) / 2 + w * static_cast<int>(i % 101)); }, &first), 0u)
+      << GetParam().backend << " on rank " << my_rank() << ": " << first;
+  uint64_t touched = 0;
+  for (size_t i = 0; i < offset; ++i) touched += static_cast<unsigned char>(shared.data()[i]) != 0x7B;
+  for (size_t i = offset + count * 4; i < total; ++i) touched += static_cast<unsigned char>(shared.data()[i]) != 0x7B;
+  EXPECT_EQ(touched, 0u) << "bytes outside the buffer changed on rank " << my_rank();
+}
+
+TEST_P(CommSharedTest, SharedOnSomeRanksOnlyOrAtDifferentOffsetsFallsBackCorrectly) {
+  // The ranks do not agree on the buffer: they must all take the message path (and not hang or mix).
+  const int w = num_ranks();
+  const size_t count = 200003;
+  SharedAllocation shared(*comm_, count * 4 + 4096);
+  std::vector<float> own(count);
+  for (int variant = 0; variant < 3; ++variant) {
+    float* values = own.data();
+    if (variant == 0 && my_rank() == 0) values = shared.as<float>();                 // rank 0 only
+    if (variant == 1 && my_rank() != 0) values = shared.as<float>();                 // all but rank 0
+    if (variant == 2) values = shared.as<float>(static_cast<size_t>(my_rank()) * 4);  // different offsets
+    for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(my_rank() + 1 + static_cast<int>(i % 53));
+    comm_->allreduce(Buffer{values, count, DType::kFloat32}, ReduceOp::kAverage);
+    std::vector<float> got(values, values + count);
+    std::string first;
+    EXPECT_EQ(mismatches(got, [&](size_t i) {
+      return static_cast<float>(w * (w + 1) / 2 + w * static_cast<int>(i % 53)) / static_cast<float>(w);
+    }, &first), 0u) << GetParam().backend << " variant " << variant << " on rank " << my_rank() << ": " << first;
+  }
+}
+
+TEST_P(CommSharedTest, RepeatedAllreducesOnTheSameBufferDoNotMix) {
+  // No barrier in between, and each rank rewrites its buffer right after each call: a rank that returned
+  // while a peer still read (or wrote) its buffer would corrupt that peer's result.
+  const int w = num_ranks();
+  const size_t counts[] = {(size_t{4} << 20) / 4 + 3, 1001, 5, (size_t{1} << 20) / 4};
+  SharedAllocation shared(*comm_, counts[0] * 4);
+  int32_t* values = shared.as<int32_t>();
+  uint64_t errors = 0;
+  for (int round = 0; round < 24; ++round) {
+    const size_t count = counts[round % 4];
+    for (size_t i = 0; i < count; ++i) values[i] = (my_rank() + 1) * (round + 1) + static_cast<int32_t>(i % 1000);
+    comm_->allreduce(Buffer{values, count, DType::kInt32}, ReduceOp::kSum);
+    for (size_t i = 0; i < count; ++i) {
+      errors += values[i] != w * (w + 1) / 2 * (round + 1) + w * static_cast<int32_t>(i % 1000);
+    }
+  }
+  EXPECT_EQ(errors, 0u) << GetParam().backend << " on rank " << my_rank();
+}
+
+TEST_P(CommSharedTest, BroadcastAndAllgatherAcceptSharedBuffers) {
+  const int w = num_ranks();
+  const size_t count = 5003;
+  SharedAllocation shared(*comm_, count * 4 * static_cast<size_t>(w + 1));
+  int32_t* send = shared.as<int32_t>();
+  int32_t* recv = send + count;
+  for (size_t i = 0; i < count; ++i) send[i] = my_rank() * 100000 + static_cast<int32_t>(i);
+  comm_->allgather(Buffer{send, count, DType::kInt32}, Buffer{recv, count * static_cast<size_t>(w), DType::kInt32});
+  uint64_t errors = 0;
+  for (int r = 0; r < w; ++r) {
+    for (size_t i = 0; i < count; ++i) errors += recv[static_cast<size_t>(r) * count + i] != r * 100000 + static_cast<int32_t>(i);
+  }
+  comm_->broadcast(Buffer{send, count, DType::kInt32}, w - 1);
+  for (size_t i = 0; i < count; ++i) errors += send[i] != (w - 1) * 100000 + static_cast<int32_t>(i);
+  EXPECT_EQ(errors, 0u) << GetParam().backend << " on rank " << my_rank();
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CommSharedTest,
+                         ::testing::Values(CommCase{"ring", 0, "ring_default_segment"}, CommCase{"mpi", 0, "mpi"}),
+                         [](const ::testing::TestParamInfo<CommCase>& info) { return std::string(info.param.label); });
+
+TEST(CommRingVsMpi, SharedPathAgreesWithTheMessageRingAndMpi) {
+  // Random-ish inputs: the shared path adds in the ring's order, so it must match the message ring bit for
+  // bit (fp32 and bf16, sum and average), and MPI_Allreduce within rounding.
+  auto ring = dgr::comm::make_communicator(options_for({"ring", 0, ""}), world());
+  auto mpi = dgr::comm::make_communicator(options_for({"mpi", 0, ""}), world());
+  const int w = num_ranks();
+  for (size_t count : {size_t{1001}, size_t{777777}}) {
+    SharedAllocation shared(*ring, count * 4);
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+      float* s = shared.as<float>();
+      std::vector<float> a(count), b;
+      for (size_t i = 0; i < count; ++i) a[i] = hashed_value(my_rank(), i) * 3.3f + 1e-3f * static_cast<float>(i % 13);
+      std::copy(a.begin(), a.end(), s);
+      b = a;
+      ring->allreduce(Buffer{s, count, DType::kFloat32}, op);
+      ring->allreduce(buffer_of(a, DType::kFloat32), op);
+      mpi->allreduce(buffer_of(b, DType::kFloat32), op);
+      uint64_t differ = 0;
+      uint64_t far = 0;
+      for (size_t i = 0; i < count; ++i) {
+        differ += std::memcmp(&s[i], &a[i], 4) != 0;
+        double magnitude = 0;
+        for (int k = 0; k < w; ++k) magnitude += std::fabs(hashed_value(k, i) * 3.3f + 1e-3f * static_cast<float>(i % 13));
+        far += !(std::fabs(static_cast<double>(s[i]) - b[i]) <= 2.0 * w * std::ldexp(1.0, -24) * magnitude);
+      }
+      EXPECT_EQ(differ, 0u) << "fp32 shared vs message ring, count " << count << " rank " << my_rank();
+      EXPECT_EQ(far, 0u) << "fp32 shared vs mpi, count " << count << " rank " << my_rank();
+
+      uint16_t* h = shared.as<uint16_t>();
+      std::vector<uint16_t> ha(count), hb;
+      for (size_t i = 0; i < count; ++i) ha[i] = to_bf16(hashed_value(my_rank(), i));
+      std::copy(ha.begin(), ha.end(), h);
+      hb = ha;
+      ring->allreduce(Buffer{h, count, DType::kBFloat16}, op);
+      ring->allreduce(buffer_of(ha, DType::kBFloat16), op);
+      mpi->allreduce(buffer_of(hb, DType::kBFloat16), op);
+      differ = 0;
+      far = 0;
+      for (size_t i = 0; i < count; ++i) {
+        differ += h[i] != ha[i];
+        double magnitude = 0;
+        for (int k = 0; k < w; ++k) magnitude += std::fabs(from_bf16(to_bf16(hashed_value(k, i))));
+        far += !(std::fabs(from_bf16(h[i]) - from_bf16(hb[i])) <= (w + 1) * std::ldexp(1.0, -8) * magnitude);
+      }
+      EXPECT_EQ(differ, 0u) << "bf16 shared vs message ring, count " << count << " rank " << my_rank();
+      EXPECT_EQ(far, 0u) << "bf16 shared vs mpi, count " << count << " rank " << my_rank();
+    }
   }
 }
 
