@@ -18,6 +18,16 @@
 // (threads per rank = cores / ranks): on the 2-core reference machine 4 MiB pieces took exposed
 // communication from ~50% to 0% but made the 2-rank step 5-25% slower, since backward then shares its core
 // with the reduction. So by default (kAutoPieces) pieces are on with nccl only; --piece-mib sets them.
+//
+// Note [Shared buckets]: buckets of CPU parameters live in memory from comm.allocate_shared (collective:
+// every rank builds the same buckets in the same order, checked by the signatures). With the ring backend
+// and every rank on one node that is an MPI shared window, and the ring reduces a bucket by reading its
+// peers' buckets directly instead of sending messages (comm/ring_communicator.cpp, "The shared-memory
+// path"): no kernel copy, about a memcpy's memory traffic, so the reduction costs the core that backward
+// shares with it much less. Elsewhere it is plain host memory. The gradients outlive the reducer (they
+// belong to the parameters), the memory may not: the destructor gives every parameter a private copy of
+// its gradient, then frees the buckets (collectively, so not while an exception unwinds: then the
+// communicator's destruction frees them, or they are leaked).
 #include "trainer/gradient_reducer.h"
 
 #include <torch/csrc/autograd/function.h>
@@ -25,6 +35,8 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
+#include <cstring>
+#include <exception>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -123,7 +135,15 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     int64_t numel = 0;
     for (size_t i : current) numel += parameters_[i].parameter.numel();
     Bucket bucket;
-    bucket.flat = torch::zeros({numel}, parameters_[current.front()].parameter.options().requires_grad(false));
+    const auto options = parameters_[current.front()].parameter.options().requires_grad(false);
+    if (!staged_ && !device_.is_cuda()) {  // Note [Shared buckets]
+      const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(options.dtype().toScalarType());
+      bucket.shared = comm_.allocate_shared(bytes);
+      std::memset(bucket.shared, 0, bytes);
+      bucket.flat = torch::from_blob(bucket.shared, {numel}, options);
+    } else {
+      bucket.flat = torch::zeros({numel}, options);
+    }
     if (staged_) {
       bucket.host = torch::empty({numel}, torch::TensorOptions(wire_dtype(bucket.flat.scalar_type())).pinned_memory(true));
     }
@@ -199,6 +219,22 @@ GradientReducer::~GradientReducer() {
   }
   work_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // Note [Shared buckets]: the parameters keep their gradients, in memory of their own.
+  torch::NoGradGuard no_grad;
+  for (Bucket& bucket : buckets_) {
+    if (bucket.shared == nullptr) continue;
+    for (size_t k : bucket.parameters) {
+      torch::Tensor& p = parameters_[k].parameter;
+      if (p.grad().defined()) p.mutable_grad() = p.grad().clone();
+    }
+  }
+  if (std::uncaught_exceptions() > 0) return;
+  for (Bucket& bucket : buckets_) {
+    if (bucket.shared == nullptr) continue;
+    bucket.flat = torch::Tensor();
+    comm_.free_shared(bucket.shared);
+    bucket.shared = nullptr;
+  }
 }
 
 size_t GradientReducer::bucket_bytes(size_t bucket) const {

@@ -82,6 +82,7 @@ class GradientReducer {
   struct Bucket {
     torch::Tensor flat;                 // [numel] contiguous, dtype and device of its parameters
     torch::Tensor host;                 // [numel] pinned host copy of what goes on the wire, when staged_
+    void* shared = nullptr;             // CPU buckets: flat's memory, from comm.allocate_shared
     std::vector<size_t> parameters;     // [slot] indices into parameters_
   };
   // A contiguous range of one bucket, reduced by one allreduce (Note [Pieces]).
