@@ -65,8 +65,9 @@ class Communicator {
   // one, may be passed to every call like any host buffer. With backend "ring" and every rank on one
   // node, an allreduce whose buffer lies inside such an allocation on every rank (at the same offset) is
   // done through shared memory instead of messages (see "The shared-memory path" in
-  // comm/ring_communicator.cpp); elsewhere, and for the other backends, it is plain host memory. Throws
-  // SystemError (or CommError) when the memory cannot be had. The memory lives until free_shared or until
+  // comm/ring_communicator.cpp); elsewhere, and for the other backends, it is plain host memory (ring also
+  // falls back to it, with a warning, when MPI cannot make the shared window, e.g. /dev/shm too small).
+  // Throws SystemError when no memory can be had. The memory lives until free_shared or until
   // the communicator is destroyed, whichever comes first.
   virtual void* allocate_shared(size_t num_bytes);
   // Collective, like allocate_shared; `data` is what it returned on this rank (nullptr: nothing to free).

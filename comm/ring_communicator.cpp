@@ -103,6 +103,8 @@
 #include <new>
 #include <thread>
 
+#include <sys/statvfs.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -134,6 +136,17 @@ char* page_align(void* p) {
 }
 
 size_t round_to_page(size_t num_bytes) { return (std::max<size_t>(num_bytes, 1) + 4095) / 4096 * 4096; }
+
+// Whether the file system holding Open MPI's shared-window backing files (osc_sm_backing_directory,
+// /dev/shm by default) has `num_bytes` free. Open MPI 4.1 does not fail MPI_Win_allocate_shared cleanly
+// when it has not: it warns, and the call then never returns on the other ranks. So the ring asks first.
+bool backing_space_for(size_t num_bytes, std::string* where) {
+  const char* dir = std::getenv("OMPI_MCA_osc_sm_backing_directory");
+  *where = dir != nullptr && *dir != '\0' ? dir : "/dev/shm";
+  struct statvfs st;
+  if (statvfs(where->c_str(), &st) != 0) return true;  // not Open MPI's layout: let MPI try
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize >= num_bytes;
+}
 
 int ring_mod(int value, int size) { return ((value % size) + size) % size; }
 
@@ -249,6 +262,15 @@ bool RingCommunicator::open_node_shared() {
   void* base = nullptr;
   const size_t control_bytes = sizeof(ControlSlot) * static_cast<size_t>(size_);
   const MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(control_bytes + alignof(ControlSlot)) : 0;
+  std::string where;
+  int space = backing_space_for(size_t{1} << 20, &where) ? 1 : 0;  // see backing_space_for
+  int all_space = 0;
+  DGR_MPI_CHECK(MPI_Allreduce(&space, &all_space, 1, MPI_INT, MPI_MIN, comm_));
+  if (!all_space) {
+    if (rank_ == 0) dgr::log::get("comm")->warn("ring: {} is full: buffers from allocate_shared are plain host memory and "
+                                "allreduce on them uses messages", where);
+    return false;
+  }
   const int rc = MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, node_comm_, &base, &control_win_);
   int ok = rc == MPI_SUCCESS ? 1 : 0;
   int all_ok = 0;
@@ -288,6 +310,18 @@ void* RingCommunicator::allocate_shared(size_t num_bytes) {
   DGR_CHECK_AS(CommError, !is_broken(), "ring communicator cannot allocate shared memory: an earlier collective "
                "failed");
   const size_t rounded = round_to_page(num_bytes);
+  // Every rank's part, MPI's headers, and 1 MiB to spare; the same verdict on every rank.
+  std::string where;
+  int space = backing_space_for((rounded + 8192) * static_cast<size_t>(size_) + (size_t{1} << 20), &where) ? 1 : 0;
+  int all_space = 0;
+  DGR_MPI_CHECK(MPI_Allreduce(&space, &all_space, 1, MPI_INT, MPI_MIN, comm_));
+  if (!all_space) {
+    if (rank_ == 0) dgr::log::get("comm")->warn("ring: not enough free space in {} for a shared window of {} x {} bytes; this "
+                                "buffer is plain host memory and its allreduces use messages (make {} larger: "
+                                "with Docker, --shm-size; or point Open MPI elsewhere: --mca "
+                                "osc_sm_backing_directory /tmp)", where, size_, rounded, where);
+    return Communicator::allocate_shared(num_bytes);
+  }
   MPI_Info info = MPI_INFO_NULL;
   DGR_MPI_CHECK(MPI_Info_create(&info));
   DGR_MPI_CHECK(MPI_Info_set(info, "alloc_shared_noncontig", "true"));  // each rank's part page-aligned
@@ -301,8 +335,15 @@ void* RingCommunicator::allocate_shared(size_t num_bytes) {
   int ok = rc == MPI_SUCCESS ? 1 : 0;
   int all_ok = 0;
   DGR_MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm_));
-  DGR_CHECK_AS(SystemError, all_ok, "ring: MPI_Win_allocate_shared of {} bytes failed on {} (is /dev/shm full "
-               "or too small? see df /dev/shm)", rounded, ok ? "another rank" : "this rank");
+  if (!all_ok) {
+    // A container's small /dev/shm (Docker: 64 MiB) must not end the job: this allocation becomes plain
+    // memory and its allreduces use messages (the window, where it was made, is leaked: freeing it is
+    // collective over ranks that do not all have it).
+    dgr::log::get("comm")->warn("ring: MPI_Win_allocate_shared of {} bytes failed on {}; this buffer is plain "
+                                "host memory and its allreduces use messages (is /dev/shm full or too small? "
+                                "see df /dev/shm; with Docker, --shm-size)", rounded, ok ? "another rank" : "this rank");
+    return Communicator::allocate_shared(num_bytes);
+  }
   region.id = next_region_id_++;
   region.num_bytes = rounded;
   region.bases.resize(static_cast<size_t>(size_));
