@@ -244,6 +244,13 @@ RingCommunicator::~RingCommunicator() {
   if (node_comm_ != MPI_COMM_NULL) MPI_Comm_free(&node_comm_);
 }
 
+bool RingCommunicator::every_rank(bool mine) {
+  int value = mine ? 1 : 0;
+  int all = 0;
+  DGR_MPI_CHECK(MPI_Allreduce(&value, &all, 1, MPI_INT, MPI_MIN, comm_));
+  return all != 0;
+}
+
 bool RingCommunicator::open_node_shared() {
   if (node_state_ != 0) return node_state_ > 0;
   node_state_ = -1;
@@ -263,19 +270,14 @@ bool RingCommunicator::open_node_shared() {
   const size_t control_bytes = sizeof(ControlSlot) * static_cast<size_t>(size_);
   const MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(control_bytes + alignof(ControlSlot)) : 0;
   std::string where;
-  int space = backing_space_for(size_t{1} << 20, &where) ? 1 : 0;  // see backing_space_for
-  int all_space = 0;
-  DGR_MPI_CHECK(MPI_Allreduce(&space, &all_space, 1, MPI_INT, MPI_MIN, comm_));
-  if (!all_space) {
+  if (!every_rank(backing_space_for(size_t{1} << 20, &where))) {  // see backing_space_for
     if (rank_ == 0) dgr::log::get("comm")->warn("ring: {} is full: buffers from allocate_shared are plain host memory and "
                                 "allreduce on them uses messages", where);
     return false;
   }
   const int rc = MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, node_comm_, &base, &control_win_);
-  int ok = rc == MPI_SUCCESS ? 1 : 0;
-  int all_ok = 0;
-  DGR_MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm_));
-  if (!all_ok) {
+  const bool ok = rc == MPI_SUCCESS;
+  if (!every_rank(ok)) {
     // Leaked where it was made: freeing it is collective over ranks that do not all have it.
     control_win_ = MPI_WIN_NULL;
     static std::atomic<bool> warned{false};  // once per process
@@ -312,10 +314,7 @@ void* RingCommunicator::allocate_shared(size_t num_bytes) {
   const size_t rounded = round_to_page(num_bytes);
   // Every rank's part, MPI's headers, and 1 MiB to spare; the same verdict on every rank.
   std::string where;
-  int space = backing_space_for((rounded + 8192) * static_cast<size_t>(size_) + (size_t{1} << 20), &where) ? 1 : 0;
-  int all_space = 0;
-  DGR_MPI_CHECK(MPI_Allreduce(&space, &all_space, 1, MPI_INT, MPI_MIN, comm_));
-  if (!all_space) {
+  if (!every_rank(backing_space_for((rounded + 8192) * static_cast<size_t>(size_) + (size_t{1} << 20), &where))) {
     if (rank_ == 0) dgr::log::get("comm")->warn("ring: not enough free space in {} for a shared window of {} x {} bytes; this "
                                 "buffer is plain host memory and its allreduces use messages (make {} larger: "
                                 "with Docker, --shm-size; or point Open MPI elsewhere: --mca "
@@ -332,10 +331,8 @@ void* RingCommunicator::allocate_shared(size_t num_bytes) {
   const int rc = MPI_Win_allocate_shared(static_cast<MPI_Aint>(rounded + 4096), 1, info, node_comm_, &base,
                                          &region.win);
   MPI_Info_free(&info);
-  int ok = rc == MPI_SUCCESS ? 1 : 0;
-  int all_ok = 0;
-  DGR_MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm_));
-  if (!all_ok) {
+  const bool ok = rc == MPI_SUCCESS;
+  if (!every_rank(ok)) {
     // A container's small /dev/shm (Docker: 64 MiB) must not end the job: this allocation becomes plain
     // memory and its allreduces use messages (the window, where it was made, is leaked: freeing it is
     // collective over ranks that do not all have it).

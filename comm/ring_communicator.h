@@ -50,6 +50,8 @@ class RingCommunicator final : public MpiCommunicatorBase {
   // Collective (called by allocate_shared): splits the node communicator and makes the control block once.
   // False when the ranks are not all on one node or MPI cannot make shared windows.
   bool open_node_shared();
+  // Collective (blocking, no deadline; set-up only): whether `mine` holds on every rank.
+  bool every_rank(bool mine);
   // The region holding [data, data + num_bytes), or nullptr.
   const SharedRegion* find_region(const void* data, size_t num_bytes) const;
   // The shared-memory allreduce; false when the ranks did not all publish the same shared buffer (then

@@ -210,6 +210,13 @@ struct Damage {
   const char* phrase;
 };
 
+// Rewrites one key of a step's meta.json.
+void edit_meta(const std::string& step_dir, const char* key, int value) {
+  json meta = json::parse(dgr::files::read_all(step_dir + "/meta.json"));
+  meta[key] = value;
+  std::ofstream(step_dir + "/meta.json") << meta.dump(2);
+}
+
 TEST(Store, DamagedNewestFallsBackToThePreviousOne) {
   std::vector<Damage> damages = {
       {"flipped data byte",
@@ -220,20 +227,9 @@ TEST(Store, DamagedNewestFallsBackToThePreviousOne) {
       {"truncated rank file", [](const std::string& d) { fs::resize_file(d + "/rank-00000.h5", 100); },
        "rank-00000.h5", "truncated"},
       {"marker removed", [](const std::string& d) { fs::remove(d + "/COMMITTED"); }, "COMMITTED", "never committed"},
-      {"unknown format version",
-       [](const std::string& d) {
-         json meta = json::parse(dgr::files::read_all(d + "/meta.json"));
-         meta["format_version"] = 99;
-         std::ofstream(d + "/meta.json") << meta.dump(2);
-       },
-       "meta.json", "unknown format version 99"},
-      {"meta.json edited",
-       [](const std::string& d) {
-         json meta = json::parse(dgr::files::read_all(d + "/meta.json"));
-         meta["step"] = 41;
-         std::ofstream(d + "/meta.json") << meta.dump(2);
-       },
-       "meta.json", "does not match"},
+      {"unknown format version", [](const std::string& d) { edit_meta(d, "format_version", 99); }, "meta.json",
+       "unknown format version 99"},
+      {"meta.json edited", [](const std::string& d) { edit_meta(d, "step", 41); }, "meta.json", "does not match"},
   };
   for (const Damage& damage : damages) {
     SCOPED_TRACE(damage.name);

@@ -136,7 +136,7 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
     for (size_t i : current) numel += parameters_[i].parameter.numel();
     Bucket bucket;
     const auto options = parameters_[current.front()].parameter.options().requires_grad(false);
-    if (!staged_ && !device_.is_cuda()) {  // Note [Shared buckets]
+    if (!device_.is_cuda()) {  // Note [Shared buckets] (staged buckets are GPU buckets)
       const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(options.dtype().toScalarType());
       bucket.shared = comm_.allocate_shared(bytes);
       std::memset(bucket.shared, 0, bytes);
