@@ -5,8 +5,10 @@
 // compares it with the Python reference.
 // Under mpiexec -n N: every rank takes --batch examples per step (global batch = batch x N) from its own
 // synthetic data (seed + rank), gradients are averaged by dgr's GradientReducer (as bench/train_step_bench),
-// a step's time is the slowest rank's (MPI_Allreduce max), and examples_per_s is the total over all ranks
-// (batch x N x timed steps / sum of step times). At N = 1 no reducer is made: the step is as it always was.
+// and examples_per_s is the total over all ranks: batch x N x timed steps / the wall time of the timed
+// steps, which start together (a barrier) and end when the last rank's last step does (a barrier). The
+// ranks meet only where training meets: in the reducer. step_ms_median is rank 0's own step. At N = 1 no
+// reducer is made: the step is as it always was.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -98,10 +100,14 @@ int main(int argc, char** argv) {
   // --profile: a Chrome trace of rank 0's timed steps from LibTorch's autograd profiler (op-level costs).
   std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
   auto seconds = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  std::chrono::steady_clock::time_point timed_start;
   for (int s = 0; s < warmup + steps; ++s) {
-    if (s == warmup && !profile.empty() && world.is_root())
-      recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
-    if (reducer) MPI_Barrier(MPI_COMM_WORLD);
+    if (s == warmup) {
+      if (!profile.empty() && world.is_root())
+        recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+      if (reducer) MPI_Barrier(MPI_COMM_WORLD);
+      timed_start = std::chrono::steady_clock::now();
+    }
     auto t0 = std::chrono::steady_clock::now();
     const auto& [src, tgt] = batches[s];
     auto tokens = tgt.ne(0).sum().item<double>();
@@ -120,10 +126,8 @@ int main(int argc, char** argv) {
     optimizer.step();
     loss_value = loss.item<double>();
     auto t3 = std::chrono::steady_clock::now();
-    double step = seconds(t0, t3), slowest = step;
-    if (reducer) MPI_Allreduce(&step, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (s >= warmup) {
-      times.push_back(slowest);
+      times.push_back(seconds(t0, t3));
       forward.push_back(seconds(t0, t1));
       backward.push_back(seconds(t1, t2));
       update.push_back(seconds(t2, t3));
@@ -131,9 +135,9 @@ int main(int argc, char** argv) {
       exposed.push_back(reducer ? reducer->timers().exposed_ms / 1e3 : 0.0);
     }
   }
+  if (reducer) MPI_Barrier(MPI_COMM_WORLD);
+  const double total = seconds(timed_start, std::chrono::steady_clock::now());
   recorder.reset();
-  double total = 0;
-  for (double t : times) total += t;
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   if (world.is_root()) {

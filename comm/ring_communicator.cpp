@@ -85,8 +85,10 @@
 // The control block is a second shared window (made by the first allocate_shared): one ControlSlot per rank
 // on its own cache lines, written only by its rank: a counter and the buffer it published (region id,
 // offset, bytes). Barrier e (entry 2e-1, exit 2e) stores the target with release semantics and spins until
-// every rank's counter has reached it (acquire), checking the deadline (and, after kSharedSpins, yielding
-// the core: under oversubscription the rank being waited for needs it). A rank that stalls or dies thus
+// every rank's counter has reached it (acquire), checking the deadline; after kSharedSpins it sleeps on
+// the slot's futex (woken by the store, or after 1 ms to check the deadline) instead of yielding: a
+// sched_yield loop still takes a share of the core that the rank being waited for, or this rank's own
+// backward (the reducer overlaps it), needs (Note [Sleeping waits]). A rank that stalls or dies thus
 // becomes the usual timeout report. Every rank publishes at entry, then every rank compares all the slots;
 // they all see the same values, so they all take the shared path, or all fall back to the message ring
 // (a buffer shared on some ranks only, or at different offsets). While a control block exists every
@@ -103,7 +105,11 @@
 #include <new>
 #include <thread>
 
+#include <linux/futex.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -121,14 +127,28 @@ constexpr int kTagBroadcast = 2;  // broadcast segments
 constexpr size_t kMaxSegmentBytes = size_t{1} << 30;
 // Shared path: bytes of a chunk reduced (and copied to the peers) at a time: in L2 between the two.
 constexpr size_t kSharedBlockBytes = size_t{64} << 10;
-// Shared path: spins on the counters before each wait starts yielding the core.
+// Shared path: spins on the counters before a wait goes to sleep on the slot's futex.
 constexpr int kSharedSpins = 4000;
+// Shared path: the longest sleep before the deadline is checked again (a lost wake-up costs at most this).
+constexpr long kSharedSleepNs = 1'000'000;
 constexpr uint64_t kNoRegion = ~uint64_t{0};
 
 void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
 #endif
+}
+
+// Futexes on the control block, which is MAP_SHARED memory of several processes: the non-private
+// operations, keyed by the physical page, so a wake in one process reaches a sleeper in another.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) {
+  const struct timespec timeout{0, timeout_ns};
+  // EAGAIN (the word changed already), EINTR and ETIMEDOUT all mean: look again.
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &timeout, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 char* page_align(void* p) {
@@ -197,11 +217,14 @@ void post_recv(char* target, size_t num_bytes, int peer, int tag, MPI_Comm comm,
 // One rank's slot of the control block: written by that rank only, read by every rank.
 struct alignas(128) RingCommunicator::ControlSlot {
   std::atomic<uint64_t> counter{0};  // the last barrier target reached (release)
+  std::atomic<uint32_t> wake{0};     // futex word: bumped after every counter store
+  std::atomic<uint32_t> sleepers{0}; // ranks asleep (or about to be) on `wake`
   std::atomic<uint64_t> region{kNoRegion};  // the buffer published at entry: region id (kNoRegion: none),
   std::atomic<uint64_t> offset{0};          // byte offset in it,
   std::atomic<uint64_t> num_bytes{0};       // and size
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the shared control block needs lock-free atomics");
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex words are plain 32-bit integers");
 
 struct RingCommunicator::RingPlan {
   char* data = nullptr;  // the buffer, worked on in place
@@ -384,16 +407,26 @@ const RingCommunicator::SharedRegion* RingCommunicator::find_region(const void* 
 }
 
 void RingCommunicator::shared_barrier(Call& call, uint64_t target) {
-  control_[static_cast<size_t>(rank_)]->counter.store(target, std::memory_order_release);
+  ControlSlot& mine = *control_[static_cast<size_t>(rank_)];
+  mine.counter.store(target, std::memory_order_seq_cst);
+  mine.wake.fetch_add(1, std::memory_order_seq_cst);
+  if (mine.sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&mine.wake);
   for (int r = 0; r < size_; ++r) {
-    const std::atomic<uint64_t>& counter = control_[static_cast<size_t>(r)]->counter;
-    for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+    ControlSlot& slot = *control_[static_cast<size_t>(r)];
+    for (int spins = 0; slot.counter.load(std::memory_order_acquire) < target; ++spins) {
       if (spins < kSharedSpins) {
         cpu_relax();
-      } else {
-        std::this_thread::yield();
+        if ((spins & 63) == 0) check_deadline(call);
+        continue;
       }
-      if ((spins & 63) == 0) check_deadline(call);
+      // Note [Sleeping waits]: asleep, not spinning or yielding. On 2 cores with 2 ranks, each with a
+      // compute and a communication thread, a waiting thread that keeps running (even yielding) takes
+      // CPU from the backward it waits for. Wake-up costs tens of microseconds, against steps of ~200 ms.
+      slot.sleepers.fetch_add(1, std::memory_order_seq_cst);
+      const uint32_t seen = slot.wake.load(std::memory_order_seq_cst);
+      if (slot.counter.load(std::memory_order_seq_cst) < target) futex_wait(&slot.wake, seen, kSharedSleepNs);
+      slot.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      check_deadline(call);
     }
   }
 }
