@@ -13,12 +13,14 @@
 # 2 ranks (d/c) (issue target: >= 1.2), dgr's scaling 2 ranks / 1 rank (d/b) (issue target: >= 1.9), and
 # the same for two independent processes (e/b) and 2 ranks against them (d/e).
 # Usage: bench/stage1_throughput_bench.sh [BUILD_DIR] [STEPS] [REPS] [THREADS]
-#   env: PYTHON (default /usr/bin/python3), MPIEXEC (default mpiexec)
+#   env: PYTHON (default /usr/bin/python3), MPIEXEC (default mpiexec), ALLOCATOR (dgr's CPU allocator:
+#   caching, the default and what `dgr train` uses, or system: LibTorch's own; trainer/cpu_allocator.h)
 set -euo pipefail
 build=${1:-build}
 steps=${2:-30}
 reps=${3:-3}
 threads=${4:-1}
+allocator=${ALLOCATOR:-caching}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-/usr/bin/python3}
 bench="$build/bench/stage1_throughput_bench"
@@ -36,7 +38,7 @@ for ((r = 0; r < reps; ++r)); do
   a=$("$python" "$here/stage1_reference.py" --steps $steps --threads $threads --seed $r); echo "$a"
   py1+=("$(val examples_per_s "$a")"); check "${py1[-1]}" "$a"
   # (b) dgr, 1 rank
-  b=$("$bench" --steps=$steps --threads=$threads --seed=$r); echo "$b"
+  b=$("$bench" --steps=$steps --threads=$threads --allocator=$allocator --seed=$r); echo "$b"
   dgr1+=("$(val examples_per_s "$b")"); check "${dgr1[-1]}" "$b"
   # (c) python, 2 processes at once (seeds r and r+1, as dgr's ranks use seed + rank), starting their
   #     steps together (--sync-dir)
@@ -52,11 +54,11 @@ for ((r = 0; r < reps; ++r)); do
   echo "$c0 process=0/2"; echo "$c1 process=1/2"; echo "impl=python processes=2 examples_per_s=$sum (sum)"
   py2+=("$sum")
   # (d) dgr, 2 ranks
-  d=$("${mpi[@]}" "$bench" --steps=$steps --threads=$threads --seed=$r); echo "$d"
+  d=$("${mpi[@]}" "$bench" --steps=$steps --threads=$threads --allocator=$allocator --seed=$r); echo "$d"
   dgr2+=("$(val examples_per_s "$d")"); check "${dgr2[-1]}" "$d"
   # (e) dgr, 2 independent 1-rank processes at once (seeds r and r+1)
-  "$bench" --steps=$steps --threads=$threads --seed=$r >"$tmp/d0" & q0=$!
-  "$bench" --steps=$steps --threads=$threads --seed=$((r + 1)) >"$tmp/d1" & q1=$!
+  "$bench" --steps=$steps --threads=$threads --allocator=$allocator --seed=$r >"$tmp/d0" & q0=$!
+  "$bench" --steps=$steps --threads=$threads --allocator=$allocator --seed=$((r + 1)) >"$tmp/d1" & q1=$!
   wait $q0; wait $q1
   f0=$(<"$tmp/d0") f1=$(<"$tmp/d1")
   g0=$(val examples_per_s "$f0") g1=$(val examples_per_s "$f1"); check "$g0" "$f0"; check "$g1" "$f1"
@@ -66,8 +68,8 @@ for ((r = 0; r < reps; ++r)); do
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 awk -v a="$(median "${py1[@]}")" -v b="$(median "${dgr1[@]}")" -v c="$(median "${py2[@]}")" \
-    -v d="$(median "${dgr2[@]}")" -v e="$(median "${ind2[@]}")" -v t="$threads" -v n="$reps" 'BEGIN {
-  printf "threads %d, medians of %d: examples/s total (per rank)\n", t, n;
+    -v d="$(median "${dgr2[@]}")" -v e="$(median "${ind2[@]}")" -v t="$threads" -v n="$reps" -v alloc="$allocator" 'BEGIN {
+  printf "threads %d, dgr allocator %s, medians of %d: examples/s total (per rank)\n", t, alloc, n;
   printf "  1 rank : python %.1f, dgr %.1f; per-rank ratio dgr/python %.2f (target >= 1.2)\n", a, b, b / a;
   printf "  2 ranks: python %.1f (%.1f), dgr %.1f (%.1f); per-rank ratio dgr/python %.2f (target >= 1.2)\n", c, c / 2, d, d / 2, d / c;
   printf "  scaling: dgr 2 ranks / 1 rank %.2f (target >= 1.9); python 2 processes / 1 %.2f\n", d / b, c / a;

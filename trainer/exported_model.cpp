@@ -8,6 +8,7 @@
 
 #include "checkpoints/export.h"
 #include "common/error.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
 #include "trainer/placement.h"
@@ -37,6 +38,7 @@ retrieval::ViewLimits parse_view_limits(const std::string& json, const std::stri
 
 ExportedScorer load_exported_scorer(const std::string& path, int threads, const DeviceChoice& device) {
   if (threads > 0) torch::set_num_threads(threads);
+  install_caching_cpu_allocator();  // Note [CPU page faults]
   checkpoints::ExportedModel exported = checkpoints::read_export(path);
   nlohmann::json config;
   try {

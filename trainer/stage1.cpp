@@ -27,6 +27,7 @@
 #include "retrieval/metrics.h"
 #include "sharding/readers.h"
 #include "sharding/sampler.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/exported_model.h"
 #include "trainer/device.h"
 #include "trainer/gradient_reducer.h"
@@ -92,6 +93,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const int rank = world.rank(), world_size = world.size();
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
+  install_caching_cpu_allocator();  // Note [CPU page faults]
   // Where the model runs; every rank checks before reading any data, so a bad --device fails at once.
   const DeviceChoice device = prepare_training_device(options.device, options.precision, options.comm_backend, world);
   const torch::Device torch_dev = torch_device(device);

@@ -28,6 +28,7 @@
 #include "sharding/distill_data.h"
 #include "sharding/readers.h"
 #include "sharding/sampler.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/distill_loss.h"
 #include "trainer/distill_sampler.h"
 #include "trainer/device.h"
@@ -91,6 +92,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
   const int rank = world.rank(), world_size = world.size();
   const Clock::time_point start = Clock::now();
   if (options.threads > 0) torch::set_num_threads(options.threads);
+  install_caching_cpu_allocator();  // Note [CPU page faults]
   const DeviceChoice device = prepare_training_device(options.device, options.precision, options.comm_backend, world);
   const torch::Device torch_dev = torch_device(device);
   const bool autocast = options.precision == "bf16";
