@@ -68,7 +68,7 @@ double mean(const std::vector<double>& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 30, warmup = 5, threads = 1, batch = 64, seed = 0;
+  int steps = 30, warmup = 10, threads = 1, batch = 64, seed = 0;
   double bucket_mib = 25, piece_mib = -1, first_bucket_mib = 1;
   std::string preset = "cpu", profile, allocator = "caching";
   for (int i = 1; i < argc; ++i) {
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
     else if (!value("--first-bucket-mib=").empty()) first_bucket_mib = std::stod(value("--first-bucket-mib="));
     else if (!value("--allocator=").empty()) allocator = value("--allocator=");
     else {
-      std::fprintf(stderr, "usage: stage1_throughput_bench [--steps=30] [--warmup=5] [--threads=1] [--batch=64] "
+      std::fprintf(stderr, "usage: stage1_throughput_bench [--steps=30] [--warmup=10] [--threads=1] [--batch=64] "
                            "[--seed=0] [--preset=cpu] [--profile=TRACE.json] [--bucket-mib=25] [--piece-mib=-1 (auto)] [--first-bucket-mib=1] "
                            "[--allocator=caching|system]\n");
       return 2;

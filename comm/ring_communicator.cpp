@@ -103,7 +103,6 @@
 #include <cstring>
 #include <exception>
 #include <new>
-#include <thread>
 
 #include <linux/futex.h>
 #include <sys/statvfs.h>
