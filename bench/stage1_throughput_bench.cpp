@@ -32,6 +32,7 @@
 
 #include "comm/communicator.h"
 #include "common/world.h"
+#include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/gradient_reducer.h"
 #include "trainer/model.h"
@@ -160,7 +161,7 @@ int main(int argc, char** argv) {
       loss.backward();
     }
     auto t2 = std::chrono::steady_clock::now();
-    optimizer.step();
+    dgr::trainer::adamw_step(optimizer);  // as `dgr train` (Note [Fused AdamW])
     loss_value = loss.item<double>();
     auto t3 = std::chrono::steady_clock::now();
     if (s >= warmup) {

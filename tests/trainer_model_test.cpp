@@ -1,6 +1,7 @@
 // trainer/model.h and trainer/model_scorer.h: presets and config files, incremental decoding against
 // teacher forcing (padding, beam reordering, changing beam counts), the loss over padded batches and label
-// smoothing, that the model learns a copy task, and the Seq2SeqScorer adapter.
+// smoothing, that the model learns a copy task, the Seq2SeqScorer adapter, and the one-pass AdamW step
+// against LibTorch's.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "trainer/adamw.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
 #include "trainer/weight_average.h"
@@ -375,6 +377,45 @@ TEST(WeightAverage, UpdatesWithTheWarmUpDecayAndSwaps) {
   average.swap();
   EXPECT_EQ(p[0].item<float>(), 3.0f);
   EXPECT_THROW(WeightAverage({{"w", p}}, 1.0), ConfigError);
+}
+
+// adamw_step (trainer/adamw.h) against torch::optim::AdamW::step on copies of the same parameters and
+// gradients: the same values up to float rounding, on the optimizer's own state (step counts, moments), a
+// parameter without a gradient left alone, and amsgrad handed to LibTorch.
+TEST_F(ModelTest, OnePassAdamWMatchesLibTorchsAdamW) {
+  for (bool amsgrad : {false, true}) {
+    std::vector<torch::Tensor> mine, theirs;
+    for (auto shape : {std::vector<int64_t>{37, 19}, std::vector<int64_t>{101}, std::vector<int64_t>{5, 3}}) {
+      auto t = torch::randn(shape);
+      mine.push_back(t.clone().requires_grad_(true));
+      theirs.push_back(t.clone().requires_grad_(true));
+    }
+    auto options = torch::optim::AdamWOptions(3e-2).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.05).amsgrad(amsgrad);
+    torch::optim::AdamW a(mine, options), b(theirs, options);
+    for (int step = 0; step < 6; ++step) {
+      for (size_t i = 0; i + 1 < mine.size(); ++i) {  // the last parameter never gets a gradient
+        auto g = torch::randn(mine[i].sizes()) * (step + 1);
+        mine[i].mutable_grad() = g.clone();
+        theirs[i].mutable_grad() = g.clone();
+      }
+      adamw_step(a);
+      b.step();
+    }
+    for (size_t i = 0; i < mine.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(mine[i], theirs[i], 1e-5, 1e-6)) << "parameter " << i << " amsgrad " << amsgrad;
+    }
+    EXPECT_TRUE(torch::equal(mine.back(), theirs.back()));
+    EXPECT_EQ(a.state().size(), 2u);
+    for (size_t i = 0; i + 1 < mine.size(); ++i) {
+      auto key = c10::guts::to_string(mine[i].unsafeGetTensorImpl());
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*a.state().at(key));
+      auto& t = static_cast<torch::optim::AdamWParamState&>(
+          *b.state().at(c10::guts::to_string(theirs[i].unsafeGetTensorImpl())));
+      EXPECT_EQ(s.step(), 6);
+      EXPECT_TRUE(torch::allclose(s.exp_avg(), t.exp_avg(), 1e-5, 1e-6));
+      EXPECT_TRUE(torch::allclose(s.exp_avg_sq(), t.exp_avg_sq(), 1e-5, 1e-6));
+    }
+  }
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "retrieval/metrics.h"
 #include "sharding/readers.h"
 #include "sharding/sampler.h"
+#include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/exported_model.h"
 #include "trainer/device.h"
@@ -251,7 +252,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
     reducer.finish_backward();
     if (options.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, options.clip);
     store.wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
-    optimizer.step();
+    adamw_step(optimizer);  // Note [Fused AdamW]
     ++progress.step;
     if (average) average->update(progress.step);
     progress.position = sampler.position();

@@ -28,6 +28,7 @@
 #include "sharding/distill_data.h"
 #include "sharding/readers.h"
 #include "sharding/sampler.h"
+#include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/distill_loss.h"
 #include "trainer/distill_sampler.h"
@@ -297,7 +298,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     reducer.finish_backward();
     if (options.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, options.clip);
     store.wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
-    optimizer.step();
+    adamw_step(optimizer);  // Note [Fused AdamW]
     ++progress.step;
     progress.position = sampler.position();
 
