@@ -10,15 +10,22 @@
 #include <cmath>
 #include <string>
 
-#include <c10/util/string_utils.h>
+#include "trainer/train_state.h"
 
 namespace dgr::trainer {
 namespace {
 
-bool fusable(const torch::Tensor& p) {
-  const torch::Tensor& g = p.grad();
-  return p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() &&
-         g.scalar_type() == torch::kFloat32 && g.is_contiguous() && !g.is_sparse();
+bool fp32_contiguous(const torch::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() && !t.is_sparse();
+}
+
+// The parameter, its gradient and its moments (when it has any yet) can be updated by update().
+bool fusable(const torch::Tensor& p, const torch::optim::AdamW& optimizer) {
+  if (!fp32_contiguous(p) || !fp32_contiguous(p.grad())) return false;
+  auto it = optimizer.state().find(state_key(p));
+  if (it == optimizer.state().end()) return true;
+  const auto& state = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+  return fp32_contiguous(state.exp_avg()) && fp32_contiguous(state.exp_avg_sq());
 }
 
 struct Coefficients {
@@ -44,7 +51,7 @@ void adamw_step(torch::optim::AdamW& optimizer) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     if (options.amsgrad()) return static_cast<void>(optimizer.step());
     for (const auto& p : group.params())
-      if (p.grad().defined() && !fusable(p)) return static_cast<void>(optimizer.step());
+      if (p.grad().defined() && !fusable(p, optimizer)) return static_cast<void>(optimizer.step());
   }
   torch::NoGradGuard no_grad;
   auto& states = optimizer.state();
@@ -53,7 +60,7 @@ void adamw_step(torch::optim::AdamW& optimizer) {
     const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());  // LibTorch's own key
+      const std::string key = state_key(p);
       auto it = states.find(key);
       if (it == states.end()) {
         auto fresh = std::make_unique<torch::optim::AdamWParamState>();
@@ -65,11 +72,6 @@ void adamw_step(torch::optim::AdamW& optimizer) {
       auto& state = static_cast<torch::optim::AdamWParamState&>(*it->second);
       torch::Tensor& m = state.exp_avg();
       torch::Tensor& v = state.exp_avg_sq();
-      if (!m.is_contiguous() || !v.is_contiguous() || m.scalar_type() != torch::kFloat32 ||
-          v.scalar_type() != torch::kFloat32) {  // e.g. restored from elsewhere: make them so, once
-        m = m.to(torch::kFloat32).contiguous();
-        v = v.to(torch::kFloat32).contiguous();
-      }
       state.step(state.step() + 1);
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
       const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));

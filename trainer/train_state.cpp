@@ -82,7 +82,6 @@ void copy_into(const NamedArray& array, torch::Tensor tensor, const std::string&
   tensor.copy_(source);
 }
 
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 // The per-parameter state of Adam or AdamW as (name suffix, tensor) pairs, plus its step count.
 struct AdamLike {
@@ -103,6 +102,8 @@ AdamLike adam_state(torch::optim::OptimizerParamState& state) {
 }
 
 }  // namespace
+
+std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;

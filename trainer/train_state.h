@@ -20,6 +20,9 @@ struct TrainProgress {
   uint64_t seed = 0;                 // run seed (per-rank RNG is re-derived from it on another world size)
 };
 
+// The key of `p`'s entry in a LibTorch optimizer's state() (LibTorch's own spelling: its TensorImpl address).
+std::string state_key(const torch::Tensor& p);
+
 // ("<state-dict key>", parameter) for every parameter of `model`, in registration order.
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model);
 
