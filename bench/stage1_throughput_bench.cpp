@@ -31,6 +31,7 @@
 #include <mpi.h>
 
 #include "comm/communicator.h"
+#include "common/blas.h"
 #include "common/world.h"
 #include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
@@ -183,12 +184,13 @@ int main(int argc, char** argv) {
     std::printf("impl=dgr ranks=%d threads=%d batch=%d global_batch=%d steps=%d params=%lld step_ms_median=%.2f "
                 "examples_per_s=%.2f examples_per_s_per_rank=%.2f loss=%.4f forward_ms=%.2f backward_ms=%.2f "
                 "optimizer_ms=%.2f comm_ms=%.2f exposed_comm_ms=%.2f step_ms_mean=%.2f backward_ms_mean=%.2f "
-                "exposed_comm_ms_mean=%.2f page_faults_per_step=%.0f allocator=%s\n",
+                "exposed_comm_ms_mean=%.2f page_faults_per_step=%.0f allocator=%s blas_kernels=%s\n",
                 ranks, threads, batch, batch * ranks, steps, static_cast<long long>(params), median(times) * 1e3,
                 static_cast<double>(batch) * ranks * times.size() / total,
                 static_cast<double>(batch) * times.size() / total, loss_value, median(forward) * 1e3,
                 median(backward) * 1e3, median(update) * 1e3, median(comm) * 1e3, median(exposed) * 1e3,
-                mean(times) * 1e3, mean(backward) * 1e3, mean(exposed) * 1e3, mean(faults), allocator.c_str());
+                mean(times) * 1e3, mean(backward) * 1e3, mean(exposed) * 1e3, mean(faults), allocator.c_str(),
+                dgr::blas::info().core.c_str());
     std::fflush(stdout);
   }
   if (std::getenv("DGR_BENCH_PER_RANK") != nullptr) {

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "common/blas.h"
 #include "common/text.h"
 
 #ifdef DGR_HAVE_NCCL
@@ -31,6 +32,7 @@ std::string version_report() {
   unsigned major = 0, minor = 0, release = 0;
   H5get_libversion(&major, &minor, &release);
   out += fmt::format("HDF5 {}.{}.{}\n", major, minor, release);
+  out += blas::describe() + "\n";
 #ifdef DGR_HAVE_NCCL
   int nccl = 0;
   ncclGetVersion(&nccl);

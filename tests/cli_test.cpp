@@ -96,9 +96,17 @@ TEST(Cli, EverySubcommandHelpListsOptionsWithDefaults) {
 TEST(Cli, VersionNamesEveryLibrary) {
   Result r = run_dgr("--version");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  for (const char* s : {"dgr ", "LibTorch 1.", "MPI ", "HDF5 1.", "NCCL "}) {
+  for (const char* s : {"dgr ", "LibTorch 1.", "MPI ", "HDF5 1.", "NCCL ", "BLAS"}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s << " missing from:\n" << r.out;
   }
+}
+
+// Most of a CPU step is sgemm: the kernel set OpenBLAS runs is part of every benchmark figure.
+TEST(Cli, VersionNamesTheBlasKernelsInUse) {
+  Result r = run_dgr_env("OPENBLAS_CORETYPE=Haswell", "--version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OpenBLAS 0."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kernels Haswell (OPENBLAS_CORETYPE=Haswell)"), std::string::npos) << r.out;
 }
 
 TEST(Cli, UnknownFlagIsAnError) {
