@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "trainer/adamw.h"
+#include "trainer/attention.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
 #include "trainer/weight_average.h"
@@ -416,6 +417,57 @@ TEST_F(ModelTest, OnePassAdamWMatchesLibTorchsAdamW) {
       EXPECT_TRUE(torch::allclose(s.exp_avg_sq(), t.exp_avg_sq(), 1e-5, 1e-6));
     }
   }
+}
+
+
+// Note [Small-matrix attention]: the CPU kernels give LibTorch's values and gradients, for every bias the
+// model passes (key padding [G, 1, Lk], causal + padding [G, Lq, Lk], none [1, 1, 1]), one query row
+// (incremental decoding), non-contiguous inputs, and with the masked keys' gradients exactly zero.
+TEST_F(ModelTest, SmallMatrixAttentionMatchesLibTorch) {
+  torch::manual_seed(7);
+  const int64_t G = 12, hd = 8;
+  struct Case { int64_t Lq, Lk; int bias_kind; };
+  for (const Case c : {Case{5, 7, 0}, Case{6, 6, 1}, Case{1, 9, 2}, Case{3, 4, 0}}) {
+    SCOPED_TRACE(testing::Message() << "Lq " << c.Lq << " Lk " << c.Lk << " bias " << c.bias_kind);
+    torch::Tensor bias;
+    if (c.bias_kind == 0) {  // key padding: the last keys of every other matrix masked
+      bias = torch::zeros({G, 1, c.Lk});
+      for (int64_t g = 0; g < G; g += 2) bias[g][0].slice(0, c.Lk - 2).fill_(-1e9);
+    } else if (c.bias_kind == 1) {  // causal
+      bias = torch::full({c.Lq, c.Lk}, -1e9).triu_(1).unsqueeze(0).expand({G, c.Lq, c.Lk}).contiguous();
+    } else {
+      bias = torch::zeros({1, 1, 1});
+    }
+    // q as a transposed view, as attend_shared passes it.
+    auto q0 = torch::randn({c.Lq, G, hd}, torch::requires_grad());
+    auto k0 = torch::randn({G, c.Lk, hd}, torch::requires_grad());
+    auto v0 = torch::randn({G, c.Lk, hd}, torch::requires_grad());
+    auto weights = torch::randn({G, c.Lq, hd});
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+
+    auto out = attention(q0.transpose(0, 1), k0, v0, bias, scale);
+    (out * weights).sum().backward();
+    auto gq = q0.grad().clone(), gk = k0.grad().clone(), gv = v0.grad().clone();
+    q0.grad().zero_(); k0.grad().zero_(); v0.grad().zero_();
+    auto ref = attention_reference(q0.transpose(0, 1), k0, v0, bias, scale);
+    (ref * weights).sum().backward();
+
+    EXPECT_TRUE(torch::allclose(out, ref, 1e-5, 1e-5)) << (out - ref).abs().max().item<float>();
+    EXPECT_TRUE(torch::allclose(gq, q0.grad(), 1e-4, 1e-5)) << (gq - q0.grad()).abs().max().item<float>();
+    EXPECT_TRUE(torch::allclose(gk, k0.grad(), 1e-4, 1e-5)) << (gk - k0.grad()).abs().max().item<float>();
+    EXPECT_TRUE(torch::allclose(gv, v0.grad(), 1e-4, 1e-5)) << (gv - v0.grad()).abs().max().item<float>();
+    if (c.bias_kind == 0) {
+      EXPECT_EQ(gk[0].slice(0, c.Lk - 2).abs().max().item<float>(), 0.0F);
+      EXPECT_EQ(gv[0].slice(0, c.Lk - 2).abs().max().item<float>(), 0.0F);
+    }
+  }
+  // Double tensors go to LibTorch's path, and the shapes are checked.
+  auto qd = torch::randn({2, 3, 4}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(attention(qd, qd, qd, torch::zeros({1, 1, 1}, torch::kDouble), 0.5),
+                              attention_reference(qd, qd, qd, torch::zeros({1, 1, 1}, torch::kDouble), 0.5)));
+  EXPECT_THROW(attention(torch::randn({2, 3, 4}), torch::randn({2, 3, 5}), torch::randn({2, 3, 5}),
+                                  torch::zeros({1, 1, 1}), 1.0),
+               Error);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "trainer/attention.h"
 
 namespace dgr::trainer {
 
@@ -265,8 +266,7 @@ class Attention : public torch::nn::Module {
  protected:
   // q [G, Lq, hd], k/v [G, Lk, hd], bias broadcastable to [G, Lq, Lk].
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& bias) const {
-    auto w = torch::softmax(torch::baddbmm(bias, q, k.transpose(1, 2), 1.0, scale_), -1);
-    return torch::bmm(w, v);
+    return attention(q, k, v, bias, scale_);  // Note [Small-matrix attention]
   }
   int64_t d_, heads_, head_dim_;
   double scale_;
