@@ -90,15 +90,15 @@ inline int64_t padded(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
   }
 }
 
-// Scratch per thread: padded(Lk) * (hd + 1) + 2 * Lk * Lq + Lk floats.
+// Scratch per thread: padded(Lk) * (hd + 1) floats, and for backward 2 * Lk * Lq + Lk more.
 struct Scratch {
   std::vector<float> t, row, sT, pT, ds;
-  Scratch(const Shape& s) : t(static_cast<size_t>(s.hd * padded(s.Lk))), row(static_cast<size_t>(padded(s.Lk))) {}
-  void for_backward(const Shape& s) {
-    sT.resize(static_cast<size_t>(s.Lk * s.Lq));
-    pT.resize(static_cast<size_t>(s.Lk * s.Lq));
-    ds.resize(static_cast<size_t>(s.Lk));
-  }
+  Scratch(const Shape& s, bool backward)
+      : t(static_cast<size_t>(s.hd * padded(s.Lk))),
+        row(static_cast<size_t>(padded(s.Lk))),
+        sT(backward ? static_cast<size_t>(s.Lk * s.Lq) : 0),
+        pT(backward ? static_cast<size_t>(s.Lk * s.Lq) : 0),
+        ds(backward ? static_cast<size_t>(s.Lk) : 0) {}
 };
 
 // Matrices [g0, g1): p [G, Lq, Lk] = scale * q k^T + bias - (row max). The exp is LibTorch's (vectorised).
@@ -205,7 +205,7 @@ struct SmallMatrixAttention : public torch::autograd::Function<SmallMatrixAttent
     float* op = o.data_ptr<float>();
     const auto sc = static_cast<float>(scale);
     at::parallel_for(0, s.G, kGrain, [&](int64_t g0, int64_t g1) {
-      Scratch scratch(s);
+      Scratch scratch(s, /*backward=*/false);
       scores_range(qp, kp, bp, pp, scratch, s, sc, g0, g1);
     });
     p.exp_();
@@ -232,8 +232,7 @@ struct SmallMatrixAttention : public torch::autograd::Function<SmallMatrixAttent
     float* dkp = dk.data_ptr<float>();
     float* dvp = dv.data_ptr<float>();
     at::parallel_for(0, s.G, kGrain, [&](int64_t g0, int64_t g1) {
-      Scratch scratch(s);
-      scratch.for_backward(s);
+      Scratch scratch(s, /*backward=*/true);
       backward_range(qp, kp, vp, pp, dop, dqp, dkp, dvp, scratch, s, sc, g0, g1);
     });
     return {dq, dk, dv, Tensor(), Tensor()};
