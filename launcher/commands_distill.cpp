@@ -19,6 +19,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "launcher/commands.h"
+#include "launcher/flags.h"
 #include "launcher/startup.h"
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
@@ -42,11 +43,10 @@ struct MineOptions {
   std::string model;      // export file
   std::string split = "train";
   std::string out_dir;
-  int threads = 0;
   int max_queries = 0;
   int max_keys = 40;
   int round_size = 8;     // queries per rank per gather round
-  std::string device = "auto";  // auto | cpu | cuda (trainer/device.h)
+  trainer::DeviceOptions device;  // --device, --threads
   bool force = false;
   trainer::RetrievalSettings settings;
 };
@@ -118,10 +118,10 @@ int run_mine(const MineOptions& opts, const World& world) {
 
   auto index = retrieval::load_index_dir(index_path);
   const json index_manifest = json::parse(index.manifest_json);
-  const trainer::DeviceChoice device = trainer::resolve_device(opts.device, world);
+  const trainer::DeviceChoice device = trainer::resolve_device(opts.device.device, world);
   trainer::make_current(device);
   trainer::ExportedScorer exported =
-      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.threads, world), device);
+      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
   DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
                "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
                "mine with the index the model was trained with (--index)",
@@ -393,18 +393,10 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--index", m->index_dir, "Index directory ('' = DATA/index)");
   mine->add_option("--model", m->model, "Export file (OUT/model.h5 of `dgr train`, or from `dgr export`)");
   mine->add_option("--split", m->split, "Split whose queries are mined (labels from its qrels)");
-  mine->add_option("--depth", m->settings.top_k, "Candidates per query (method.md: 100 to 200)")->check(CLI::PositiveNumber);
   mine->add_option("--max-keys", m->max_keys, "Keys kept per candidate, in matching order")->check(CLI::PositiveNumber);
   mine->add_option("--out", m->out_dir, "Mined directory to write (candidates.jsonl, candidates.tsv, run.trec, manifest.json)");
-  mine->add_option("--views", m->settings.views, "Views to search: title, body, pq")->delimiter(',');
-  mine->add_option("--beam", m->settings.beam, "Beam size")->check(CLI::PositiveNumber);
-  mine->add_flag("!--no-ngram-keys", m->settings.ngram_keys, "Without the query n-gram keys (body view)");
-  mine->add_flag("!--no-unigram-keys", m->settings.unigram_keys, "Without the unigram keys");
-  mine->add_flag("!--no-overlapped-keys", m->settings.overlapped_keys,
-                 "Keep only the keys the passage's score used (default: also the keys found in the passage on "
-                 "positions a heavier key took, e.g. the longer prefixes of its title, after them)");
-  mine->add_option("--threads", m->threads, "LibTorch threads per rank (0 = the node's cores / ranks on the node)");
-  mine->add_option("--device", m->device, kDeviceHelp)->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_retrieval_flags(*mine, m->settings, {.views_flag = "--views", .depth = true, .overlapped_keys = true});
+  add_device_flags(*mine, m->device, false);
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(CLI::PositiveNumber);
   mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");

@@ -197,24 +197,21 @@ Tensor ranking_loss(const Tensor& scores_a, const Tensor& scores_b, const Distil
                 scores_b.size(0) == static_cast<int64_t>(draw.b.candidates.size()),
             "ranking loss: {} and {} scores for lists of {} and {} passages", scores_a.size(0), scores_b.size(0),
             draw.a.candidates.size(), draw.b.candidates.size());
+  // A listwise loss of both lists against the teacher's scores, averaged.
+  auto mean_of_lists = [&](Tensor (*loss)(const Tensor&, const Tensor&, const DistillLossOptions&)) {
+    return 0.5 * loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
+           0.5 * loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
+  };
   switch (options.kind) {
     case DistillLossKind::dgr:
       return 0.5 * distilled_ranknet(scores_a, options) + 0.5 * distilled_ranknet(scores_b, options);
     case DistillLossKind::ltrgr:
       return ltrgr_loss(scores_a[0], scores_a[draw.top_negative_position], scores_b[0],
                         scores_b[draw.random_negative_position], options);
-    case DistillLossKind::listnet:
-      return 0.5 * listnet_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
-             0.5 * listnet_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
-    case DistillLossKind::kl:
-      return 0.5 * kl_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
-             0.5 * kl_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
-    case DistillLossKind::listmle:
-      return 0.5 * listmle_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
-             0.5 * listmle_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
-    case DistillLossKind::lambdaloss:
-      return 0.5 * lambda_loss(scores_a, teacher_tensor(draw.a.teacher_scores, scores_a), options) +
-             0.5 * lambda_loss(scores_b, teacher_tensor(draw.b.teacher_scores, scores_b), options);
+    case DistillLossKind::listnet: return mean_of_lists(listnet_loss);
+    case DistillLossKind::kl: return mean_of_lists(kl_loss);
+    case DistillLossKind::listmle: return mean_of_lists(listmle_loss);
+    case DistillLossKind::lambdaloss: return mean_of_lists(lambda_loss);
     case DistillLossKind::generation: break;
   }
   return torch::zeros({}, torch::kDouble);

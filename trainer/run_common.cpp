@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/export.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "retrieval/metrics.h"
 #include "trainer/model.h"
@@ -13,6 +14,15 @@
 #include "trainer/train_state.h"
 
 namespace dgr::trainer {
+
+void save_effective_config(const std::string& out_dir, const std::string& config_json, const World& world) {
+  if (!world.is_root()) return;
+  log::get("train")->info("effective config (also in {}/config.json): {}", out_dir, config_json);
+  std::filesystem::create_directories(out_dir);
+  files::AtomicFile file((std::filesystem::path(out_dir) / "config.json").string());
+  file.write(nlohmann::json::parse(config_json).dump(2) + "\n");
+  file.commit();
+}
 
 std::unique_ptr<comm::Communicator> make_train_communicator(const std::string& backend, int timeout_s,
                                                             const World& world) {

@@ -16,18 +16,22 @@
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
 #include "sharding/readers.h"
-#include "trainer/stage1.h"
+#include "trainer/options.h"
 
 namespace dgr::trainer {
 
 class Seq2Seq;
 
-// Linear warmup over warmup_steps to `base`, then `decay`: "constant", or "linear" to 0 at total_steps.
+// Rank 0 (others return at once): logs the effective configuration of a run (options after the config
+// file, flags and defaults, plus what an export needs) and writes it to OUT/config.json, atomically.
+void save_effective_config(const std::string& out_dir, const std::string& config_json, const World& world);
+
 // The communicator of a training run: `backend` (ring, mpi, nccl) with a deadline of `timeout_s` seconds on
 // every collective. Collective.
 std::unique_ptr<comm::Communicator> make_train_communicator(const std::string& backend, int timeout_s,
                                                             const World& world);
 
+// Linear warmup over warmup_steps to `base`, then `decay`: "constant", or "linear" to 0 at total_steps.
 double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t total_steps, const std::string& decay);
 
 struct EvalSet {

@@ -1,0 +1,362 @@
+// The Trainer (trainer.h): one loop for every stage; the stages' Objectives say what differs.
+#include "trainer/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoints/store.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "trainer/adamw.h"
+#include "trainer/cpu_allocator.h"
+#include "trainer/exported_model.h"
+#include "trainer/gradient_reducer.h"
+#include "trainer/model_scorer.h"
+#include "trainer/placement.h"
+#include "trainer/progress.h"
+#include "trainer/run_common.h"
+#include "trainer/stop.h"
+#include "trainer/train_state.h"
+#include "trainer/weight_average.h"
+
+namespace fs = std::filesystem;
+
+namespace dgr::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// The shared options as they go into OUT/config.json and every checkpoint (the stage adds its own).
+nlohmann::json train_options_json(const TrainOptions& o, const DeviceChoice& device) {
+  return {{"data_dir", o.data_dir}, {"index_dir", o.index_dir}, {"seed", o.seed}, {"dropout", o.dropout},
+          {"label_smoothing", o.label_smoothing}, {"ema_decay", o.ema_decay}, {"epochs", o.schedule.epochs},
+          {"global_batch", o.schedule.global_batch}, {"warmup", o.schedule.warmup}, {"decay", o.schedule.decay},
+          {"max_steps", o.schedule.max_steps}, {"lr", o.optimizer.lr}, {"beta1", o.optimizer.beta1},
+          {"beta2", o.optimizer.beta2}, {"eps", o.optimizer.eps}, {"weight_decay", o.optimizer.weight_decay},
+          {"clip", o.optimizer.clip}, {"device", device.kind()}, {"precision", o.device.precision},
+          {"comm", o.comm.backend}, {"bucket_mib", o.comm.bucket_mib}, {"piece_mib", o.comm.piece_mib}};
+}
+
+// "step=40/120 epoch=1.00 loss=2.3141 lr=2.00e-03 ..." (the order of `fields`).
+std::string key_values(const Fields& fields) {
+  std::string line;
+  for (const auto& [key, value] : fields) {
+    if (!line.empty()) line += ' ';
+    line += key == "lr" ? fmt::format("{}={:.2e}", key, value) : fmt::format("{}={:.4g}", key, value);
+  }
+  return line;
+}
+
+}  // namespace
+
+DeviceChoice prepare_run(const TrainOptions& options, const World& world) {
+  if (options.device.threads > 0) torch::set_num_threads(options.device.threads);
+  install_caching_cpu_allocator();  // Note [CPU page faults]
+  return prepare_training_device(options.device.device, options.device.precision, options.comm.backend, world);
+}
+
+IndexedCorpus load_indexed_corpus(const TrainOptions& options) {
+  const fs::path data(options.data_dir);
+  const std::string corpus_path = (data / "corpus.tsv").string();
+  const std::string index_path = options.index_dir.empty() ? (data / "index").string() : options.index_dir;
+  sharding::Corpus corpus = sharding::read_corpus(corpus_path);
+  retrieval::IndexDir index = retrieval::load_index_dir(index_path);
+  // load_index_dir verified fm_index.bin against this checksum already.
+  std::string sha256 = nlohmann::json::parse(index.manifest_json).at("fm_index_sha256").get<std::string>();
+  IndexedCorpus out{index_path, std::move(sha256), std::move(index), std::move(corpus), {}};
+  DGR_CHECK_AS(DataError, out.index.pids.size() == out.corpus.passages.size(),
+               "{} indexes {} passages but {} has {}: rebuild the index with `dgr index --data {}`", out.index_path,
+               out.index.pids.size(), corpus_path, out.corpus.passages.size(), options.data_dir);
+  out.passages.resize(out.index.pids.size());
+  for (size_t d = 0; d < out.index.pids.size(); ++d) {
+    auto it = out.corpus.index_of.find(out.index.pids[d]);
+    DGR_CHECK_AS(DataError, it != out.corpus.index_of.end(), "{}: passage '{}' is not in {}: rebuild the index",
+                 out.index_path, out.index.pids[d], corpus_path);
+    out.passages[d] = retrieval::tokenize_passage(out.index.tokenizer, out.corpus.passages[it->second]);
+  }
+  return out;
+}
+
+torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, bool pinned) {
+  size_t longest = 1;
+  for (const auto* s : sequences) longest = std::max(longest, s->size());
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)},
+                                   torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
+  auto a = out.accessor<int64_t, 2>();
+  for (size_t i = 0; i < sequences.size(); ++i)
+    for (size_t t = 0; t < sequences[i]->size(); ++t)
+      a[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = (*sequences[i])[t];
+  return out;
+}
+
+// Sums of a log window: the objective's statistics and counts, examples, steps and the reducer's times.
+struct Window {
+  std::vector<double> statistics, counts;
+  double examples = 0, backward_ms = 0, communication_ms = 0, exposed_ms = 0;
+  int64_t steps = 0;
+  Clock::time_point start = Clock::now();
+  void add(const std::vector<double>& step_statistics, const std::vector<double>& step_counts, double step_examples,
+           const ReducerTimers& timers) {
+    statistics.resize(step_statistics.size());
+    counts.resize(step_counts.size());
+    for (size_t i = 0; i < step_statistics.size(); ++i) statistics[i] += step_statistics[i];
+    for (size_t i = 0; i < step_counts.size(); ++i) counts[i] += step_counts[i];
+    examples += step_examples;
+    backward_ms += timers.backward_ms;
+    communication_ms += timers.communication_ms;
+    exposed_ms += timers.exposed_ms;
+    ++steps;
+  }
+  void reset() {
+    std::fill(statistics.begin(), statistics.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), 0.0);
+    examples = backward_ms = communication_ms = exposed_ms = 0;
+    steps = 0;
+    start = Clock::now();
+  }
+};
+
+struct Trainer::State {
+  const TrainOptions& options;
+  const World& world;
+  DeviceChoice device;
+  torch::Device torch_device;
+  std::shared_ptr<Seq2Seq> model;
+  const IndexedCorpus& data;
+  StageInfo stage;
+  Objective& objective;
+  std::shared_ptr<spdlog::logger> log = log::get("train");
+  Clock::time_point start = Clock::now();
+  torch::optim::AdamW optimizer;
+  std::unique_ptr<comm::Communicator> communicator;
+  std::unique_ptr<GradientReducer> reducer;
+  std::vector<torch::Tensor> parameters;
+  sharding::EpochSampler sampler;
+  int64_t total_steps = 0, warmup_steps = 0, save_every = 0, eval_every = 0;
+  nlohmann::json export_section;
+  std::string config_json;
+  std::unique_ptr<checkpoints::Store> store;
+  std::unique_ptr<WeightAverage> average;
+  ExtraTensors extras;
+  TrainProgress progress;
+  std::vector<EvalSet> eval_sets;
+  std::ofstream jsonl;
+
+  State(const TrainOptions& o, const World& w, const DeviceChoice& d, std::shared_ptr<Seq2Seq> m,
+        const IndexedCorpus& c, StageInfo s, Objective& obj)
+      : options(o), world(w), device(d), torch_device(trainer::torch_device(d)), model(std::move(m)), data(c),
+        stage(std::move(s)), objective(obj),
+        optimizer(model->parameters(), torch::optim::AdamWOptions(o.optimizer.lr)
+                                           .betas({o.optimizer.beta1, o.optimizer.beta2})
+                                           .eps(o.optimizer.eps)
+                                           .weight_decay(o.optimizer.weight_decay)),
+        communicator(make_train_communicator(o.comm.backend, o.comm.timeout_s, w)),
+        sampler(obj.num_examples(), o.schedule.global_batch, o.seed, w.rank(), w.size()) {}
+
+  double epoch() const {
+    return static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch());
+  }
+  void plan_steps();
+  void write_config();
+  void open_checkpoints();
+  double step(const sharding::EpochSampler::Step& batch, double lr, Window& window);
+  void evaluate(const std::string& when, Progress& meter);
+  void log_window(Window& window, double lr);
+  int stop();
+  int finish(Progress& meter);
+};
+
+void Trainer::State::plan_steps() {
+  const auto per_epoch = static_cast<double>(sampler.steps_per_epoch());
+  const ScheduleOptions& s = options.schedule;
+  total_steps = std::max<int64_t>(1, s.max_steps > 0 ? s.max_steps : static_cast<int64_t>(std::ceil(s.epochs * per_epoch)));
+  warmup_steps = static_cast<int64_t>(s.warmup * static_cast<double>(total_steps));
+  save_every = options.checkpoint.save_every > 0 ? options.checkpoint.save_every : sampler.steps_per_epoch();
+  eval_every = options.eval.every > 0
+                   ? std::max<int64_t>(1, static_cast<int64_t>(std::llround(options.eval.every * per_epoch)))
+                   : total_steps;
+}
+
+// OUT/config.json and the checkpoints' config: the options, and what an export of any step needs (`dgr export`).
+void Trainer::State::write_config() {
+  export_section = {{"model_config", {{"model", nlohmann::json::parse(model->config().to_json_string())},
+                                      {"view_limits", nlohmann::json::parse(view_limits_json(stage.limits))}}},
+                    {"tokenizer_id", data.index.tokenizer.path()}, {"tokenizer_sha256", data.index.tokenizer.sha256()},
+                    {"index_id", data.index_path}, {"index_sha256", data.index_sha256}};
+  nlohmann::json train = train_options_json(options, device);
+  train.update(stage.options);
+  config_json = nlohmann::json{{"train", train}, {"export", export_section}}.dump();
+  save_effective_config(options.out_dir, config_json, world);
+}
+
+void Trainer::State::open_checkpoints() {
+  checkpoints::StoreOptions store_options;
+  store_options.dir = (fs::path(options.out_dir) / "checkpoints").string();
+  store_options.keep_last = options.checkpoint.keep_last;
+  store_options.async = options.checkpoint.async_save;
+  store = std::make_unique<checkpoints::Store>(store_options, world);
+  if (options.ema_decay > 0) {
+    average = std::make_unique<WeightAverage>(named_parameters(*model), options.ema_decay);
+    extras = average->named_averages();
+  }
+  progress = resume_or_start(*store, options.checkpoint.resume, options.seed, *model, optimizer, sampler, world.rank(),
+                             world.size(), extras);
+}
+
+// With --ema-decay the average is what is evaluated (Note [Weight averaging]): swapped in and out around it.
+void Trainer::State::evaluate(const std::string& when, Progress& meter) {
+  meter.pause();
+  meter.clear();
+  if (average) {
+    store->wait_for_copies();  // swapping writes the parameters the checkpoint writer may still be copying
+    average->swap();
+  }
+  model->eval();
+  auto scorer = make_model_scorer(model);
+  evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, world,
+                {when.c_str(), progress.step, epoch(), seconds_since(start)}, jsonl);
+  model->train();
+  if (average) average->swap();
+  meter.resume();
+}
+
+// Rank 0: one key=value line (losses, rates, the reducer's times per step) and one `train` event of
+// OUT/train.jsonl (losses, lr, examples/s, elapsed seconds) for the window's steps.
+void Trainer::State::log_window(Window& window, double lr) {
+  const double seconds = seconds_since(window.start), steps = static_cast<double>(std::max<int64_t>(1, window.steps));
+  Fields event = objective.window_fields(window.statistics, window.counts, window.examples);
+  event.insert(event.end(), {{"lr", lr}, {"examples_per_s", window.examples / seconds}});
+  Fields line = event;
+  for (const auto& rate : objective.window_rates(window.statistics, window.counts, seconds)) line.push_back(rate);
+  line.insert(line.end(), {{"backward_ms", window.backward_ms / steps}, {"comm_ms", window.communication_ms / steps},
+                           {"exposed_ms", window.exposed_ms / steps}, {"elapsed_s", seconds_since(start)}});
+  event.emplace_back("elapsed_s", seconds_since(start));
+  log->info("step={}/{} epoch={:.2f} {}", progress.step, total_steps, epoch(), key_values(line));
+  nlohmann::json json = {{"event", "train"}, {"step", progress.step}, {"epoch", epoch()}};
+  for (const auto& [key, value] : event) json[key] = value;
+  jsonl << json.dump() << "\n" << std::flush;
+}
+
+Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceChoice& device,
+                 std::shared_ptr<Seq2Seq> model, const IndexedCorpus& data, StageInfo stage, Objective& objective)
+    : s_(std::make_unique<State>(options, world, device, std::move(model), data, std::move(stage), objective)) {
+  State& s = *s_;
+  s.reducer = std::make_unique<GradientReducer>(named_parameters(*s.model), *s.communicator,
+                                                reducer_options_from_mib(options.comm.bucket_mib, options.comm.piece_mib));
+  s.parameters = s.model->parameters();
+  s.plan_steps();
+  if (world.is_root()) {
+    int64_t count = 0;
+    for (auto& p : s.parameters) count += p.numel();
+    s.log->info("{}: {} steps of {} examples ({} per epoch), {} parameters, {} ranks x {} threads, device {} ({}), "
+                "model {}", s.stage.name, s.total_steps, options.schedule.global_batch, objective.num_examples(), count,
+                world.size(), torch::get_num_threads(), device.kind(), options.device.precision,
+                s.model->config().to_json_string());
+  }
+  s.write_config();
+  s.open_checkpoints();
+  s.eval_sets = load_eval_sets(options.data_dir, options.eval.splits, options.eval.max_queries, data.corpus);
+  if (world.is_root()) {
+    fs::create_directories(options.out_dir);
+    s.jsonl.open(fs::path(options.out_dir) / "train.jsonl", std::ios::app);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+// One optimizer step on every rank: the batch's counts summed over the ranks, forward, backward with the
+// allreduce overlapped, clipping, AdamW, the moving average; the step's statistics summed over the ranks
+// go into `window`. Returns the step's mean loss.
+double Trainer::State::step(const sharding::EpochSampler::Step& batch, double lr, Window& window) {
+  // Through the communicator, like every collective of the step, so that a rank that stalls anywhere
+  // trips a deadline naming it (comm/watchdog.h) instead of hanging the others.
+  std::vector<int64_t> counts = objective.load(batch);
+  allreduce_host(*communicator, comm::Buffer{counts.data(), counts.size(), comm::DType::kInt64}, comm::ReduceOp::kSum,
+                 device);
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  reducer->zero_grad();
+  reducer->prepare_backward(true);
+  torch::Tensor loss;
+  {
+    AutocastScope scope(options.device.precision == "bf16");  // forward and loss only
+    loss = objective.forward(batch, counts, world.size());
+  }
+  if (loss.defined()) loss.backward();
+  reducer->finish_backward();
+  if (options.optimizer.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, options.optimizer.clip);
+  store->wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
+  adamw_step(optimizer);     // Note [Fused AdamW]
+  ++progress.step;
+  if (average) average->update(progress.step);
+  progress.position = sampler.position();
+
+  std::vector<float> statistics = objective.statistics();
+  allreduce_host(*communicator, comm::Buffer{statistics.data(), statistics.size(), comm::DType::kFloat32},
+                 comm::ReduceOp::kSum, device);
+  const std::vector<double> step_statistics(statistics.begin(), statistics.end()), step_counts(counts.begin(), counts.end());
+  window.add(step_statistics, step_counts, static_cast<double>(batch.global_count), reducer->timers());
+  return objective.step_loss(step_statistics, step_counts, static_cast<double>(batch.global_count));
+}
+
+int Trainer::run() {
+  State& s = *s_;
+  Progress meter({.every_s = s.options.progress_every_s}, s.world.is_root(), s.progress.step);
+  if (s.stage.evaluate_at_start && s.progress.step == 0 && s.options.eval.every > 0)
+    s.evaluate("before " + s.stage.eval_when, meter);
+  signals::install_stop_handlers();
+  StopVote stop_vote(*s.communicator, s.device, s.world);
+  s.model->train();
+  bool stopped = false;
+  Window window;
+  while (s.progress.step < s.total_steps) {
+    const auto batch = s.sampler.next();
+    const double lr = scheduled_lr(s.options.optimizer.lr, s.progress.step, s.warmup_steps, s.total_steps,
+                                   s.options.schedule.decay);
+    const double loss = s.step(batch, lr, window);
+    meter.step({s.progress.step, s.total_steps, s.epoch(), loss, batch.global_count, lr});
+    if (s.progress.position.step_in_epoch == 0 || window.steps >= 50 || s.progress.step == s.total_steps) {
+      if (s.world.is_root()) {
+        meter.clear();
+        s.log_window(window, lr);
+      }
+      window.reset();
+    }
+    stopped = stop_vote.agree(s.progress.step);
+    if (stopped || s.progress.step % s.save_every == 0 || s.progress.step == s.total_steps)
+      s.store->save(make_save_request(s.progress, *s.model, s.optimizer, s.config_json, *s.store, s.extras));
+    if (stopped) break;
+    if (s.progress.step % s.eval_every == 0 && s.progress.step != s.total_steps) {
+      s.evaluate(s.stage.eval_when, meter);
+      window.start = Clock::now();  // examples/s counts training only
+    }
+  }
+  meter.finish();
+  s.store->wait();
+  return stopped ? s.stop() : s.finish(meter);
+}
+
+// After a stop signal: the checkpoint of the last step is committed.
+int Trainer::State::stop() {
+  if (world.is_root())
+    log->warn("stopped by a signal at step {}: checkpoint committed in {}/checkpoints; run the same command again "
+              "to resume", progress.step, options.out_dir);
+  return 3;
+}
+
+// After the last step: the final evaluation and the export (of the average, with --ema-decay).
+int Trainer::State::finish(Progress& meter) {
+  evaluate("final", meter);
+  if (average) average->swap();
+  const std::string path = write_final_export(*model, options.out_dir, export_section["model_config"].dump(), data.index,
+                                             data.index_path, data.index_sha256, world);
+  if (world.is_root())
+    log->info("{} done: {} steps in {:.0f}s; model exported to {}", stage.name, progress.step, seconds_since(start), path);
+  return 0;
+}
+
+}  // namespace dgr::trainer
