@@ -15,7 +15,7 @@
 // Integrity: the shard's sha256 is in manifest.json and checked the first time a process opens it; the
 // array lengths and the offsets are checked on open (lengths, first and last offsets) and on every load
 // (the offsets of the example read).
-#include "sharding/distill_data.h"
+#include "data/distill_data.h"
 
 #include <fcntl.h>
 #include <hdf5.h>
@@ -35,11 +35,11 @@
 
 #include "common/error.h"
 #include "common/files.h"
-#include "sharding/mined.h"
+#include "data/mined.h"
 
 namespace fs = std::filesystem;
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 using nlohmann::json;
@@ -777,4 +777,4 @@ const DistillManifest& DistillDataset::manifest() const { return impl_->manifest
 DistillExample DistillDataset::load(int64_t index) { return impl_->load(index); }
 const std::vector<int>& DistillDataset::shards_opened() const { return impl_->opened; }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

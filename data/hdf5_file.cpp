@@ -1,6 +1,6 @@
 // Checked HDF5 calls: RAII handles, chunked + Fletcher-32 datasets, string/int attributes, error text
 // taken from HDF5's error stack (the automatic stderr printing is turned off on every thread that calls in).
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -22,7 +22,7 @@
 static_assert(std::is_same_v<hid_t, int64_t>, "hid_t is int64_t from HDF5 1.10 on");
 static_assert(std::is_same_v<hsize_t, unsigned long long>, "hsize_t as declared in hdf5_file.h");
 
-namespace dgr::checkpoints::h5 {
+namespace dgr::data::h5 {
 namespace {
 
 // HDF5 keeps one error stack per thread (thread-safe build); switch off its stderr printing on each thread.
@@ -639,4 +639,4 @@ void fsync_path(const std::string& path) {
   }
 }
 
-}  // namespace dgr::checkpoints::h5
+}  // namespace dgr::data::h5

@@ -10,7 +10,7 @@
 
 #include "checkpoints/array.h"
 
-namespace dgr::checkpoints::h5 {
+namespace dgr::data::h5 {
 
 // Note [Dataset checksums]: every dataset with at least one element and a rank >= 1 is chunked (chunks of
 // at most `chunk_bytes`, no compression) with HDF5's Fletcher-32 filter, which HDF5 verifies on every
@@ -78,4 +78,4 @@ uint32_t fletcher32(const uint8_t* data, size_t num_bytes);
 // Throws CheckpointError naming the path.
 void fsync_path(const std::string& path);
 
-}  // namespace dgr::checkpoints::h5
+}  // namespace dgr::data::h5

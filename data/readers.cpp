@@ -1,7 +1,7 @@
 // Readers for corpus, queries, qrels and TREC runs. Each reads line by line through LineReader, checks
 // every line and throws DataError with "PATH:LINE: found ..., expected ... (what to do)" on the first
 // problem, so a bad input stops the job before any work is done on it.
-#include "sharding/readers.h"
+#include "data/readers.h"
 
 #include <algorithm>
 #include <cctype>
@@ -17,9 +17,9 @@
 
 #include "common/error.h"
 #include "common/text.h"
-#include "sharding/line_reader.h"
+#include "data/line_reader.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 namespace {
 
@@ -543,4 +543,4 @@ std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpu
   return run;
 }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 struct Passage {
   std::string pid;
@@ -70,4 +70,4 @@ struct RunEntry {
 std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpus,
                                     const std::vector<Query>* queries);
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -23,9 +23,9 @@
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/retriever.h"
-#include "sharding/distill_data.h"
-#include "sharding/mined.h"
-#include "sharding/readers.h"
+#include "data/distill_data.h"
+#include "data/mined.h"
+#include "data/readers.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 
@@ -77,11 +77,11 @@ std::string tsv_field(std::string s) {
 }
 
 bool is_mined_dir(const std::string& dir) {
-  const fs::path manifest = fs::path(dir) / sharding::kMinedManifestFile;
+  const fs::path manifest = fs::path(dir) / data::kMinedManifestFile;
   std::error_code ec;
   if (!fs::exists(manifest, ec)) return false;
   json j = json::parse(files::read_all(manifest.string()), nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.value("format", "") == sharding::kMinedFormat;
+  return j.is_object() && j.value("format", "") == data::kMinedFormat;
 }
 
 json file_entry(const std::string& path) {
@@ -112,7 +112,7 @@ int run_mine(const MineOptions& opts, const World& world) {
     DGR_CHECK_AS(ConfigError, !fs::exists(opts.out_dir, ec) || is_mined_dir(opts.out_dir) || opts.force,
                  "output directory {} exists and is not a mined directory (no {} of format {}): remove it, choose "
                  "another --out, or pass --force to replace it",
-                 opts.out_dir, sharding::kMinedManifestFile, sharding::kMinedFormat);
+                 opts.out_dir, data::kMinedManifestFile, data::kMinedFormat);
     out = std::make_unique<files::AtomicDir>(opts.out_dir, /*replace=*/true);
   }
 
@@ -131,25 +131,25 @@ int run_mine(const MineOptions& opts, const World& world) {
     log->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining goes on, but "
               "check the index is the one you meant", opts.model, exported.index_sha256, index_path, fm_sha);
   }
-  auto queries = sharding::read_queries(queries_path);
+  auto queries = data::read_queries(queries_path);
   const auto all_queries = queries;
   if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries)) {
     queries.resize(static_cast<size_t>(opts.max_queries));
   }
   std::unordered_map<std::string, std::unordered_set<std::string>> positives;  // qid -> pids with grade >= 1
-  for (const auto& r : sharding::read_qrels(qrels_path, nullptr, &all_queries)) {
+  for (const auto& r : data::read_qrels(qrels_path, nullptr, &all_queries)) {
     if (r.grade >= 1) positives[r.qid].insert(r.pid);
   }
 
   // Every rank: one mined line per query of its share.
   auto encode = [&](size_t q, const std::vector<int32_t>& tokens, const std::vector<retrieval::RetrievedPassage>& passages) {
-    sharding::MinedQuery mined;
+    data::MinedQuery mined;
     mined.qid = queries[q].qid;
     mined.text = queries[q].text;
     mined.tokens = tokens;
     auto pos = positives.find(mined.qid);
     for (const auto& p : passages) {
-      sharding::MinedCandidate c;
+      data::MinedCandidate c;
       c.pid = index.pids[static_cast<size_t>(p.doc)];
       c.doc = p.doc;
       c.positive = pos != positives.end() && pos->second.count(c.pid) > 0;
@@ -165,19 +165,19 @@ int run_mine(const MineOptions& opts, const World& world) {
       for (const auto& key : p.overlapped) add_key(key);
       mined.candidates.push_back(std::move(c));
     }
-    return sharding::mined_query_json(mined);
+    return data::mined_query_json(mined);
   };
 
   // Rank 0: the files, streamed in query order.
   std::unique_ptr<files::AtomicFile> jsonl_file, tsv_file;
-  std::unique_ptr<sharding::Corpus> corpus;
-  std::vector<sharding::RunEntry> run;
+  std::unique_ptr<data::Corpus> corpus;
+  std::vector<data::RunEntry> run;
   MineCounts counts;
-  const std::string jsonl_name = sharding::kMinedCandidatesFile;
+  const std::string jsonl_name = data::kMinedCandidatesFile;
   if (world.is_root()) {
-    corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
-    jsonl_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesFile).string());
-    tsv_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesTsv).string());
+    corpus = std::make_unique<data::Corpus>(data::read_corpus((data / "corpus.tsv").string()));
+    jsonl_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / data::kMinedCandidatesFile).string());
+    tsv_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / data::kMinedCandidatesTsv).string());
     tsv_file->write("qid\tpid\trank\tquery\ttitle\ttext\n");
     log->info("mining {} {} queries (depth {}, views {}, beam {}) on {} ranks into {}", queries.size(), opts.split,
               opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(), opts.out_dir);
@@ -185,7 +185,7 @@ int run_mine(const MineOptions& opts, const World& world) {
   const auto start = std::chrono::steady_clock::now();
   size_t next_report = 1;
   auto consume = [&](size_t q, std::string line) {
-    sharding::MinedQuery mined = sharding::parse_mined_query(line, /*with_keys=*/true, jsonl_name, q + 1);
+    data::MinedQuery mined = data::parse_mined_query(line, /*with_keys=*/true, jsonl_name, q + 1);
     jsonl_file->write(line + "\n");
     ++counts.queries;
     bool any_positive = false;
@@ -222,16 +222,16 @@ int run_mine(const MineOptions& opts, const World& world) {
   if (counts.without_candidates > 0) {
     log->warn("{} of {} queries got no candidate (no key of the model found a passage: an undertrained model?); they "
               "stay in {} with empty lists and `dgr prepare` drops them", counts.without_candidates, counts.queries,
-              sharding::kMinedCandidatesFile);
+              data::kMinedCandidatesFile);
   }
   jsonl_file->commit();
   tsv_file->commit();
   const fs::path tmp(out->tmp_dir());
-  retrieval::write_trec_run((tmp / sharding::kMinedRunFile).string(), run);
+  retrieval::write_trec_run((tmp / data::kMinedRunFile).string(), run);
   const double mean = counts.queries > 0 ? static_cast<double>(counts.candidates) / static_cast<double>(counts.queries) : 0;
   json manifest = {
-      {"format", sharding::kMinedFormat},
-      {"version", sharding::kMinedFormatVersion},
+      {"format", data::kMinedFormat},
+      {"version", data::kMinedFormatVersion},
       {"split", opts.split},
       {"data_dir", absolute(opts.data_dir)},
       {"queries_file", absolute(queries_path)},
@@ -255,12 +255,12 @@ int run_mine(const MineOptions& opts, const World& world) {
                   {"keys", counts.keys}, {"candidates_at_max_keys", counts.truncated_key_lists},
                   {"ranks", world.size()}, {"seconds", stats.seconds},
                   {"queries_per_second", stats.queries_per_second()}}},
-      {"files", {{sharding::kMinedCandidatesFile, file_entry((tmp / sharding::kMinedCandidatesFile).string())},
-                 {sharding::kMinedCandidatesTsv, file_entry((tmp / sharding::kMinedCandidatesTsv).string())},
-                 {sharding::kMinedRunFile, file_entry((tmp / sharding::kMinedRunFile).string())}}},
+      {"files", {{data::kMinedCandidatesFile, file_entry((tmp / data::kMinedCandidatesFile).string())},
+                 {data::kMinedCandidatesTsv, file_entry((tmp / data::kMinedCandidatesTsv).string())},
+                 {data::kMinedRunFile, file_entry((tmp / data::kMinedRunFile).string())}}},
   };
   {
-    files::AtomicFile file((tmp / sharding::kMinedManifestFile).string());
+    files::AtomicFile file((tmp / data::kMinedManifestFile).string());
     file.write(manifest.dump(2) + "\n");
     file.commit();
   }
@@ -275,20 +275,20 @@ int run_mine(const MineOptions& opts, const World& world) {
 
 // The mined queries (no keys) and, when the index still matches, its pids (for "not in the corpus" errors).
 struct MinedInputs {
-  sharding::MinedManifest manifest;
-  std::vector<sharding::MinedQuery> queries;
+  data::MinedManifest manifest;
+  std::vector<data::MinedQuery> queries;
   std::optional<std::unordered_set<std::string>> pids;
 };
 MinedInputs read_mined_inputs(const std::string& mined_dir) {
   DGR_CHECK_AS(ConfigError, !mined_dir.empty(), "give --mined (a directory written by `dgr mine`)");
   MinedInputs in;
-  in.manifest = sharding::read_mined_manifest(mined_dir);
-  in.queries = sharding::read_mined_queries(mined_dir, /*with_keys=*/false);
-  in.pids = sharding::read_index_pids(in.manifest.index_dir, in.manifest.pids_sha256);
+  in.manifest = data::read_mined_manifest(mined_dir);
+  in.queries = data::read_mined_queries(mined_dir, /*with_keys=*/false);
+  in.pids = data::read_index_pids(in.manifest.index_dir, in.manifest.pids_sha256);
   return in;
 }
 
-int64_t count_candidates(const std::vector<sharding::MinedQuery>& queries) {
+int64_t count_candidates(const std::vector<data::MinedQuery>& queries) {
   int64_t n = 0;
   for (const auto& q : queries) n += static_cast<int64_t>(q.candidates.size());
   return n;
@@ -299,14 +299,14 @@ int run_teacher_import(const TeacherImportOptions& opts, const World& world) {
   if (!world.is_root()) return 0;
   auto log = log::get("teacher");
   MinedInputs in = read_mined_inputs(opts.mined_dir);
-  auto missing = opts.missing == "last" ? sharding::MissingCandidates::last : sharding::MissingCandidates::error;
-  sharding::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
+  auto missing = opts.missing == "last" ? data::MissingCandidates::last : data::MissingCandidates::error;
+  data::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
   if (teacher.unscored_candidates() > 0) {
     log->warn("{}: {} mined candidates in {} queries are not in the run: ranked after the scored ones (--missing last; "
               "scores below every scored candidate, see docs/distillation.md)",
               opts.run, teacher.unscored_candidates(), teacher.queries_with_unscored());
   }
-  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
+  retrieval::write_trec_run(opts.out, data::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
   std::cout << fmt::format("dgr teacher import: {} -> {}: {} queries, {} candidates ({} unscored, in {} queries)\n",
                            opts.run, opts.out, in.queries.size(), count_candidates(in.queries),
                            teacher.unscored_candidates(), teacher.queries_with_unscored())
@@ -320,7 +320,7 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   auto log = log::get("teacher");
   MinedInputs in = read_mined_inputs(opts.mined_dir);
   const std::string corpus_path = (fs::path(opts.data_dir) / "corpus.tsv").string();
-  auto corpus = sharding::read_corpus(corpus_path);
+  auto corpus = data::read_corpus(corpus_path);
   for (const auto& q : in.queries) {
     for (const auto& c : q.candidates) {
       DGR_CHECK_AS(DataError, corpus.contains(c.pid),
@@ -336,7 +336,7 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   // matching passages).
   options.depth = static_cast<int>(corpus.passages.size());
   retrieval::Bm25Index bm25(corpus, options);
-  std::vector<sharding::TeacherList> lists;
+  std::vector<data::TeacherList> lists;
   lists.reserve(in.queries.size());
   int64_t unmatched = 0, queries_with_unmatched = 0;
   for (const auto& q : in.queries) {
@@ -357,9 +357,9 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
     }
     unmatched += missing;
     queries_with_unmatched += missing > 0 ? 1 : 0;
-    lists.push_back(sharding::teacher_list(scores, tie_order));
+    lists.push_back(data::teacher_list(scores, tie_order));
   }
-  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, lists, "bm25"));
+  retrieval::write_trec_run(opts.out, data::teacher_run_entries(in.queries, lists, "bm25"));
   std::cout << fmt::format("dgr teacher bm25 (k1 {}, b {}): {} -> {}: {} queries, {} candidates ({} share no term with "
                            "the query, in {} queries: ranked last)\n",
                            opts.k1, opts.b, opts.mined_dir, opts.out, in.queries.size(), count_candidates(in.queries),
@@ -368,9 +368,9 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   return 0;
 }
 
-int run_prepare(const sharding::PrepareOptions& opts, const World& world) {
+int run_prepare(const data::PrepareOptions& opts, const World& world) {
   if (!world.is_root()) return 0;
-  auto s = sharding::prepare_distill_data(opts);
+  auto s = data::prepare_distill_data(opts);
   std::cout << fmt::format("dgr prepare: {} -> {}: {} of {} mined queries kept ({} without {} positive(s), {} with fewer "
                            "than {} negatives, {} with the top positive >= {} above the top negative), {} candidates, "
                            "{} keys, {} shards\n",
@@ -432,7 +432,7 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   bm25->add_option("--b", tb->b, "BM25 b");
   table[bm25] = [tb](const World& world) { return run_teacher_bm25(*tb, world); };
 
-  auto p = std::make_shared<sharding::PrepareOptions>();
+  auto p = std::make_shared<data::PrepareOptions>();
   CLI::App* prepare = app.add_subcommand("prepare", "The distillation data set: filter the mined queries, join the "
                                                     "teacher run, write HDF5 shards + manifest.json");
   prepare->add_option("--mined", p->mined_dir, "Mined directory (`dgr mine`)");

@@ -19,7 +19,7 @@
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
@@ -127,9 +127,9 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   } else {
     for (const auto& split : opts.splits) jobs.emplace_back(split, (data / ("queries." + split + ".tsv")).string());
   }
-  std::unique_ptr<sharding::Corpus> corpus;
+  std::unique_ptr<data::Corpus> corpus;
   for (const auto& [name, path] : jobs) {
-    const auto all_queries = sharding::read_queries(path);
+    const auto all_queries = data::read_queries(path);
     auto queries = all_queries;
     if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries))
       queries.resize(static_cast<size_t>(opts.max_queries));
@@ -151,11 +151,11 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
                                    stats.queries_per_second(), world.size());
     const fs::path qrels_path = data / ("qrels." + name + ".tsv");
     if (opts.queries.empty() && fs::exists(qrels_path)) {
-      if (!corpus) corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
-      auto qrels = sharding::read_qrels(qrels_path.string(), corpus.get(), &all_queries);
+      if (!corpus) corpus = std::make_unique<data::Corpus>(data::read_corpus((data / "corpus.tsv").string()));
+      auto qrels = data::read_qrels(qrels_path.string(), corpus.get(), &all_queries);
       std::unordered_set<std::string> kept;
       for (const auto& q : queries) kept.insert(q.qid);
-      std::erase_if(qrels, [&](const sharding::Qrel& r) { return !kept.count(r.qid); });
+      std::erase_if(qrels, [&](const data::Qrel& r) { return !kept.count(r.qid); });
       line += ": " + retrieval::format_metrics(retrieval::evaluate(run, qrels));
     }
     std::cout << line << "\n" << std::flush;

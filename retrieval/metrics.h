@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "sharding/readers.h"
+#include "data/readers.h"
 
 namespace dgr::retrieval {
 
@@ -32,7 +32,7 @@ struct Evaluation {
   int queries_without_relevant = 0;  // run queries ignored for having no relevant passage
 };
 
-Evaluation evaluate(const std::vector<sharding::RunEntry>& run, const std::vector<sharding::Qrel>& qrels,
+Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<data::Qrel>& qrels,
                     const MetricsOptions& options = {});
 
 // "R@1 0.7917  R@5 ...  MRR@10 ...  nDCG@10 ..." in a fixed order.

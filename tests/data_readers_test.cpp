@@ -12,8 +12,8 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "sharding/line_reader.h"
-#include "sharding/readers.h"
+#include "data/line_reader.h"
+#include "data/readers.h"
 
 namespace dgr::sharding {
 namespace {

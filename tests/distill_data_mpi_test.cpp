@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "sharding/distill_data.h"
+#include "data/distill_data.h"
 #include "sharding/sampler.h"
 #include "tests/temp_dir.h"
 

@@ -25,7 +25,7 @@
 #include "common/signals.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 #include "sharding/sampler.h"
 #include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
@@ -103,7 +103,7 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const std::string index_path = options.index_dir.empty() ? (data / "index").string() : options.index_dir;
 
   // Data: every rank reads the same files and builds the same pair list.
-  auto corpus = sharding::read_corpus((data / "corpus.tsv").string());
+  auto corpus = data::read_corpus((data / "corpus.tsv").string());
   auto index = retrieval::load_index_dir(index_path);
   DGR_CHECK_AS(DataError, index.pids.size() == corpus.passages.size(),
                "{} indexes {} passages but {} has {}: rebuild the index with `dgr index --data {}`", index_path,
@@ -116,8 +116,8 @@ int run_stage1(const Stage1Options& options, const World& world) {
                  index.pids[d], (data / "corpus.tsv").string());
     passages[d] = retrieval::tokenize_passage(index.tokenizer, corpus.passages[it->second]);
   }
-  auto train_queries = sharding::read_queries((data / "queries.train.tsv").string());
-  auto train_qrels = sharding::read_qrels((data / "qrels.train.tsv").string(), &corpus, &train_queries);
+  auto train_queries = data::read_queries((data / "queries.train.tsv").string());
+  auto train_qrels = data::read_qrels((data / "qrels.train.tsv").string(), &corpus, &train_queries);
   std::unordered_map<std::string, int32_t> first_positive;
   for (const auto& q : train_qrels)
     if (q.grade > 0) first_positive.emplace(q.qid, index.doc_of.at(q.pid));

@@ -25,8 +25,8 @@
 #include "common/signals.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
-#include "sharding/distill_data.h"
-#include "sharding/readers.h"
+#include "data/distill_data.h"
+#include "data/readers.h"
 #include "sharding/sampler.h"
 #include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
@@ -122,10 +122,10 @@ int run_stage2(const Stage2Options& options, const World& world) {
     DGR_CHECK_AS(ConfigError, v != retrieval::View::pq, "--gen-views: only title and body targets exist in stage 2");
 
   // Data: the index and corpus (generation targets), the prepared data set (this rank loads its examples).
-  auto corpus = sharding::read_corpus((data / "corpus.tsv").string());
+  auto corpus = data::read_corpus((data / "corpus.tsv").string());
   auto index = retrieval::load_index_dir(index_path);
   const std::string index_sha256 = nlohmann::json::parse(index.manifest_json).at("fm_index_sha256").get<std::string>();
-  sharding::DistillDataset dataset(options.prepared_dir);
+  data::DistillDataset dataset(options.prepared_dir);
   DGR_CHECK_AS(DataError, dataset.manifest().tokenizer_sha256 == index.tokenizer.sha256() &&
                               dataset.manifest().fm_index_sha256 == index_sha256,
                "{} was mined with another tokenizer or FM-index than {} (tokenizer {} vs {}): prepare it again from "
@@ -240,7 +240,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
     double head_first = 0;
     int64_t tokens[2] = {0, 0};
     for (int64_t e : batch.examples) {
-      sharding::DistillExample example = dataset.load(e);
+      data::DistillExample example = dataset.load(e);
       draws.check(example);
       DistillDraw draw = draws.draw(example, batch.epoch, static_cast<uint64_t>(e));
       std::vector<int32_t> members = draw.a.candidates;
