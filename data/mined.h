@@ -11,6 +11,7 @@
 
 #include "data/distill_example.h"
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::data {
 

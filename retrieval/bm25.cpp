@@ -112,16 +112,4 @@ std::vector<data::RunEntry> Bm25Index::run(const std::vector<data::Query>& queri
   }
   return entries;
 }
-
-void write_trec_run(const std::string& path, const std::vector<data::RunEntry>& run) {
-  files::AtomicFile file(path);
-  std::string line;
-  for (const data::RunEntry& entry : run) {
-    line = fmt::format("{} Q0 {} {} {:.6f} {}\n", entry.qid, entry.pid, entry.rank, entry.score,
-                       entry.tag.empty() ? std::string("bm25") : entry.tag);
-    file.write(line);
-  }
-  file.commit();
-}
-
 }  // namespace dgr::retrieval

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 
@@ -49,9 +50,5 @@ class Bm25Index {
   std::vector<std::string> pids_;  // [docid - 1], sorted by pid
   std::unique_ptr<Impl> impl_;
 };
-
-// Writes `run` as a TREC run file "qid Q0 pid rank score tag" (score with %.6f), atomically
-// (dgr::files::AtomicFile). Throws dgr::Error when the file cannot be written.
-void write_trec_run(const std::string& path, const std::vector<data::RunEntry>& run);
 
 }  // namespace dgr::retrieval

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 
