@@ -10,6 +10,7 @@
 #include "launcher/commands.h"
 #include "data/debian_dataset.h"
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace fs = std::filesystem;
 

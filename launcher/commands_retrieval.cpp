@@ -14,6 +14,7 @@
 #include "retrieval/bm25.h"
 #include "retrieval/metrics.h"
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace fs = std::filesystem;
 
@@ -131,7 +132,7 @@ int run_bm25(const Bm25CommandOptions& opts, const World& world) {
                                       &queries);
     auto run = index.run(queries);
     std::string out = opts.out.empty() ? (fs::path(opts.data_dir) / ("bm25." + split + ".trec")).string() : opts.out;
-    retrieval::write_trec_run(out, run);
+    data::write_trec_run(out, run);
     std::cout << "bm25 " << split << " (" << out << "): " << retrieval::format_metrics(retrieval::evaluate(run, qrels))
               << "\n";
   }

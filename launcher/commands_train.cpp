@@ -20,6 +20,7 @@
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
 #include "data/readers.h"
+#include "data/trec.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
@@ -141,7 +142,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     fs::create_directories(out_dir.empty() ? "." : out_dir);
     const std::string run_path = (fs::path(out_dir) / ("run." + name + ".trec")).string();
     const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
-    retrieval::write_trec_run(run_path, run);
+    data::write_trec_run(run_path, run);
     {
       files::AtomicFile file(keys_path);
       for (const auto& line : keys) file.write(line + "\n");

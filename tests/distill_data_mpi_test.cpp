@@ -16,6 +16,7 @@
 #include "sharding/sampler.h"
 #include "tests/temp_dir.h"
 
+using namespace dgr::data;
 using namespace dgr::sharding;
 
 namespace {

@@ -21,6 +21,7 @@
 
 namespace fs = std::filesystem;
 using namespace dgr;
+using namespace dgr::data;
 using namespace dgr::sharding;
 
 namespace {

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "retrieval/bm25.h"
 #include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 namespace {

@@ -14,6 +14,7 @@
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
 #include "data/readers.h"
+#include "data/trec.h"
 #include "trainer/stage1.h"
 
 namespace dgr::trainer {
