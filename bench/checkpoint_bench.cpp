@@ -25,7 +25,7 @@
 
 #include <fmt/format.h>
 
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 #include "checkpoints/store.h"
 #include "common/files.h"
 #include "common/error.h"
@@ -128,10 +128,10 @@ int main(int argc, char** argv) {
 
       path = dir + "/alone.h5";
       t0 = now_s();
-      h5::File file = h5::File::create(path);
+      dgr::data::h5::File file = dgr::data::h5::File::create(path);
       for (const auto& a : model) file.write_array(a);
       file.close();
-      h5::fsync_path(path);
+      dgr::data::h5::fsync_path(path);
       double t1 = now_s();
       dgr::files::sha256_file(path);
       sha256_s.push_back(now_s() - t1);

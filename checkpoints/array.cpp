@@ -1,7 +1,5 @@
-// DType helpers, array-name rules and the model-vs-file check the trainer runs after a load.
+// Staging buffers, the checked dtype and array-name rules, and the model-vs-file check the trainer runs after a load.
 #include "checkpoints/array.h"
-
-#include <sys/mman.h>
 
 #include <map>
 
@@ -12,81 +10,13 @@
 
 namespace dgr::checkpoints {
 
-size_t dtype_size(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kBFloat16: return 2;
-    case DType::kFloat64: return 8;
-    case DType::kInt64: return 8;
-    case DType::kInt32: return 4;
-    case DType::kUInt8: return 1;
-  }
-  return 0;
-}
-
-const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kBFloat16: return "bfloat16";
-    case DType::kFloat64: return "float64";
-    case DType::kInt64: return "int64";
-    case DType::kInt32: return "int32";
-    case DType::kUInt8: return "uint8";
-  }
-  return "?";
-}
-
 DType parse_dtype(const std::string& name) {
-  for (DType d : {DType::kFloat32, DType::kBFloat16, DType::kFloat64, DType::kInt64, DType::kInt32,
-                  DType::kUInt8}) {
-    if (name == dtype_name(d)) return d;
+  std::optional<DType> dtype = data::dtype_from_name(name);
+  if (!dtype) {
+    throw CheckpointError(fmt::format("unknown dtype '{}' (known: {}; was the file written by a newer dgr?)", name,
+                                      data::known_dtype_names()));
   }
-  throw CheckpointError(fmt::format(
-      "unknown dtype '{}' (known: float32, bfloat16, float64, int64, int32, uint8; was the file written by "
-      "a newer dgr?)", name));
-}
-
-int64_t NamedArray::num_elements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-namespace {
-
-// An array without bytes yet: name, shape (checked) and dtype.
-NamedArray described(std::string name, std::vector<int64_t> shape, DType dtype) {
-  NamedArray a;
-  a.name = std::move(name);
-  a.shape = std::move(shape);
-  a.dtype = dtype;
-  for (int64_t d : a.shape) {
-    DGR_CHECK_AS(CheckpointError, d >= 0, "array {}: negative dimension in shape {}", a.name, shape_string(a.shape));
-  }
-  return a;
-}
-
-}  // namespace
-
-NamedArray NamedArray::allocate(std::string name, std::vector<int64_t> shape, DType dtype) {
-  NamedArray a = described(std::move(name), std::move(shape), dtype);
-  const size_t num_bytes = a.num_bytes();
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  if (num_bytes >= 2 * kHugePage) {
-    a.bytes.reserve(num_bytes);  // allocated, not yet touched
-    auto begin = reinterpret_cast<uintptr_t>(a.bytes.data());
-    uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-    uintptr_t last = (begin + num_bytes) & ~(kHugePage - 1);
-    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint only
-  }
-  a.bytes.resize(num_bytes);
-  return a;
-}
-
-NamedArray NamedArray::copy_of(std::string name, std::vector<int64_t> shape, DType dtype, const void* data) {
-  NamedArray a = allocate(std::move(name), std::move(shape), dtype);
-  if (!a.bytes.empty()) std::memcpy(a.bytes.data(), data, a.bytes.size());
-  return a;
+  return *dtype;
 }
 
 // Note [Staging buffers]
@@ -99,7 +29,13 @@ NamedArray NamedArray::copy_of(std::string name, std::vector<int64_t> shape, DTy
 // set on take(). Giving back replaces the previous pool, which bounds the memory to one save in flight plus
 // one save's buffers waiting, the same as a writer that frees its copies and a trainer that allocates new ones.
 NamedArray StagingPool::take(std::string name, std::vector<int64_t> shape, DType dtype) {
-  NamedArray a = described(std::move(name), std::move(shape), dtype);
+  for (int64_t d : shape) {
+    DGR_CHECK_AS(CheckpointError, d >= 0, "array {}: negative dimension in shape {}", name, shape_string(shape));
+  }
+  NamedArray a;
+  a.name = std::move(name);
+  a.shape = std::move(shape);
+  a.dtype = dtype;
   const size_t num_bytes = a.num_bytes();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -144,21 +80,9 @@ size_t StagingPool::pooled_bytes() const {
   return pooled_bytes_;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
-
 void check_array_name(const std::string& name) {
-  bool ok = !name.empty() && name.front() != '/' && name.back() != '/' && name.find("//") == std::string::npos;
-  size_t start = 0;
-  while (ok && start <= name.size()) {
-    size_t end = name.find('/', start);
-    if (end == std::string::npos) end = name.size();
-    std::string part = name.substr(start, end - start);
-    ok = part != "." && part != "..";
-    start = end + 1;
-  }
-  DGR_CHECK_AS(CheckpointError, ok,
-               "invalid array name '{}': use a state-dict key such as 'encoder.layers.0.weight' ('/' only "
-               "between non-empty group names, no '.' or '..' parts)", name);
+  std::string problem = data::array_name_problem(name);
+  DGR_CHECK_AS(CheckpointError, problem.empty(), "{}", problem);
 }
 
 void check_arrays(const std::vector<NamedArray>& found, const std::vector<ArraySpec>& expected,

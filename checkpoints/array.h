@@ -1,51 +1,27 @@
-// Named arrays: what checkpoints/ stores and loads. The trainer converts tensors to and from these; this
-// module never sees LibTorch. A NamedArray owns its bytes, so a background writer can use them safely.
+// What checkpoints/ adds to the named arrays of data/array.h: recycled host buffers for saves, the expected
+// arrays of a model and the check of a loaded file against them. Never LibTorch.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "data/array.h"
+
 namespace dgr::checkpoints {
 
-// Element types a checkpoint can hold. bfloat16 is stored as HDF5 uint16 with the attribute
-// dtype="bfloat16" (HDF5 has no bf16 type); its bytes are kept exactly.
-enum class DType { kFloat32, kBFloat16, kFloat64, kInt64, kInt32, kUInt8 };
+// The array types live in data/ (the HDF5 wrapper writes them for checkpoints and data sets alike); they are
+// checkpoints:: names too, so the trainer and the store say checkpoints::NamedArray as before.
+using data::DType;
+using data::dtype_name;
+using data::dtype_size;
+using data::NamedArray;
+using data::shape_string;
 
-size_t dtype_size(DType dtype);              // bytes per element
-const char* dtype_name(DType dtype);         // "float32", "bfloat16", "float64", "int64", "int32", "uint8"
 DType parse_dtype(const std::string& name);  // inverse of dtype_name; throws CheckpointError when unknown
-
-struct NamedArray {
-  // State-dict key, e.g. "encoder.layers.0.weight". Dots are kept; '/' separates HDF5 groups
-  // ("adam_m/encoder.weight" is dataset encoder.weight in group adam_m). Empty parts are not allowed.
-  std::string name;
-  std::vector<int64_t> shape;  // [] = scalar (one element); a 0 anywhere = no elements
-  DType dtype = DType::kFloat32;
-  std::vector<uint8_t> bytes;  // [num_elements * dtype_size] row-major, native (little-endian) order
-
-  int64_t num_elements() const;
-  size_t num_bytes() const { return static_cast<size_t>(num_elements()) * dtype_size(dtype); }
-
-  // An array of zero bytes, sized for shape x dtype. Buffers of 4 MiB and more ask the kernel for
-  // transparent huge pages (madvise): touching fresh 4 KiB pages one by one costs more than the copy itself
-  // on VMs (256 MiB: 0.8 s against 0.03 s measured). Use it for host copies of tensors.
-  static NamedArray allocate(std::string name, std::vector<int64_t> shape, DType dtype);
-  // allocate() + a copy of `num_bytes()` bytes from `data` (e.g. a CPU tensor's data_ptr()).
-  static NamedArray copy_of(std::string name, std::vector<int64_t> shape, DType dtype, const void* data);
-
-  // Typed views for tests and small state (the caller picks T of the right size).
-  template <typename T>
-  std::vector<T> values() const {
-    std::vector<T> out(bytes.size() / sizeof(T));
-    if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
-    return out;
-  }
-};
 
 // Host buffers recycled from one checkpoint save to the next (Note [Staging buffers] in array.cpp): the
 // trainer copies its tensors into arrays taken from the pool, the checkpoint writer gives them back when
@@ -74,8 +50,6 @@ struct ArraySpec {
   std::vector<int64_t> shape;
   DType dtype = DType::kFloat32;
 };
-
-std::string shape_string(const std::vector<int64_t>& shape);  // "[3, 4]", "[]" for a scalar
 
 // Checks `found` (read from `file`) against `expected`: every missing, unexpected, wrong-shape or
 // wrong-dtype array is listed in ONE CheckpointError that names the file and says what to do. Local.

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 #include "checkpoints/layout.h"
 #include "common/error.h"
 
@@ -21,7 +21,7 @@ void write_export(const std::string& path, const std::vector<NamedArray>& weight
                "{}: the model config to export is not valid JSON: {:.200}", path, info.model_config_json);
   const std::string tmp_path = fmt::format("{}.tmp.{}", path, ::getpid());
   try {
-    h5::File file = h5::File::create(tmp_path);
+    data::h5::File file = data::h5::File::create(tmp_path);
     file.set_string_attr("dgr_format", kExportFormat);
     file.set_int_attr("format_version", kExportFormatVersion);
     file.set_string_attr("dgr_version", layout::dgr_version());
@@ -39,10 +39,10 @@ void write_export(const std::string& path, const std::vector<NamedArray>& weight
       file.write_array(w, {}, "weights");
     }
     file.close();
-    h5::fsync_path(tmp_path);
+    data::h5::fsync_path(tmp_path);
     fs::rename(tmp_path, path);
     fs::path parent = fs::path(path).parent_path();
-    h5::fsync_path(parent.empty() ? "." : parent.string());
+    data::h5::fsync_path(parent.empty() ? "." : parent.string());
   } catch (const std::exception& e) {
     std::error_code ec;
     fs::remove(tmp_path, ec);
@@ -51,7 +51,7 @@ void write_export(const std::string& path, const std::vector<NamedArray>& weight
 }
 
 ExportedModel read_export(const std::string& path) {
-  h5::File file = h5::File::open_read(path);
+  data::h5::File file = data::h5::File::open_read(path);
   std::optional<std::string> format = file.string_attr("dgr_format");
   std::optional<int64_t> version = file.int_attr("format_version");
   DGR_CHECK_AS(CheckpointError, format && *format == kExportFormat,

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 #include "checkpoints/layout.h"
 #include "checkpoints/store.h"
 #include "common/files.h"
@@ -60,7 +60,7 @@ std::vector<int64_t> committed_steps(const std::string& dir) {
 namespace {
 
 // Checks the root attributes every dgr checkpoint file carries.
-void check_file_root(const h5::File& file, const char* kind, int64_t step) {
+void check_file_root(const data::h5::File& file, const char* kind, int64_t step) {
   std::optional<std::string> format = file.string_attr("dgr_format");
   std::optional<int64_t> version = file.int_attr("format_version");
   std::optional<std::string> file_kind = file.string_attr("kind");
@@ -167,7 +167,7 @@ LoadedCheckpoint load_step(const std::string& step_dir, int rank, int world_size
       if (sha != it->second.second) {
         throw damaged(path, fmt::format("sha256 {} does not match {} in meta.json", sha, it->second.second));
       }
-      h5::File file = h5::File::open_read(path);
+      data::h5::File file = data::h5::File::open_read(path);
       check_file_root(file, kind, out.step);
       read(file);
     } catch (const DamagedCheckpointError&) {
@@ -177,10 +177,10 @@ LoadedCheckpoint load_step(const std::string& step_dir, int rank, int world_size
     }
   };
 
-  read_file(layout::kModelFile, "replicated", [&](const h5::File& file) { out.replicated = file.read_arrays(); });
+  read_file(layout::kModelFile, "replicated", [&](const data::h5::File& file) { out.replicated = file.read_arrays(); });
   out.rank_state_json = "{}";
   if (rank >= 0) {
-    read_file(layout::rank_file_name(rank), "rank", [&](const h5::File& file) {
+    read_file(layout::rank_file_name(rank), "rank", [&](const data::h5::File& file) {
       std::optional<int64_t> file_rank = file.int_attr("rank");
       DGR_CHECK_AS(CheckpointError, file_rank && *file_rank == rank, "{}: holds the state of rank {}, expected {}",
                    file.path(), file_rank ? std::to_string(*file_rank) : "<missing>", rank);

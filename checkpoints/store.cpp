@@ -50,7 +50,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 #include "checkpoints/layout.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -125,13 +125,13 @@ void check_json(const std::string& text, const char* which) {
 
 // Writes one HDF5 file of a checkpoint, then fsyncs it while computing its sha256 (from the page cache).
 FileRecord write_hdf5(const std::string& dir, const std::string& name, const std::vector<NamedArray>& arrays,
-                      const std::function<void(h5::File&)>& set_attrs, const StoreOptions& options) {
+                      const std::function<void(data::h5::File&)>& set_attrs, const StoreOptions& options) {
   const std::string path = dir + "/" + name;
   double t_start = now_s();
   if (options.test_hook) options.test_hook(path, "");
-  h5::File file = h5::File::create(path);
+  data::h5::File file = data::h5::File::create(path);
   set_attrs(file);
-  h5::WriteOptions write_options;
+  data::h5::WriteOptions write_options;
   write_options.chunk_bytes = options.chunk_bytes;
   for (const auto& a : arrays) {
     if (options.test_hook) options.test_hook(path, a.name);
@@ -140,7 +140,7 @@ FileRecord write_hdf5(const std::string& dir, const std::string& name, const std
   double t_written = now_s();
   file.close();
   double t_closed = now_s();
-  auto synced = std::async(std::launch::async, [&path] { h5::fsync_path(path); });
+  auto synced = std::async(std::launch::async, [&path] { data::h5::fsync_path(path); });
   FileRecord record;
   record.name = name;
   try {
@@ -157,7 +157,7 @@ FileRecord write_hdf5(const std::string& dir, const std::string& name, const std
   return record;
 }
 
-void set_common_attrs(h5::File& file, const char* kind, int64_t step, int world_size) {
+void set_common_attrs(data::h5::File& file, const char* kind, int64_t step, int world_size) {
   file.set_string_attr("dgr_format", kCheckpointFormat);
   file.set_int_attr("format_version", kFormatVersion);
   file.set_string_attr("dgr_version", layout::dgr_version());
@@ -335,11 +335,11 @@ struct Store::Impl {
     try {
       DGR_CHECK_AS(CheckpointError, p.error.empty(), "{}", p.error);
       if (rank == 0) {
-        p.files.push_back(write_hdf5(p.tmp_dir, layout::kModelFile, p.request.replicated, [&](h5::File& file) {
+        p.files.push_back(write_hdf5(p.tmp_dir, layout::kModelFile, p.request.replicated, [&](data::h5::File& file) {
           set_common_attrs(file, "replicated", p.step, world_size);
         }, options));
       }
-      p.files.push_back(write_hdf5(p.tmp_dir, layout::rank_file_name(rank), p.request.per_rank, [&](h5::File& file) {
+      p.files.push_back(write_hdf5(p.tmp_dir, layout::rank_file_name(rank), p.request.per_rank, [&](data::h5::File& file) {
         set_common_attrs(file, "rank", p.step, world_size);
         file.set_int_attr("rank", rank);
         file.set_string_attr("rank_state_json", p.request.rank_state_json);
@@ -452,7 +452,7 @@ struct Store::Impl {
       out.write(marker.dump() + "\n");
       out.commit();
     }
-    h5::fsync_path(p.tmp_dir);
+    data::h5::fsync_path(p.tmp_dir);
     // A step saved again (e.g. after a resume) replaces the old directory: moved aside, pruned below.
     const std::string old_dir = p.final_dir + layout::kOldSuffix;
     bool moved_old = false;
@@ -468,7 +468,7 @@ struct Store::Impl {
       if (moved_old) fs::rename(old_dir, p.final_dir, ec);
       throw;
     }
-    h5::fsync_path(options.dir);  // the old directory, if any, goes with the pruning below
+    data::h5::fsync_path(options.dir);  // the old directory, if any, goes with the pruning below
     uint64_t file_bytes = 0;
     for (const auto& f : files) file_bytes += f["bytes"].get<uint64_t>();
     logger()->info("checkpoint step={} committed dir={} file_bytes={} write_s={:.3f} wait_s={:.3f} commit_s={:.3f}",

@@ -8,8 +8,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
-#include "sharding/debian_dataset.h"
-#include "sharding/readers.h"
+#include "data/debian_dataset.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
 namespace fs = std::filesystem;
 
@@ -24,11 +25,11 @@ struct CheckOptions {
   std::vector<std::string> runs;
 };
 
-int run_build_debian(const sharding::DebianDataConfig& cfg, const World& world) {
+int run_build_debian(const data::DebianDataConfig& cfg, const World& world) {
   int rc = 0;
   std::string report;
   if (world.is_root()) {
-    report = sharding::format_report(sharding::build_debian_dataset(cfg));
+    report = data::format_report(data::build_debian_dataset(cfg));
     std::cout << report << std::flush;
   }
   if (world.size() > 1) MPI_Barrier(MPI_COMM_WORLD);
@@ -49,24 +50,24 @@ int run_check(CheckOptions opts, const World& world) {
   DGR_CHECK_AS(ConfigError, !opts.corpus.empty() || !opts.queries.empty() || !opts.qrels.empty() || !opts.runs.empty(),
                "dgr data check: nothing to check (give --data DIR or --corpus/--queries/--qrels/--run)");
   if (!world.is_root()) return 0;
-  std::unique_ptr<sharding::Corpus> corpus;
+  std::unique_ptr<data::Corpus> corpus;
   if (!opts.corpus.empty()) {
-    corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus(opts.corpus));
+    corpus = std::make_unique<data::Corpus>(data::read_corpus(opts.corpus));
     std::cout << fmt::format("{}: {} passages\n", opts.corpus, corpus->passages.size());
   }
-  std::vector<sharding::Query> all_queries;
+  std::vector<data::Query> all_queries;
   for (const auto& path : opts.queries) {
-    auto queries = sharding::read_queries(path);
+    auto queries = data::read_queries(path);
     std::cout << fmt::format("{}: {} queries\n", path, queries.size());
     all_queries.insert(all_queries.end(), queries.begin(), queries.end());
   }
-  const std::vector<sharding::Query>* known = opts.queries.empty() ? nullptr : &all_queries;
+  const std::vector<data::Query>* known = opts.queries.empty() ? nullptr : &all_queries;
   for (const auto& path : opts.qrels) {
-    auto qrels = sharding::read_qrels(path, corpus.get(), known);
+    auto qrels = data::read_qrels(path, corpus.get(), known);
     std::cout << fmt::format("{}: {} judgements\n", path, qrels.size());
   }
   for (const auto& path : opts.runs) {
-    auto run = sharding::read_trec_run(path, corpus.get(), known);
+    auto run = data::read_trec_run(path, corpus.get(), known);
     std::cout << fmt::format("{}: {} run entries\n", path, run.size());
   }
   std::cout << "ok\n";
@@ -79,7 +80,7 @@ void add_data_commands(CLI::App& app, CommandTable& table) {
   CLI::App* data = app.add_subcommand("data", "Build or validate retrieval data sets");
   data->require_subcommand(1);
 
-  auto cfg = std::make_shared<sharding::DebianDataConfig>();
+  auto cfg = std::make_shared<data::DebianDataConfig>();
   CLI::App* build = data->add_subcommand(
       "build-debian", "Build the embedded Debian package retrieval data set from this machine's apt lists");
   build->add_option("--subset", cfg->subset, "tiny (1 passage in 100), small (1 in 10) or full")

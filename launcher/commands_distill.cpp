@@ -1,8 +1,8 @@
 // The data side of distillation (method.md sections 5-7; docs/distillation.md): `dgr mine` (stage-1
 // retrieval over the training queries, sharded over the ranks, with each candidate's keys), `dgr teacher
 // import|bm25` (a teacher run over exactly the mined candidates) and `dgr prepare` (the filtered, sharded
-// HDF5 data set stage 2 reads). The work is in trainer/retrieve_queries.h and sharding/; this file maps the
-// options onto it and writes the mined directory.
+// HDF5 data set stage 2 reads). The work is in trainer/retrieve_queries.h and data/ (the mined directory's
+// writer, teacher runs, the prepared shards); this file maps the options onto it.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -24,9 +24,11 @@
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/retriever.h"
-#include "sharding/distill_data.h"
-#include "sharding/mined.h"
-#include "sharding/readers.h"
+#include "data/distill_data.h"
+#include "data/mined.h"
+#include "data/mined_writer.h"
+#include "data/readers.h"
+#include "data/trec.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 
@@ -68,30 +70,83 @@ struct TeacherBm25Options {
 
 std::string absolute(const std::string& path) { return fs::absolute(path).lexically_normal().string(); }
 
-// A TSV field: tabs and line breaks become spaces (candidates.tsv has one pair per line).
-std::string tsv_field(std::string s) {
-  for (char& c : s) {
-    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+// The mined candidate of one retrieved passage: its keys in matching order, then the overlapped ones (Note
+// [Overlapped keys] in retrieval/scoring.h), at most `max_keys` in all. Labels come later (label_candidates).
+data::MinedCandidate mined_candidate(const retrieval::RetrievedPassage& p, const retrieval::IndexDir& index,
+                                     int max_keys) {
+  data::MinedCandidate c;
+  c.pid = index.pids[static_cast<size_t>(p.doc)];
+  c.doc = p.doc;
+  c.score = p.score;
+  auto add_key = [&](const retrieval::Key& key) {
+    if (c.keys.size() >= static_cast<size_t>(max_keys)) return;
+    c.keys.push_back({key.tokens, static_cast<int8_t>(key.view), key.count, static_cast<float>(key.score)});
+    c.key_texts.push_back(retrieval::key_text(key, index.tokenizer));
+  };
+  for (const auto& m : p.keys) add_key(m.key);
+  for (const auto& key : p.overlapped) add_key(key);
+  return c;
+}
+
+// What produced a mined directory: its manifest.json without the counts and files (MinedWriter adds those).
+json mine_provenance(const MineOptions& opts, const std::string& queries_path, const std::string& qrels_path,
+                     const std::string& index_path, const json& index_manifest, size_t passages,
+                     const trainer::ExportedScorer& exported) {
+  return {
+      {"split", opts.split},
+      {"data_dir", absolute(opts.data_dir)},
+      {"queries_file", absolute(queries_path)},
+      {"qrels_file", absolute(qrels_path)},
+      {"labels", "positive = (qid, pid) in the qrels file with grade >= 1"},
+      {"model", {{"path", absolute(opts.model)}, {"sha256", files::sha256_file(opts.model)}}},
+      {"index", {{"dir", absolute(index_path)},
+                 {"manifest_sha256", files::sha256_file((fs::path(index_path) / "index.json").string())},
+                 {"tokenizer_sha256", index_manifest.value("tokenizer_sha256", "")},
+                 {"fm_index_sha256", index_manifest.value("fm_index_sha256", "")},
+                 {"pids_sha256", index_manifest.value("pids_sha256", "")},
+                 {"corpus_sha256", index_manifest.contains("corpus") ? index_manifest["corpus"].value("sha256", "") : ""},
+                 {"passages", passages}}},
+      {"retrieval", {{"views", opts.settings.views}, {"beam", opts.settings.beam}, {"depth", opts.settings.top_k},
+                     {"ngram_keys", opts.settings.ngram_keys}, {"unigram_keys", opts.settings.unigram_keys},
+                     {"overlapped_keys", opts.settings.overlapped_keys},
+                     {"max_keys", opts.max_keys}, {"view_limits", json::parse(trainer::view_limits_json(exported.limits))}}},
+  };
+}
+
+// Loads the export file for this rank's device and checks it against the index (tokenizer: an error; FM-index:
+// a warning on rank 0).
+trainer::ExportedScorer load_mining_model(const MineOptions& opts, const retrieval::IndexDir& index,
+                                          const std::string& index_path, const json& index_manifest,
+                                          const World& world) {
+  const trainer::DeviceChoice device = trainer::resolve_device(opts.device.device, world);
+  trainer::make_current(device);
+  trainer::ExportedScorer exported =
+      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
+  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
+               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
+               "mine with the index the model was trained with (--index)",
+               opts.model, exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  const std::string fm_sha = index_manifest.value("fm_index_sha256", "");
+  if (!exported.index_sha256.empty() && exported.index_sha256 != fm_sha && world.is_root()) {
+    log::get("mine")->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining "
+                           "goes on, but check the index is the one you meant",
+                           opts.model, exported.index_sha256, index_path, fm_sha);
   }
-  return s;
+  return exported;
 }
 
-bool is_mined_dir(const std::string& dir) {
-  const fs::path manifest = fs::path(dir) / sharding::kMinedManifestFile;
-  std::error_code ec;
-  if (!fs::exists(manifest, ec)) return false;
-  json j = json::parse(files::read_all(manifest.string()), nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.value("format", "") == sharding::kMinedFormat;
-}
-
-json file_entry(const std::string& path) {
-  return {{"sha256", files::sha256_file(path)}, {"bytes", static_cast<uint64_t>(fs::file_size(path))}};
-}
-
-// What rank 0 accumulates while the candidates stream in.
-struct MineCounts {
-  int64_t queries = 0, with_positive = 0, without_candidates = 0, candidates = 0, positives = 0, keys = 0,
-          truncated_key_lists = 0;
+// Logs progress at 1, 2, 4, ... queries and at the last one.
+struct MineProgress {
+  size_t total = 0, next_report = 1;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  void update(const data::MinedCounts& counts) {
+    if (counts.queries < static_cast<int64_t>(next_report) && counts.queries != static_cast<int64_t>(total)) return;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log::get("mine")->info("mined {}/{} queries ({:.1f} queries/s, {} with a positive among the candidates)",
+                           counts.queries, total, seconds > 0 ? static_cast<double>(counts.queries) / seconds : 0.0,
+                           counts.with_positive);
+    next_report = std::max(next_report * 2, static_cast<size_t>(counts.queries) + 1);
+  }
 };
 
 int run_mine(const MineOptions& opts, const World& world) {
@@ -105,169 +160,53 @@ int run_mine(const MineOptions& opts, const World& world) {
   const std::string qrels_path = (data / ("qrels." + opts.split + ".tsv")).string();
   DGR_CHECK_AS(ConfigError, fs::exists(qrels_path), "{}: missing; mining labels each candidate by the qrels of the "
                "split (give a split with qrels, usually --split train)", qrels_path);
-  // Before hours of retrieval: the output must be writable as a mined directory.
-  std::unique_ptr<files::AtomicDir> out;
+  // Rank 0, before hours of retrieval: the output must be writable as a mined directory.
+  std::unique_ptr<data::MinedWriter> writer;
   if (world.is_root()) {
-    std::error_code ec;
-    DGR_CHECK_AS(ConfigError, !fs::exists(opts.out_dir, ec) || is_mined_dir(opts.out_dir) || opts.force,
-                 "output directory {} exists and is not a mined directory (no {} of format {}): remove it, choose "
-                 "another --out, or pass --force to replace it",
-                 opts.out_dir, sharding::kMinedManifestFile, sharding::kMinedFormat);
-    out = std::make_unique<files::AtomicDir>(opts.out_dir, /*replace=*/true);
+    writer = std::make_unique<data::MinedWriter>(
+        opts.out_dir, opts.force, data::MinedPassageSource{(data / "corpus.tsv").string(), index_path, opts.data_dir},
+        opts.max_keys);
   }
-
   auto index = retrieval::load_index_dir(index_path);
   const json index_manifest = json::parse(index.manifest_json);
-  const trainer::DeviceChoice device = trainer::resolve_device(opts.device.device, world);
-  trainer::make_current(device);
-  trainer::ExportedScorer exported =
-      trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
-  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
-               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
-               "mine with the index the model was trained with (--index)",
-               opts.model, exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
-  const std::string fm_sha = index_manifest.value("fm_index_sha256", "");
-  if (!exported.index_sha256.empty() && exported.index_sha256 != fm_sha && world.is_root()) {
-    log->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining goes on, but "
-              "check the index is the one you meant", opts.model, exported.index_sha256, index_path, fm_sha);
-  }
-  auto queries = sharding::read_queries(queries_path);
-  const auto all_queries = queries;
+  trainer::ExportedScorer exported = load_mining_model(opts, index, index_path, index_manifest, world);
+  auto queries = data::read_queries(queries_path);
+  const data::PositiveLabels positives = data::read_positive_labels(qrels_path, queries);
   if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries)) {
     queries.resize(static_cast<size_t>(opts.max_queries));
   }
-  std::unordered_map<std::string, std::unordered_set<std::string>> positives;  // qid -> pids with grade >= 1
-  for (const auto& r : sharding::read_qrels(qrels_path, nullptr, &all_queries)) {
-    if (r.grade >= 1) positives[r.qid].insert(r.pid);
-  }
-
-  // Every rank: one mined line per query of its share.
+  // Every rank: one mined line per query of its share. Rank 0: the files, streamed in query order.
   auto encode = [&](size_t q, const std::vector<int32_t>& tokens, const std::vector<retrieval::RetrievedPassage>& passages) {
-    sharding::MinedQuery mined;
-    mined.qid = queries[q].qid;
-    mined.text = queries[q].text;
-    mined.tokens = tokens;
-    auto pos = positives.find(mined.qid);
-    for (const auto& p : passages) {
-      sharding::MinedCandidate c;
-      c.pid = index.pids[static_cast<size_t>(p.doc)];
-      c.doc = p.doc;
-      c.positive = pos != positives.end() && pos->second.count(c.pid) > 0;
-      c.score = p.score;
-      // The matched keys in greedy order, then the overlapped ones (Note [Overlapped keys] in
-      // retrieval/scoring.h), at most max_keys in all.
-      auto add_key = [&](const retrieval::Key& key) {
-        if (c.keys.size() >= static_cast<size_t>(opts.max_keys)) return;
-        c.keys.push_back({key.tokens, static_cast<int8_t>(key.view), key.count, static_cast<float>(key.score)});
-        c.key_texts.push_back(retrieval::key_text(key, index.tokenizer));
-      };
-      for (const auto& m : p.keys) add_key(m.key);
-      for (const auto& key : p.overlapped) add_key(key);
-      mined.candidates.push_back(std::move(c));
-    }
-    return sharding::mined_query_json(mined);
+    data::MinedQuery mined{queries[q].qid, queries[q].text, tokens, {}};
+    for (const auto& p : passages) mined.candidates.push_back(mined_candidate(p, index, opts.max_keys));
+    data::label_candidates(mined, positives);
+    return data::mined_query_json(mined);
   };
-
-  // Rank 0: the files, streamed in query order.
-  std::unique_ptr<files::AtomicFile> jsonl_file, tsv_file;
-  std::unique_ptr<sharding::Corpus> corpus;
-  std::vector<sharding::RunEntry> run;
-  MineCounts counts;
-  const std::string jsonl_name = sharding::kMinedCandidatesFile;
+  MineProgress progress{queries.size()};
+  auto consume = [&](size_t q, std::string line) {
+    writer->add(q, line);
+    progress.update(writer->counts());
+  };
   if (world.is_root()) {
-    corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
-    jsonl_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesFile).string());
-    tsv_file = std::make_unique<files::AtomicFile>((fs::path(out->tmp_dir()) / sharding::kMinedCandidatesTsv).string());
-    tsv_file->write("qid\tpid\trank\tquery\ttitle\ttext\n");
     log->info("mining {} {} queries (depth {}, views {}, beam {}) on {} ranks into {}", queries.size(), opts.split,
               opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(), opts.out_dir);
   }
-  const auto start = std::chrono::steady_clock::now();
-  size_t next_report = 1;
-  auto consume = [&](size_t q, std::string line) {
-    sharding::MinedQuery mined = sharding::parse_mined_query(line, /*with_keys=*/true, jsonl_name, q + 1);
-    jsonl_file->write(line + "\n");
-    ++counts.queries;
-    bool any_positive = false;
-    for (size_t r = 0; r < mined.candidates.size(); ++r) {
-      const auto& c = mined.candidates[r];
-      auto it = corpus->index_of.find(c.pid);
-      DGR_CHECK_AS(DataError, it != corpus->index_of.end(),
-                   "passage {} of the index {} is not in {}: the index was built from another corpus (rebuild it with "
-                   "`dgr index --data {}`)", c.pid, index_path, (data / "corpus.tsv").string(), opts.data_dir);
-      const auto& passage = corpus->passages[it->second];
-      tsv_file->write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, tsv_field(mined.text),
-                                  tsv_field(passage.title), tsv_field(passage.text)));
-      run.push_back({mined.qid, c.pid, static_cast<int>(r + 1), c.score, "dgr"});
-      any_positive = any_positive || c.positive;
-      counts.positives += c.positive ? 1 : 0;
-      counts.keys += static_cast<int64_t>(c.keys.size());
-      counts.truncated_key_lists += c.keys.size() == static_cast<size_t>(opts.max_keys) ? 1 : 0;
-    }
-    counts.candidates += static_cast<int64_t>(mined.candidates.size());
-    counts.with_positive += any_positive ? 1 : 0;
-    counts.without_candidates += mined.candidates.empty() ? 1 : 0;
-    if (counts.queries >= static_cast<int64_t>(next_report) || counts.queries == static_cast<int64_t>(queries.size())) {
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      log->info("mined {}/{} queries ({:.1f} queries/s, {} with a positive among the candidates)", counts.queries,
-                queries.size(), seconds > 0 ? static_cast<double>(counts.queries) / seconds : 0.0, counts.with_positive);
-      next_report = std::max(next_report * 2, static_cast<size_t>(counts.queries) + 1);
-    }
-  };
   trainer::RetrievalSettings settings = opts.settings;
   auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, world,
                                            opts.round_size, encode, consume);
   if (!world.is_root()) return 0;
-
+  const data::MinedCounts counts = writer->counts();
   if (counts.without_candidates > 0) {
     log->warn("{} of {} queries got no candidate (no key of the model found a passage: an undertrained model?); they "
               "stay in {} with empty lists and `dgr prepare` drops them", counts.without_candidates, counts.queries,
-              sharding::kMinedCandidatesFile);
+              data::kMinedCandidatesFile);
   }
-  jsonl_file->commit();
-  tsv_file->commit();
-  const fs::path tmp(out->tmp_dir());
-  retrieval::write_trec_run((tmp / sharding::kMinedRunFile).string(), run);
-  const double mean = counts.queries > 0 ? static_cast<double>(counts.candidates) / static_cast<double>(counts.queries) : 0;
-  json manifest = {
-      {"format", sharding::kMinedFormat},
-      {"version", sharding::kMinedFormatVersion},
-      {"split", opts.split},
-      {"data_dir", absolute(opts.data_dir)},
-      {"queries_file", absolute(queries_path)},
-      {"qrels_file", absolute(qrels_path)},
-      {"labels", "positive = (qid, pid) in the qrels file with grade >= 1"},
-      {"model", {{"path", absolute(opts.model)}, {"sha256", files::sha256_file(opts.model)}}},
-      {"index", {{"dir", absolute(index_path)},
-                 {"manifest_sha256", files::sha256_file((fs::path(index_path) / "index.json").string())},
-                 {"tokenizer_sha256", index_manifest.value("tokenizer_sha256", "")},
-                 {"fm_index_sha256", fm_sha},
-                 {"pids_sha256", index_manifest.value("pids_sha256", "")},
-                 {"corpus_sha256", index_manifest.contains("corpus") ? index_manifest["corpus"].value("sha256", "") : ""},
-                 {"passages", index.pids.size()}}},
-      {"retrieval", {{"views", opts.settings.views}, {"beam", opts.settings.beam}, {"depth", opts.settings.top_k},
-                     {"ngram_keys", opts.settings.ngram_keys}, {"unigram_keys", opts.settings.unigram_keys},
-                     {"overlapped_keys", opts.settings.overlapped_keys},
-                     {"max_keys", opts.max_keys}, {"view_limits", json::parse(trainer::view_limits_json(exported.limits))}}},
-      {"counts", {{"queries", counts.queries}, {"queries_with_positive", counts.with_positive},
-                  {"queries_without_candidates", counts.without_candidates},
-                  {"candidates", counts.candidates}, {"mean_candidates", mean}, {"positives", counts.positives},
-                  {"keys", counts.keys}, {"candidates_at_max_keys", counts.truncated_key_lists},
-                  {"ranks", world.size()}, {"seconds", stats.seconds},
-                  {"queries_per_second", stats.queries_per_second()}}},
-      {"files", {{sharding::kMinedCandidatesFile, file_entry((tmp / sharding::kMinedCandidatesFile).string())},
-                 {sharding::kMinedCandidatesTsv, file_entry((tmp / sharding::kMinedCandidatesTsv).string())},
-                 {sharding::kMinedRunFile, file_entry((tmp / sharding::kMinedRunFile).string())}}},
-  };
-  {
-    files::AtomicFile file((tmp / sharding::kMinedManifestFile).string());
-    file.write(manifest.dump(2) + "\n");
-    file.commit();
-  }
-  out->commit();
+  writer->commit(mine_provenance(opts, queries_path, qrels_path, index_path, index_manifest, index.pids.size(), exported)
+                     .dump(),
+                 world.size(), stats.seconds, stats.queries_per_second());
   std::cout << fmt::format("dgr mine: {} {} queries -> {}: {} with a positive among the candidates, {:.1f} candidates "
                            "per query, {:.1f} queries/s on {} ranks\n",
-                           counts.queries, opts.split, opts.out_dir, counts.with_positive, mean,
+                           counts.queries, opts.split, opts.out_dir, counts.with_positive, counts.mean_candidates(),
                            stats.queries_per_second(), world.size())
             << std::flush;
   return 0;
@@ -275,20 +214,20 @@ int run_mine(const MineOptions& opts, const World& world) {
 
 // The mined queries (no keys) and, when the index still matches, its pids (for "not in the corpus" errors).
 struct MinedInputs {
-  sharding::MinedManifest manifest;
-  std::vector<sharding::MinedQuery> queries;
+  data::MinedManifest manifest;
+  std::vector<data::MinedQuery> queries;
   std::optional<std::unordered_set<std::string>> pids;
 };
 MinedInputs read_mined_inputs(const std::string& mined_dir) {
   DGR_CHECK_AS(ConfigError, !mined_dir.empty(), "give --mined (a directory written by `dgr mine`)");
   MinedInputs in;
-  in.manifest = sharding::read_mined_manifest(mined_dir);
-  in.queries = sharding::read_mined_queries(mined_dir, /*with_keys=*/false);
-  in.pids = sharding::read_index_pids(in.manifest.index_dir, in.manifest.pids_sha256);
+  in.manifest = data::read_mined_manifest(mined_dir);
+  in.queries = data::read_mined_queries(mined_dir, /*with_keys=*/false);
+  in.pids = data::read_index_pids(in.manifest.index_dir, in.manifest.pids_sha256);
   return in;
 }
 
-int64_t count_candidates(const std::vector<sharding::MinedQuery>& queries) {
+int64_t count_candidates(const std::vector<data::MinedQuery>& queries) {
   int64_t n = 0;
   for (const auto& q : queries) n += static_cast<int64_t>(q.candidates.size());
   return n;
@@ -299,14 +238,14 @@ int run_teacher_import(const TeacherImportOptions& opts, const World& world) {
   if (!world.is_root()) return 0;
   auto log = log::get("teacher");
   MinedInputs in = read_mined_inputs(opts.mined_dir);
-  auto missing = opts.missing == "last" ? sharding::MissingCandidates::last : sharding::MissingCandidates::error;
-  sharding::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
+  auto missing = opts.missing == "last" ? data::MissingCandidates::last : data::MissingCandidates::error;
+  data::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
   if (teacher.unscored_candidates() > 0) {
     log->warn("{}: {} mined candidates in {} queries are not in the run: ranked after the scored ones (--missing last; "
               "scores below every scored candidate, see docs/distillation.md)",
               opts.run, teacher.unscored_candidates(), teacher.queries_with_unscored());
   }
-  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
+  data::write_trec_run(opts.out, data::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
   std::cout << fmt::format("dgr teacher import: {} -> {}: {} queries, {} candidates ({} unscored, in {} queries)\n",
                            opts.run, opts.out, in.queries.size(), count_candidates(in.queries),
                            teacher.unscored_candidates(), teacher.queries_with_unscored())
@@ -320,7 +259,7 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   auto log = log::get("teacher");
   MinedInputs in = read_mined_inputs(opts.mined_dir);
   const std::string corpus_path = (fs::path(opts.data_dir) / "corpus.tsv").string();
-  auto corpus = sharding::read_corpus(corpus_path);
+  auto corpus = data::read_corpus(corpus_path);
   for (const auto& q : in.queries) {
     for (const auto& c : q.candidates) {
       DGR_CHECK_AS(DataError, corpus.contains(c.pid),
@@ -336,7 +275,7 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   // matching passages).
   options.depth = static_cast<int>(corpus.passages.size());
   retrieval::Bm25Index bm25(corpus, options);
-  std::vector<sharding::TeacherList> lists;
+  std::vector<data::TeacherList> lists;
   lists.reserve(in.queries.size());
   int64_t unmatched = 0, queries_with_unmatched = 0;
   for (const auto& q : in.queries) {
@@ -357,9 +296,9 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
     }
     unmatched += missing;
     queries_with_unmatched += missing > 0 ? 1 : 0;
-    lists.push_back(sharding::teacher_list(scores, tie_order));
+    lists.push_back(data::teacher_list(scores, tie_order));
   }
-  retrieval::write_trec_run(opts.out, sharding::teacher_run_entries(in.queries, lists, "bm25"));
+  data::write_trec_run(opts.out, data::teacher_run_entries(in.queries, lists, "bm25"));
   std::cout << fmt::format("dgr teacher bm25 (k1 {}, b {}): {} -> {}: {} queries, {} candidates ({} share no term with "
                            "the query, in {} queries: ranked last)\n",
                            opts.k1, opts.b, opts.mined_dir, opts.out, in.queries.size(), count_candidates(in.queries),
@@ -368,9 +307,9 @@ int run_teacher_bm25(const TeacherBm25Options& opts, const World& world) {
   return 0;
 }
 
-int run_prepare(const sharding::PrepareOptions& opts, const World& world) {
+int run_prepare(const data::PrepareOptions& opts, const World& world) {
   if (!world.is_root()) return 0;
-  auto s = sharding::prepare_distill_data(opts);
+  auto s = data::prepare_distill_data(opts);
   std::cout << fmt::format("dgr prepare: {} -> {}: {} of {} mined queries kept ({} without {} positive(s), {} with fewer "
                            "than {} negatives, {} with the top positive >= {} above the top negative), {} candidates, "
                            "{} keys, {} shards\n",
@@ -424,7 +363,7 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   bm25->add_option("--b", tb->b, "BM25 b");
   table[bm25] = [tb](const World& world) { return run_teacher_bm25(*tb, world); };
 
-  auto p = std::make_shared<sharding::PrepareOptions>();
+  auto p = std::make_shared<data::PrepareOptions>();
   CLI::App* prepare = app.add_subcommand("prepare", "The distillation data set: filter the mined queries, join the "
                                                     "teacher run, write HDF5 shards + manifest.json");
   prepare->add_option("--mined", p->mined_dir, "Mined directory (`dgr mine`)");

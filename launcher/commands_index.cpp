@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "retrieval/index_dir.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 
 namespace fs = std::filesystem;
 
@@ -34,13 +34,13 @@ int run_index(const IndexCommandOptions& opts, const World& world) {
     DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
     const std::string corpus_path = (fs::path(opts.data_dir) / "corpus.tsv").string();
     const std::string out = opts.out.empty() ? (fs::path(opts.data_dir) / "index").string() : opts.out;
-    auto corpus = sharding::read_corpus(corpus_path);
+    auto corpus = data::read_corpus(corpus_path);
     // The training queries are tokenizer training text too (the model reads queries); dev and test are not.
     std::vector<std::string> extra;
     const std::string train_queries = (fs::path(opts.data_dir) / "queries.train.tsv").string();
     if (opts.tokenizer_model.empty()) {
       if (fs::exists(train_queries)) {
-        for (auto& q : sharding::read_queries(train_queries)) extra.push_back(std::move(q.text));
+        for (auto& q : data::read_queries(train_queries)) extra.push_back(std::move(q.text));
       } else {
         log::get("index")->warn("{} not found: training the tokenizer on the corpus only", train_queries);
       }

@@ -25,7 +25,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "launcher/commands.h"
-#include "sharding/line_reader.h"
+#include "data/line_reader.h"
 
 extern char** environ;
 
@@ -60,7 +60,7 @@ constexpr size_t kPngSignatureBytes = 8;
 int64_t step_of(const nlohmann::json& line, const std::string& event, const std::string& path, size_t number) {
   auto it = line.find("step");
   if (it == line.end() || !it->is_number_integer() || it->get<int64_t>() < 0) {
-    sharding::throw_data_error(path, number, fmt::format("event '{}' has no \"step\" field with an integer >= 0, "
+    data::throw_data_error(path, number, fmt::format("event '{}' has no \"step\" field with an integer >= 0, "
                                                          "found {}", event, it == line.end() ? "none" : it->dump()));
   }
   return it->get<int64_t>();
@@ -71,7 +71,7 @@ int64_t step_of(const nlohmann::json& line, const std::string& event, const std:
 RunCurves read_train_jsonl(const std::string& path) {
   RunCurves run;
   run.path = path;
-  sharding::LineReader reader(path);
+  data::LineReader reader(path);
   std::string text;
   while (reader.next(text)) {
     const size_t number = reader.line_number();
@@ -80,17 +80,17 @@ RunCurves read_train_jsonl(const std::string& path) {
     try {
       line = nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
-      sharding::throw_data_error(path, number, fmt::format("not valid JSON (error at byte {} of the line), expected "
+      data::throw_data_error(path, number, fmt::format("not valid JSON (error at byte {} of the line), expected "
                                                            "one JSON object per line as `dgr train` writes them (a "
                                                            "line cut off when a job was killed? delete it)", e.byte));
     }
     if (!line.is_object()) {
-      sharding::throw_data_error(path, number, fmt::format("found a JSON {}, expected an object with an \"event\" field",
+      data::throw_data_error(path, number, fmt::format("found a JSON {}, expected an object with an \"event\" field",
                                                            line.type_name()));
     }
     auto event_it = line.find("event");
     if (event_it == line.end() || !event_it->is_string()) {
-      sharding::throw_data_error(path, number, "no \"event\" string, expected a line of OUT/train.jsonl of `dgr train` "
+      data::throw_data_error(path, number, "no \"event\" string, expected a line of OUT/train.jsonl of `dgr train` "
                                                "(events \"train\" and \"eval\"; is this another JSONL file?)");
     }
     const std::string event = event_it->get<std::string>();
@@ -106,7 +106,7 @@ RunCurves read_train_jsonl(const std::string& path) {
       auto split = line.find("split");
       auto metrics = line.find("metrics");
       if (split == line.end() || !split->is_string() || metrics == line.end() || !metrics->is_object()) {
-        sharding::throw_data_error(path, number, "event 'eval' needs a \"split\" string and a \"metrics\" object");
+        data::throw_data_error(path, number, "event 'eval' needs a \"split\" string and a \"metrics\" object");
       }
       for (const auto& [name, value] : metrics->items()) {
         if (!value.is_number()) continue;

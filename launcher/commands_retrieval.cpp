@@ -13,7 +13,8 @@
 #include "launcher/commands.h"
 #include "retrieval/bm25.h"
 #include "retrieval/metrics.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
 namespace fs = std::filesystem;
 
@@ -45,14 +46,14 @@ struct Bm25CommandOptions {
 int run_evaluate(const EvaluateOptions& opts, const World& world) {
   DGR_CHECK_AS(ConfigError, !opts.run.empty() && !opts.qrels.empty(), "dgr evaluate needs --run and --qrels");
   if (!world.is_root()) return 0;
-  std::unique_ptr<sharding::Corpus> corpus;
-  if (!opts.corpus.empty()) corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus(opts.corpus));
-  std::vector<sharding::Qrel> qrels;
+  std::unique_ptr<data::Corpus> corpus;
+  if (!opts.corpus.empty()) corpus = std::make_unique<data::Corpus>(data::read_corpus(opts.corpus));
+  std::vector<data::Qrel> qrels;
   for (const auto& path : opts.qrels) {
-    auto part = sharding::read_qrels(path, corpus.get(), nullptr);
+    auto part = data::read_qrels(path, corpus.get(), nullptr);
     qrels.insert(qrels.end(), part.begin(), part.end());
   }
-  auto run = sharding::read_trec_run(opts.run, corpus.get(), nullptr);
+  auto run = data::read_trec_run(opts.run, corpus.get(), nullptr);
   auto evaluation = retrieval::evaluate(run, qrels);
   std::cout << opts.run << ": " << retrieval::format_metrics(evaluation) << "\n";
   if (evaluation.queries_missing_from_run > 0) {
@@ -67,11 +68,11 @@ int run_report(const ReportOptions& opts, const World& world) {
   DGR_CHECK_AS(ConfigError, !opts.systems.empty(), "dgr report needs at least one --system NAME=RUN");
   if (!world.is_root()) return 0;
   const fs::path data(opts.data_dir);
-  auto corpus = sharding::read_corpus((data / "corpus.tsv").string());
-  std::vector<std::vector<sharding::Qrel>> qrels;  // [split]
+  auto corpus = data::read_corpus((data / "corpus.tsv").string());
+  std::vector<std::vector<data::Qrel>> qrels;  // [split]
   for (const auto& split : opts.splits) {
-    auto queries = sharding::read_queries((data / ("queries." + split + ".tsv")).string());
-    qrels.push_back(sharding::read_qrels((data / ("qrels." + split + ".tsv")).string(), &corpus, &queries));
+    auto queries = data::read_queries((data / ("queries." + split + ".tsv")).string());
+    qrels.push_back(data::read_qrels((data / ("qrels." + split + ".tsv")).string(), &corpus, &queries));
   }
   const retrieval::MetricsOptions metrics;
   const std::vector<std::string> columns = {"R@1", "R@5", "R@10", "R@20", "MRR@10"};
@@ -90,12 +91,12 @@ int run_report(const ReportOptions& opts, const World& world) {
     DGR_CHECK_AS(ConfigError, eq != std::string::npos && eq > 0 && eq + 1 < system.size(),
                  "--system '{}': expected NAME=RUN (RUN may contain {{split}}), e.g. BM25=data/bm25.{{split}}.trec", system);
     const std::string name = system.substr(0, eq), pattern = system.substr(eq + 1);
-    std::vector<sharding::RunEntry> pooled_run;
-    std::vector<sharding::Qrel> pooled_qrels;
+    std::vector<data::RunEntry> pooled_run;
+    std::vector<data::Qrel> pooled_qrels;
     for (size_t s = 0; s < opts.splits.size(); ++s) {
       std::string path = pattern;
       for (size_t at; (at = path.find("{split}")) != std::string::npos;) path.replace(at, 7, opts.splits[s]);
-      auto run = sharding::read_trec_run(path, &corpus, nullptr);
+      auto run = data::read_trec_run(path, &corpus, nullptr);
       add_row(name, opts.splits[s], retrieval::evaluate(run, qrels[s], metrics));
       pooled_run.insert(pooled_run.end(), run.begin(), run.end());
       pooled_qrels.insert(pooled_qrels.end(), qrels[s].begin(), qrels[s].end());
@@ -117,7 +118,7 @@ int run_report(const ReportOptions& opts, const World& world) {
 
 int run_bm25(const Bm25CommandOptions& opts, const World& world) {
   if (!world.is_root()) return 0;
-  auto corpus = sharding::read_corpus((fs::path(opts.data_dir) / "corpus.tsv").string());
+  auto corpus = data::read_corpus((fs::path(opts.data_dir) / "corpus.tsv").string());
   retrieval::Bm25Options options;
   options.k1 = opts.k1;
   options.b = opts.b;
@@ -126,12 +127,12 @@ int run_bm25(const Bm25CommandOptions& opts, const World& world) {
   DGR_CHECK_AS(ConfigError, opts.out.empty() || opts.splits.size() == 1,
                "--out names one run file: give one --split with it, or leave --out empty");
   for (const auto& split : opts.splits) {
-    auto queries = sharding::read_queries((fs::path(opts.data_dir) / ("queries." + split + ".tsv")).string());
-    auto qrels = sharding::read_qrels((fs::path(opts.data_dir) / ("qrels." + split + ".tsv")).string(), &corpus,
+    auto queries = data::read_queries((fs::path(opts.data_dir) / ("queries." + split + ".tsv")).string());
+    auto qrels = data::read_qrels((fs::path(opts.data_dir) / ("qrels." + split + ".tsv")).string(), &corpus,
                                       &queries);
     auto run = index.run(queries);
     std::string out = opts.out.empty() ? (fs::path(opts.data_dir) / ("bm25." + split + ".trec")).string() : opts.out;
-    retrieval::write_trec_run(out, run);
+    data::write_trec_run(out, run);
     std::cout << "bm25 " << split << " (" << out << "): " << retrieval::format_metrics(retrieval::evaluate(run, qrels))
               << "\n";
   }

@@ -20,7 +20,8 @@
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
@@ -93,9 +94,9 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   } else {
     for (const auto& split : opts.splits) jobs.emplace_back(split, (data / ("queries." + split + ".tsv")).string());
   }
-  std::unique_ptr<sharding::Corpus> corpus;
+  std::unique_ptr<data::Corpus> corpus;
   for (const auto& [name, path] : jobs) {
-    const auto all_queries = sharding::read_queries(path);
+    const auto all_queries = data::read_queries(path);
     auto queries = all_queries;
     if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries))
       queries.resize(static_cast<size_t>(opts.max_queries));
@@ -107,7 +108,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     fs::create_directories(out_dir.empty() ? "." : out_dir);
     const std::string run_path = (fs::path(out_dir) / ("run." + name + ".trec")).string();
     const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
-    retrieval::write_trec_run(run_path, run);
+    data::write_trec_run(run_path, run);
     {
       files::AtomicFile file(keys_path);
       for (const auto& line : keys) file.write(line + "\n");
@@ -117,11 +118,11 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
                                    stats.queries_per_second(), world.size());
     const fs::path qrels_path = data / ("qrels." + name + ".tsv");
     if (opts.queries.empty() && fs::exists(qrels_path)) {
-      if (!corpus) corpus = std::make_unique<sharding::Corpus>(sharding::read_corpus((data / "corpus.tsv").string()));
-      auto qrels = sharding::read_qrels(qrels_path.string(), corpus.get(), &all_queries);
+      if (!corpus) corpus = std::make_unique<data::Corpus>(data::read_corpus((data / "corpus.tsv").string()));
+      auto qrels = data::read_qrels(qrels_path.string(), corpus.get(), &all_queries);
       std::unordered_set<std::string> kept;
       for (const auto& q : queries) kept.insert(q.qid);
-      std::erase_if(qrels, [&](const sharding::Qrel& r) { return !kept.count(r.qid); });
+      std::erase_if(qrels, [&](const data::Qrel& r) { return !kept.count(r.qid); });
       line += ": " + retrieval::format_metrics(retrieval::evaluate(run, qrels));
     }
     std::cout << line << "\n" << std::flush;

@@ -31,7 +31,7 @@ struct Bm25Index::Impl {
   Xapian::WritableDatabase db;
 };
 
-Bm25Index::Bm25Index(const sharding::Corpus& corpus, Bm25Options options) : options_(options) {
+Bm25Index::Bm25Index(const data::Corpus& corpus, Bm25Options options) : options_(options) {
   DGR_CHECK(options_.k1 >= 0, "BM25 k1 must be >= 0, got {}", options_.k1);
   DGR_CHECK(options_.b >= 0 && options_.b <= 1, "BM25 b must be in [0, 1], got {}", options_.b);
   DGR_CHECK(options_.depth > 0, "BM25 depth must be > 0, got {}", options_.depth);
@@ -47,7 +47,7 @@ Bm25Index::Bm25Index(const sharding::Corpus& corpus, Bm25Options options) : opti
     Xapian::TermGenerator generator = make_term_generator();
     pids_.reserve(order.size());
     for (size_t index : order) {
-      const sharding::Passage& passage = corpus.passages[index];
+      const data::Passage& passage = corpus.passages[index];
       Xapian::Document document;
       generator.set_document(document);
       if (!passage.title.empty()) {
@@ -102,26 +102,14 @@ std::vector<std::pair<std::string, double>> Bm25Index::search(const std::string&
   return results;
 }
 
-std::vector<sharding::RunEntry> Bm25Index::run(const std::vector<sharding::Query>& queries) const {
-  std::vector<sharding::RunEntry> entries;
-  for (const sharding::Query& query : queries) {
+std::vector<data::RunEntry> Bm25Index::run(const std::vector<data::Query>& queries) const {
+  std::vector<data::RunEntry> entries;
+  for (const data::Query& query : queries) {
     int rank = 0;
     for (auto& [pid, score] : search(query.text)) {
-      entries.push_back(sharding::RunEntry{query.qid, std::move(pid), ++rank, score, "bm25"});
+      entries.push_back(data::RunEntry{query.qid, std::move(pid), ++rank, score, "bm25"});
     }
   }
   return entries;
 }
-
-void write_trec_run(const std::string& path, const std::vector<sharding::RunEntry>& run) {
-  files::AtomicFile file(path);
-  std::string line;
-  for (const sharding::RunEntry& entry : run) {
-    line = fmt::format("{} Q0 {} {} {:.6f} {}\n", entry.qid, entry.pid, entry.rank, entry.score,
-                       entry.tag.empty() ? std::string("bm25") : entry.tag);
-    file.write(line);
-  }
-  file.commit();
-}
-
 }  // namespace dgr::retrieval

@@ -7,7 +7,8 @@
 #include <utility>
 #include <vector>
 
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 
@@ -26,7 +27,7 @@ struct Bm25Options {
 class Bm25Index {
  public:
   // Indexes title + text of every passage. Throws dgr::Error on any Xapian failure.
-  explicit Bm25Index(const sharding::Corpus& corpus, Bm25Options options = {});
+  explicit Bm25Index(const data::Corpus& corpus, Bm25Options options = {});
   ~Bm25Index();
   Bm25Index(Bm25Index&&) noexcept;
   Bm25Index& operator=(Bm25Index&&) noexcept;
@@ -38,7 +39,7 @@ class Bm25Index {
   std::vector<std::pair<std::string, double>> search(const std::string& query_text) const;
 
   // A TREC run for many queries: ranks 1..(at most depth) per query, tag "bm25", in query order.
-  std::vector<sharding::RunEntry> run(const std::vector<sharding::Query>& queries) const;
+  std::vector<data::RunEntry> run(const std::vector<data::Query>& queries) const;
 
   const Bm25Options& options() const { return options_; }
   size_t size() const { return pids_.size(); }
@@ -49,9 +50,5 @@ class Bm25Index {
   std::vector<std::string> pids_;  // [docid - 1], sorted by pid
   std::unique_ptr<Impl> impl_;
 };
-
-// Writes `run` as a TREC run file "qid Q0 pid rank score tag" (score with %.6f), atomically
-// (dgr::files::AtomicFile). Throws dgr::Error when the file cannot be written.
-void write_trec_run(const std::string& path, const std::vector<sharding::RunEntry>& run);
 
 }  // namespace dgr::retrieval

@@ -34,7 +34,7 @@ void write_file(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
-PassageTokens tokenize_passage(const Tokenizer& tokenizer, const sharding::Passage& passage) {
+PassageTokens tokenize_passage(const Tokenizer& tokenizer, const data::Passage& passage) {
   PassageTokens out;
   if (!passage.title.empty()) out.title = tokenizer.encode(passage.title);
   out.body = tokenizer.encode(passage.text);
@@ -43,7 +43,7 @@ PassageTokens tokenize_passage(const Tokenizer& tokenizer, const sharding::Passa
   return out;
 }
 
-IndexDirSummary build_index_dir(const sharding::Corpus& corpus, const std::vector<std::string>& extra_training_texts,
+IndexDirSummary build_index_dir(const data::Corpus& corpus, const std::vector<std::string>& extra_training_texts,
                                 const std::string& dir, const IndexDirOptions& options) {
   auto log = log::get("index");
   DGR_CHECK_AS(DataError, !corpus.passages.empty(), "cannot build an index over an empty corpus");

@@ -15,7 +15,7 @@
 #include "retrieval/fm_index.h"
 #include "retrieval/tokenizer.h"
 #include "retrieval/views.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 
 namespace dgr::retrieval {
 
@@ -31,7 +31,7 @@ inline constexpr const char* kIndexFormat = "dgr-index";
 inline constexpr int kIndexFormatVersion = 1;
 
 // Tokenizes one passage: title (empty when the passage has none), body = text, pseudo-queries.
-PassageTokens tokenize_passage(const Tokenizer& tokenizer, const sharding::Passage& passage);
+PassageTokens tokenize_passage(const Tokenizer& tokenizer, const data::Passage& passage);
 
 // What build_index_dir did (for the summary line of `dgr index`).
 struct IndexDirSummary {
@@ -45,7 +45,7 @@ struct IndexDirSummary {
 // options.tokenizer_model), tokenizes every passage, builds the FM-index and writes `dir` atomically. An
 // existing `dir` is replaced only when it is an index directory (has index.json); anything else there is
 // a ConfigError.
-IndexDirSummary build_index_dir(const sharding::Corpus& corpus, const std::vector<std::string>& extra_training_texts,
+IndexDirSummary build_index_dir(const data::Corpus& corpus, const std::vector<std::string>& extra_training_texts,
                                 const std::string& dir, const IndexDirOptions& options);
 
 struct IndexDir {

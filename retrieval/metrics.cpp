@@ -10,13 +10,13 @@
 
 namespace dgr::retrieval {
 
-Evaluation evaluate(const std::vector<sharding::RunEntry>& run, const std::vector<sharding::Qrel>& qrels,
+Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<data::Qrel>& qrels,
                     const MetricsOptions& options) {
   std::unordered_map<std::string, std::unordered_map<std::string, int>> grades;  // qid -> pid -> grade
   for (const auto& q : qrels) {
     if (q.grade > 0) grades[q.qid][q.pid] = q.grade;
   }
-  std::unordered_map<std::string, std::vector<const sharding::RunEntry*>> by_query;
+  std::unordered_map<std::string, std::vector<const data::RunEntry*>> by_query;
   for (const auto& e : run) by_query[e.qid].push_back(&e);
 
   Evaluation out;
@@ -35,7 +35,7 @@ Evaluation evaluate(const std::vector<sharding::RunEntry>& run, const std::vecto
     if (it == by_query.end()) {
       ++out.queries_missing_from_run;
     } else {
-      std::vector<const sharding::RunEntry*> entries = it->second;
+      std::vector<const data::RunEntry*> entries = it->second;
       std::stable_sort(entries.begin(), entries.end(), [](const auto* a, const auto* b) {
         if (a->rank != b->rank) return a->rank < b->rank;
         if (a->score != b->score) return a->score > b->score;

@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 
@@ -32,7 +33,7 @@ struct Evaluation {
   int queries_without_relevant = 0;  // run queries ignored for having no relevant passage
 };
 
-Evaluation evaluate(const std::vector<sharding::RunEntry>& run, const std::vector<sharding::Qrel>& qrels,
+Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<data::Qrel>& qrels,
                     const MetricsOptions& options = {});
 
 // "R@1 0.7917  R@5 ...  MRR@10 ...  nDCG@10 ..." in a fixed order.

@@ -15,7 +15,7 @@
 
 #include "checkpoints/array.h"
 #include "checkpoints/export.h"
-#include "checkpoints/hdf5_file.h"
+#include "data/hdf5_file.h"
 #include "common/files.h"
 #include "tests/checkpoints_test_util.h"
 
@@ -84,13 +84,13 @@ TEST(Hdf5, EveryDTypeAndOddShapeRoundTripsExactly) {
                                         std::vector<uint16_t>{0x7fc1, 0xffff, 0x8000, 0x0001, 0x7f80, 0xff81}.data());
   arrays.push_back(bf16);
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
-    h5::WriteOptions small;
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
+    dgr::data::h5::WriteOptions small;
     small.chunk_bytes = 512;  // forces many chunks, also over the middle dimension
     for (const auto& a : arrays) file.write_array(a, small);
     file.close();
   }
-  h5::File file = h5::File::open_read(tmp / "a.h5");
+  dgr::data::h5::File file = dgr::data::h5::File::open_read(tmp / "a.h5");
   expect_same(sorted(arrays), file.read_arrays());
   EXPECT_EQ(file.read_array("bf16.special").values<uint16_t>(),
             (std::vector<uint16_t>{0x7fc1, 0xffff, 0x8000, 0x0001, 0x7f80, 0xff81}));
@@ -102,7 +102,7 @@ TEST(Hdf5, EveryDTypeAndOddShapeRoundTripsExactly) {
 
 TEST(Hdf5, WriteRejectsWrongByteCountAndDuplicates) {
   TempDir tmp;
-  h5::File file = h5::File::create(tmp / "a.h5");
+  dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
   NamedArray a = pattern("w", {4}, DType::kFloat32, 1);
   a.bytes.pop_back();
   std::string what = what_of([&] { file.write_array(a); });
@@ -117,7 +117,7 @@ TEST(Hdf5, Fletcher32CatchesAFlippedDataByte) {
   TempDir tmp;
   NamedArray a = floats("w", {64, 64}, 1000.0f);
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
     file.write_array(a);
     file.close();
   }
@@ -125,7 +125,7 @@ TEST(Hdf5, Fletcher32CatchesAFlippedDataByte) {
   size_t at = raw.find(std::string(a.bytes.begin() + 400, a.bytes.begin() + 432));
   ASSERT_NE(at, std::string::npos) << "data not found in the file (compressed?)";
   flip_byte(tmp / "a.h5", at + 5);
-  h5::File file = h5::File::open_read(tmp / "a.h5");
+  dgr::data::h5::File file = dgr::data::h5::File::open_read(tmp / "a.h5");
   std::string what = what_of([&] { file.read_array("w"); });
   EXPECT_NE(what.find("dataset 'w': the chunk at [0, 0] fails its Fletcher-32 checksum"), std::string::npos) << what;
   EXPECT_NE(what.find(tmp / "a.h5"), std::string::npos) << what;
@@ -143,13 +143,13 @@ TEST(Hdf5, Fletcher32IsHdf5s) {
   std::vector<uint8_t> bytes(70000);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
   for (size_t n : {1, 2, 3, 4, 511, 512, 513, 719, 720, 721, 1000, 4097, 65535, 70000}) {
-    EXPECT_EQ(h5::fletcher32(bytes.data(), n), H5_checksum_fletcher32(bytes.data(), n)) << n;
+    EXPECT_EQ(dgr::data::h5::fletcher32(bytes.data(), n), H5_checksum_fletcher32(bytes.data(), n)) << n;
   }
   // Sums that are multiples of 65535 (HDF5 writes 0xffff, not 0), and all zeros (0).
   for (uint8_t fill : {0x00, 0xff, 0x01}) {
     std::vector<uint8_t> same(4096, fill);
     for (size_t n : {1, 2, 3, 1024, 4095, 4096}) {
-      EXPECT_EQ(h5::fletcher32(same.data(), n), H5_checksum_fletcher32(same.data(), n)) << int(fill) << " " << n;
+      EXPECT_EQ(dgr::data::h5::fletcher32(same.data(), n), H5_checksum_fletcher32(same.data(), n)) << int(fill) << " " << n;
     }
   }
 }
@@ -162,8 +162,8 @@ TEST(Hdf5, Hdf5sOwnReaderAcceptsTheChunks) {
                                     pattern("d", {2, 2, 2, 3}, DType::kFloat64, 4)};
   std::fill(arrays[3].bytes.begin(), arrays[3].bytes.end(), 0);
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
-    h5::WriteOptions small;
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
+    dgr::data::h5::WriteOptions small;
     small.chunk_bytes = 100;  // edge chunks everywhere, splits inside the middle dimensions
     for (const auto& a : arrays) file.write_array(a, small);
     file.close();
@@ -191,7 +191,7 @@ TEST(Hdf5, Md5CatchesAFlippedScalar) {
   TempDir tmp;
   NamedArray s = NamedArray::copy_of("step", {}, DType::kInt64, std::vector<int64_t>{0x1122334455667788}.data());
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
     file.write_array(s);
     file.close();
   }
@@ -199,7 +199,7 @@ TEST(Hdf5, Md5CatchesAFlippedScalar) {
   size_t at = raw.find(std::string(s.bytes.begin(), s.bytes.end()));
   ASSERT_NE(at, std::string::npos);
   flip_byte(tmp / "a.h5", at + 2);
-  h5::File file = h5::File::open_read(tmp / "a.h5");
+  dgr::data::h5::File file = dgr::data::h5::File::open_read(tmp / "a.h5");
   std::string what = what_of([&] { file.read_array("step"); });
   EXPECT_NE(what.find("md5"), std::string::npos) << what;
 }
@@ -208,13 +208,13 @@ TEST(Hdf5, AttributesIncludingLongStrings) {
   TempDir tmp;
   std::string long_text(100000, 'x');
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
     file.set_string_attr("name", "dgr \xc3\xa9t\xc3\xa9");
     file.set_string_attr("long", long_text);
     file.set_int_attr("n", -42);
     file.close();
   }
-  h5::File file = h5::File::open_read(tmp / "a.h5");
+  dgr::data::h5::File file = dgr::data::h5::File::open_read(tmp / "a.h5");
   EXPECT_EQ(file.string_attr("name"), "dgr \xc3\xa9t\xc3\xa9");
   EXPECT_EQ(file.string_attr("long"), long_text);
   EXPECT_EQ(file.int_attr("n"), -42);
@@ -224,16 +224,16 @@ TEST(Hdf5, AttributesIncludingLongStrings) {
 
 TEST(Hdf5, MissingAndTruncatedFilesNameThePath) {
   TempDir tmp;
-  std::string what = what_of([&] { h5::File::open_read(tmp / "nope.h5"); });
+  std::string what = what_of([&] { dgr::data::h5::File::open_read(tmp / "nope.h5"); });
   EXPECT_NE(what.find(tmp / "nope.h5"), std::string::npos) << what;
   {
-    h5::File file = h5::File::create(tmp / "a.h5");
+    dgr::data::h5::File file = dgr::data::h5::File::create(tmp / "a.h5");
     file.write_array(floats("w", {100000}, 0));
     file.close();
   }
   fs::resize_file(tmp / "a.h5", fs::file_size(tmp / "a.h5") / 2);
   what = what_of([&] {
-    h5::File file = h5::File::open_read(tmp / "a.h5");
+    dgr::data::h5::File file = dgr::data::h5::File::open_read(tmp / "a.h5");
     file.read_array("w");
   });
   EXPECT_NE(what.find(tmp / "a.h5"), std::string::npos) << what;

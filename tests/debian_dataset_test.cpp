@@ -11,8 +11,8 @@
 
 #include "common/error.h"
 #include "common/files.h"
-#include "sharding/debian_dataset.h"
-#include "sharding/readers.h"
+#include "data/debian_dataset.h"
+#include "data/readers.h"
 
 namespace fs = std::filesystem;
 using namespace dgr;
@@ -80,17 +80,17 @@ std::vector<Binary> fixture() {
   return b;
 }
 
-std::map<std::string, int64_t> counts_of(const sharding::DebianDataReport& r) {
+std::map<std::string, int64_t> counts_of(const data::DebianDataReport& r) {
   return std::map<std::string, int64_t>(r.counts.begin(), r.counts.end());
 }
 
 TEST(DebianDataset, EachFilterAndTheQueries) {
   fs::path dir = write_lists("filters", fixture());
-  sharding::DebianDataConfig cfg;
+  data::DebianDataConfig cfg;
   cfg.subset = "full";
   cfg.lists_dir = (dir / "lists").string();
   cfg.out = (dir / "out").string();
-  auto report = sharding::build_debian_dataset(cfg);
+  auto report = data::build_debian_dataset(cfg);
   auto counts = counts_of(report);
   EXPECT_EQ(counts["binary_packages"], 18);
   EXPECT_EQ(counts["source_packages"], 16);
@@ -102,7 +102,7 @@ TEST(DebianDataset, EachFilterAndTheQueries) {
   EXPECT_EQ(counts["queries_dropped_ambiguous"], 2);              // amb1, amb2
   EXPECT_EQ(counts["queries"], 4);
 
-  auto corpus = sharding::read_corpus(cfg.out + "/corpus.tsv");
+  auto corpus = data::read_corpus(cfg.out + "/corpus.tsv");
   std::set<std::string> pids;
   for (const auto& p : corpus.passages) {
     pids.insert(p.pid);
@@ -113,12 +113,12 @@ TEST(DebianDataset, EachFilterAndTheQueries) {
 
 TEST(DebianDataset, PassageIsTheSourceNamedBinaryElseTheFirstMainOne) {
   fs::path dir = write_lists("choice", fixture());
-  sharding::DebianDataConfig cfg;
+  data::DebianDataConfig cfg;
   cfg.subset = "full";
   cfg.lists_dir = (dir / "lists").string();
   cfg.out = (dir / "out").string();
-  sharding::build_debian_dataset(cfg);
-  auto corpus = sharding::read_corpus(cfg.out + "/corpus.tsv");
+  data::build_debian_dataset(cfg);
+  auto corpus = data::read_corpus(cfg.out + "/corpus.tsv");
   EXPECT_TRUE(corpus.contains("alpha"));
   EXPECT_FALSE(corpus.contains("alpha-doc"));
   EXPECT_TRUE(corpus.contains("beta-tools"));
@@ -130,16 +130,16 @@ TEST(DebianDataset, PassageIsTheSourceNamedBinaryElseTheFirstMainOne) {
 
 TEST(DebianDataset, QueriesQrelsAndManifestAreConsistent) {
   fs::path dir = write_lists("files", fixture());
-  sharding::DebianDataConfig cfg;
+  data::DebianDataConfig cfg;
   cfg.subset = "full";
   cfg.lists_dir = (dir / "lists").string();
   cfg.out = (dir / "out").string();
-  auto report = sharding::build_debian_dataset(cfg);
-  auto corpus = sharding::read_corpus(cfg.out + "/corpus.tsv");
+  auto report = data::build_debian_dataset(cfg);
+  auto corpus = data::read_corpus(cfg.out + "/corpus.tsv");
   int64_t total = 0;
   for (const char* split : {"train", "dev", "test"}) {
-    auto queries = sharding::read_queries(cfg.out + "/queries." + split + ".tsv");
-    auto qrels = sharding::read_qrels(cfg.out + "/qrels." + split + ".tsv", &corpus, &queries);
+    auto queries = data::read_queries(cfg.out + "/queries." + split + ".tsv");
+    auto qrels = data::read_qrels(cfg.out + "/qrels." + split + ".tsv", &corpus, &queries);
     EXPECT_EQ(queries.size(), qrels.size());
     EXPECT_EQ(static_cast<int64_t>(queries.size()), report.split_sizes.at(split));
     total += static_cast<int64_t>(queries.size());
@@ -151,7 +151,7 @@ TEST(DebianDataset, QueriesQrelsAndManifestAreConsistent) {
     EXPECT_EQ(manifest["files"][name], files::sha256_file(cfg.out + "/" + name)) << name;
   }
   EXPECT_EQ(manifest["source"]["packages"]["sha256"], files::sha256_file(cfg.lists_dir + "/Packages"));
-  std::string text = sharding::format_report(report);
+  std::string text = data::format_report(report);
   for (const char* s : {"after_near_duplicate_filter", "splits: train", "passage words: mean", "examples"}) {
     EXPECT_NE(text.find(s), std::string::npos) << s;
   }
@@ -168,12 +168,12 @@ std::vector<Binary> many_sources(int n) {
 
 TEST(DebianDataset, SubsetKeepsOneInKByHashAndSplitsAreDeterministic) {
   fs::path dir = write_lists("subset", many_sources(400));
-  sharding::DebianDataConfig cfg;
+  data::DebianDataConfig cfg;
   cfg.subset = "small";
   cfg.lists_dir = (dir / "lists").string();
   cfg.out = (dir / "a").string();
-  auto report = sharding::build_debian_dataset(cfg);
-  auto corpus = sharding::read_corpus(cfg.out + "/corpus.tsv");
+  auto report = data::build_debian_dataset(cfg);
+  auto corpus = data::read_corpus(cfg.out + "/corpus.tsv");
   int expected = 0;
   for (int i = 0; i < 400; ++i) {
     std::string raw = files::md5_raw("pkg" + std::to_string(i));
@@ -187,19 +187,19 @@ TEST(DebianDataset, SubsetKeepsOneInKByHashAndSplitsAreDeterministic) {
   EXPECT_GT(expected, 20);
   // Same lists, same output, byte for byte; the split roughly 80/10/10.
   cfg.out = (dir / "b").string();
-  sharding::build_debian_dataset(cfg);
+  data::build_debian_dataset(cfg);
   for (const char* name : {"corpus.tsv", "queries.train.tsv", "queries.dev.tsv", "qrels.test.tsv"}) {
     EXPECT_EQ(files::sha256_file((dir / "a" / name).string()), files::sha256_file((dir / "b" / name).string())) << name;
   }
   cfg.subset = "full";
   cfg.out = (dir / "full").string();
-  auto full = sharding::build_debian_dataset(cfg);
+  auto full = data::build_debian_dataset(cfg);
   EXPECT_NEAR(full.split_sizes.at("train"), 320, 40);
   EXPECT_NEAR(full.split_sizes.at("dev"), 40, 20);
   EXPECT_NEAR(full.split_sizes.at("test"), 40, 20);
   // A query keeps its split whatever the subset.
-  auto small_test = sharding::read_queries((dir / "a" / "queries.test.tsv").string());
-  auto full_test = sharding::read_queries((dir / "full" / "queries.test.tsv").string());
+  auto small_test = data::read_queries((dir / "a" / "queries.test.tsv").string());
+  auto full_test = data::read_queries((dir / "full" / "queries.test.tsv").string());
   std::set<std::string> full_ids;
   for (const auto& q : full_test) full_ids.insert(q.qid);
   for (const auto& q : small_test) EXPECT_TRUE(full_ids.count(q.qid)) << q.qid;
@@ -207,26 +207,26 @@ TEST(DebianDataset, SubsetKeepsOneInKByHashAndSplitsAreDeterministic) {
 
 TEST(DebianDataset, ExistingOutputNeedsForceAndFailuresLeaveNothing) {
   fs::path dir = write_lists("force", fixture());
-  sharding::DebianDataConfig cfg;
+  data::DebianDataConfig cfg;
   cfg.subset = "full";
   cfg.lists_dir = (dir / "lists").string();
   cfg.out = (dir / "out").string();
-  sharding::build_debian_dataset(cfg);
+  data::build_debian_dataset(cfg);
   std::string before = files::sha256_file(cfg.out + "/corpus.tsv");
-  EXPECT_THROW(sharding::build_debian_dataset(cfg), ConfigError);
+  EXPECT_THROW(data::build_debian_dataset(cfg), ConfigError);
   EXPECT_EQ(files::sha256_file(cfg.out + "/corpus.tsv"), before);
   cfg.force = true;
-  EXPECT_NO_THROW(sharding::build_debian_dataset(cfg));
+  EXPECT_NO_THROW(data::build_debian_dataset(cfg));
 
   cfg.out = (dir / "never").string();
   cfg.lists_dir = (dir / "missing").string();
-  EXPECT_THROW(sharding::build_debian_dataset(cfg), DataError);
+  EXPECT_THROW(data::build_debian_dataset(cfg), DataError);
   EXPECT_FALSE(fs::exists(cfg.out));
   fs::create_directories(dir / "garbage");
   std::ofstream(dir / "garbage" / "Packages") << "this is not a packages file\n";
   std::ofstream(dir / "garbage" / "Translation-en") << "";
   cfg.lists_dir = (dir / "garbage").string();
-  EXPECT_THROW(sharding::build_debian_dataset(cfg), DataError);
+  EXPECT_THROW(data::build_debian_dataset(cfg), DataError);
   EXPECT_FALSE(fs::exists(cfg.out));
   for (const auto& entry : fs::directory_iterator(dir)) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();

@@ -12,10 +12,11 @@
 
 #include <fmt/format.h>
 
-#include "sharding/distill_data.h"
+#include "data/distill_data.h"
 #include "sharding/sampler.h"
 #include "tests/temp_dir.h"
 
+using namespace dgr::data;
 using namespace dgr::sharding;
 
 namespace {

@@ -14,13 +14,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "sharding/distill_data.h"
-#include "sharding/mined.h"
+#include "data/distill_data.h"
+#include "data/mined.h"
 #include "sharding/sampler.h"
 #include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace dgr;
+using namespace dgr::data;
 using namespace dgr::sharding;
 
 namespace {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "sharding/distill_data.h"
+#include "data/distill_data.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    dgr::sharding::DistillDataset data(argv[1]);
+    dgr::data::DistillDataset data(argv[1]);
     for (int64_t i = 0; i < data.size(); ++i) {
       auto e = data.load(i);
       nlohmann::json cands = nlohmann::json::array();

@@ -13,13 +13,14 @@
 
 #include "common/error.h"
 #include "retrieval/bm25.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
 namespace dgr::retrieval {
 namespace {
 
-sharding::Corpus make_corpus(const std::vector<sharding::Passage>& passages) {
-  sharding::Corpus corpus;
+data::Corpus make_corpus(const std::vector<data::Passage>& passages) {
+  data::Corpus corpus;
   for (const auto& passage : passages) {
     corpus.index_of[passage.pid] = corpus.passages.size();
     corpus.passages.push_back(passage);
@@ -29,7 +30,7 @@ sharding::Corpus make_corpus(const std::vector<sharding::Passage>& passages) {
 
 // Lengths (title + text) 4, 4, 5, 3, 11, 3: 30 terms, average 5. Plain lower-case words only, so that a
 // whitespace split counts what Xapian indexes.
-sharding::Corpus small_corpus() {
+data::Corpus small_corpus() {
   return make_corpus({
       {"p1", "alpha", "apple banana cherry", {}},
       {"p2", "beta", "banana banana date", {}},
@@ -56,7 +57,7 @@ double okapi(double N, double n, double wdf, double doclen, double avglen, doubl
 }
 
 void expect_hand_computed_scores(const std::string& term, double k1, double b) {
-  const sharding::Corpus corpus = small_corpus();
+  const data::Corpus corpus = small_corpus();
   Bm25Options options;
   options.k1 = k1;
   options.b = b;
@@ -180,8 +181,8 @@ TEST(Bm25, InvalidOptionsAreErrors) {
 }
 
 TEST(Bm25, RunRanksAndTrecRoundTrip) {
-  const sharding::Corpus corpus = small_corpus();
-  const std::vector<sharding::Query> queries = {
+  const data::Corpus corpus = small_corpus();
+  const std::vector<data::Query> queries = {
       {"q1", "apple banana"}, {"q2", "zebra"}, {"q3", "C++ (library)"}, {"q4", "date fig kiwi"}};
   const Bm25Index index(corpus);
   const auto run = index.run(queries);
@@ -201,8 +202,8 @@ TEST(Bm25, RunRanksAndTrecRoundTrip) {
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "run.trec").string();
   write_trec_run(path, run);
-  std::vector<sharding::RunEntry> back;
-  ASSERT_NO_THROW(back = sharding::read_trec_run(path, &corpus, &queries));
+  std::vector<data::RunEntry> back;
+  ASSERT_NO_THROW(back = data::read_trec_run(path, &corpus, &queries));
   ASSERT_EQ(back.size(), run.size());
   for (size_t i = 0; i < run.size(); ++i) {
     EXPECT_EQ(back[i].qid, run[i].qid);

@@ -8,8 +8,8 @@
 
 using dgr::retrieval::evaluate;
 using dgr::retrieval::MetricsOptions;
-using dgr::sharding::Qrel;
-using dgr::sharding::RunEntry;
+using dgr::data::Qrel;
+using dgr::data::RunEntry;
 
 namespace {
 

@@ -179,9 +179,9 @@ TEST(Tokenizer, TrainsBpeAndRejectsBadOptions) {
 
 // ---- the index directory ----
 
-sharding::Corpus tiny_corpus() {
-  sharding::Corpus corpus;
-  auto add = [&](sharding::Passage p) {
+data::Corpus tiny_corpus() {
+  data::Corpus corpus;
+  auto add = [&](data::Passage p) {
     corpus.index_of[p.pid] = corpus.passages.size();
     corpus.passages.push_back(std::move(p));
   };
@@ -200,7 +200,7 @@ sharding::Corpus tiny_corpus() {
 TEST(IndexDir, BuildAndLoadRoundTrip) {
   TempDir tmp;
   const std::string dir = tmp.file("index");
-  sharding::Corpus corpus = tiny_corpus();
+  data::Corpus corpus = tiny_corpus();
   IndexDirOptions options;
   options.vocab_size = 250;
   auto summary = build_index_dir(corpus, synthetic_sentences(100), dir, options);
@@ -298,7 +298,7 @@ TEST(IndexDir, EveryTitleKeyOfTheTinyDataSetFindsItsPassage) {
     corpus_path = out + "/corpus.tsv";
   }
   const std::string dir = tmp.file("index");
-  sharding::Corpus corpus = sharding::read_corpus(corpus_path);
+  data::Corpus corpus = data::read_corpus(corpus_path);
   IndexDirOptions options;
   options.vocab_size = 2000;
   options.corpus_path = corpus_path;

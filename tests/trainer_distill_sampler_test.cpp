@@ -21,12 +21,12 @@ namespace {
 // the index (not monotone in the retriever's order) and distinct.
 const std::vector<int32_t> kPositives = {2, 5, 9, 14, 20, 25, 27};
 
-sharding::DistillExample make_example(int candidates = 30, std::vector<int32_t> positives = kPositives) {
-  sharding::DistillExample example;
+data::DistillExample make_example(int candidates = 30, std::vector<int32_t> positives = kPositives) {
+  data::DistillExample example;
   example.qid = "q42";
   example.query_tokens = {10, 11, 12};
   for (int32_t i = 0; i < candidates; ++i) {
-    sharding::DistillCandidate c;
+    data::DistillCandidate c;
     c.doc = 1000 + i;
     c.positive = std::find(positives.begin(), positives.end(), i) != positives.end();
     c.retriever_score = 100.0 - i;
@@ -36,7 +36,7 @@ sharding::DistillExample make_example(int candidates = 30, std::vector<int32_t> 
   return example;
 }
 
-bool is_positive(const sharding::DistillExample& example, int32_t i) {
+bool is_positive(const data::DistillExample& example, int32_t i) {
   return example.candidates[static_cast<size_t>(i)].positive;
 }
 
@@ -190,7 +190,7 @@ TEST(DistillSampler, TeacherTiesKeepTheRetrieverOrder) {
 
 TEST(DistillSampler, ExamplesThePrepareStepShouldHaveDroppedAreErrors) {
   const DistillSampler sampler({}, 1);
-  auto expect_data_error = [&](const sharding::DistillExample& example, const std::string& needle) {
+  auto expect_data_error = [&](const data::DistillExample& example, const std::string& needle) {
     try {
       sampler.draw(example, 0, 0);
       ADD_FAILURE() << "expected DataError (" << needle << ")";

@@ -286,14 +286,14 @@ std::shared_ptr<Seq2Seq> tiny_model(int vocab, uint64_t seed) {
   return model;
 }
 
-sharding::CachedKey cached(std::vector<int32_t> tokens, View view, uint64_t count, float score = 0) {
+data::CachedKey cached(std::vector<int32_t> tokens, View view, uint64_t count, float score = 0) {
   return {std::move(tokens), static_cast<int8_t>(view), count, score};
 }
 
 // The expected S by the retrieval-time formulas: s by ModelScorer (teacher forcing without gradient),
 // w by retrieval::key_weight, and the coverage factors given.
 double expected_score(ModelScorer& scorer, const std::vector<int32_t>& query,
-                      const std::vector<sharding::CachedKey>& keys, const std::vector<double>& coverage,
+                      const std::vector<data::CachedKey>& keys, const std::vector<double>& coverage,
                       const SurrogateOptions& options) {
   double total = 0;
   for (size_t k = 0; k < keys.size(); ++k) {
@@ -324,10 +324,10 @@ TEST_F(Surrogate, EqualsTheCorpusCorrectedSumWithTokenSetCoverage) {
   // Passage 0: a title key, two body keys sharing tokens 21 22, a pq key whose 20 and @@ are covered.
   // Coverage (alpha 0.8): {10 11 @@} 3/3 -> 1; {20 21 22} 3/3 -> 1; {21 22 23} 1/3 -> 0.2 + 0.8/3;
   // {|| 12 20 @@} 2/4 -> 0.6. Passage 1 shares a body key with passage 0 (scored once, same value).
-  const std::vector<sharding::CachedKey> p0{cached({10, 11, E}, View::title, 1), cached({20, 21, 22}, View::body, 2),
+  const std::vector<data::CachedKey> p0{cached({10, 11, E}, View::title, 1), cached({20, 21, 22}, View::body, 2),
                                             cached({21, 22, 23}, View::body, 3), cached({P, 12, 20, E}, View::pq, 1)};
-  const std::vector<sharding::CachedKey> p1{cached({20, 21, 22}, View::body, 2), cached({10, E}, View::title, 4)};
-  const std::vector<std::span<const sharding::CachedKey>> passages{p0, p1, {}};
+  const std::vector<data::CachedKey> p1{cached({20, 21, 22}, View::body, 2), cached({10, E}, View::title, 4)};
+  const std::vector<std::span<const data::CachedKey>> passages{p0, p1, {}};
   torch::NoGradGuard no_grad;
   const auto got = values(surrogate_scores(*model, query, passages, options));
   ModelScorer scorer(model);
@@ -343,34 +343,34 @@ TEST_F(Surrogate, EqualsTheCorpusCorrectedSumWithTokenSetCoverage) {
   auto p0_cached = p0;
   p0_cached[3].score = -20.0f;
   options.rescore_pq = false;
-  const auto released = values(surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{p0_cached}, options));
+  const auto released = values(surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{p0_cached}, options));
   const double pq_weight = retrieval::key_weight(retrieval::adjusted_log_prob(-20.0, View::pq, options.scoring), 1,
                                                  options.total_tokens, options.scoring);
-  const double without_pq = expected_score(scorer, query, std::vector<sharding::CachedKey>(p0.begin(), p0.begin() + 3),
+  const double without_pq = expected_score(scorer, query, std::vector<data::CachedKey>(p0.begin(), p0.begin() + 3),
                                            {1, 1, 0.2 + 0.8 / 3}, options);
   EXPECT_NEAR(released[0], without_pq + 0.6 * pq_weight, 1e-4 * released[0]);
 }
 
 TEST_F(Surrogate, OnlyTheFirstMaxKeysCountAndNothingIsPadded) {
   std::mt19937 rng(5);
-  std::vector<sharding::CachedKey> many;
+  std::vector<data::CachedKey> many;
   for (int k = 0; k < 45; ++k) {
     many.push_back(cached({static_cast<int32_t>(10 + rng() % 30), static_cast<int32_t>(10 + rng() % 30)}, View::body,
                           1 + rng() % 5));
   }
-  const std::vector<sharding::CachedKey> first(many.begin(), many.begin() + 40);
-  const std::vector<sharding::CachedKey> few(many.begin(), many.begin() + 3);
+  const std::vector<data::CachedKey> first(many.begin(), many.begin() + 40);
+  const std::vector<data::CachedKey> few(many.begin(), many.begin() + 3);
   torch::NoGradGuard no_grad;
-  const auto got = values(surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{many, first, few}, options));
+  const auto got = values(surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{many, first, few}, options));
   // Equal up to float rounding: a decoder batch of other targets may round differently.
   auto near = [](double a, double b) { return std::abs(a - b) <= 1e-6 * std::max(1.0, std::abs(b)); };
   EXPECT_PRED2(near, got[0], got[1]);
   EXPECT_GT(got[0], got[2]);
   options.max_keys = 3;
-  EXPECT_PRED2(near, values(surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{many}, options))[0],
+  EXPECT_PRED2(near, values(surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{many}, options))[0],
                got[2]);
   // The example overload: repeated candidates score the same.
-  sharding::DistillExample example;
+  data::DistillExample example;
   example.qid = "q";
   example.query_tokens = query;
   example.candidates.resize(2);
@@ -383,8 +383,8 @@ TEST_F(Surrogate, OnlyTheFirstMaxKeysCountAndNothingIsPadded) {
   EXPECT_EQ(by_candidate[2], by_candidate[0]);
   EXPECT_THROW(surrogate_scores(*model, example, std::vector<int32_t>{2}, options), Error);
   // Bad keys are data errors.
-  const std::vector<sharding::CachedKey> bad_view{cached({10}, static_cast<View>(3), 1)};
-  EXPECT_THROW(surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{bad_view}, options),
+  const std::vector<data::CachedKey> bad_view{cached({10}, static_cast<View>(3), 1)};
+  EXPECT_THROW(surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{bad_view}, options),
                DataError);
 }
 
@@ -401,9 +401,9 @@ std::pair<double, bool> gradient_norm2(Seq2Seq& model) {
 }
 
 TEST_F(Surrogate, HasAGradientThatMatchesFiniteDifferences) {
-  const std::vector<sharding::CachedKey> keys{cached({10, 11, E}, View::title, 1), cached({20, 21, 22}, View::body, 2),
+  const std::vector<data::CachedKey> keys{cached({10, 11, E}, View::title, 1), cached({20, 21, 22}, View::body, 2),
                                               cached({21, 22, 23}, View::body, 3), cached({P, 12, 20, E}, View::pq, 1)};
-  const std::vector<std::span<const sharding::CachedKey>> passages{keys};
+  const std::vector<std::span<const data::CachedKey>> passages{keys};
   model->train();  // the test preset has no dropout: train and eval agree
   model->zero_grad();
   auto s = surrogate_scores(*model, query, passages, options);
@@ -429,8 +429,8 @@ TEST_F(Surrogate, HasAGradientThatMatchesFiniteDifferences) {
 }
 
 TEST_F(Surrogate, NoGradientAboveTheCapsOrBelowTheReluBoundary) {
-  const std::vector<sharding::CachedKey> pq_only{cached({P, 12, 20, E}, View::pq, 1), cached({P, 13, E}, View::pq, 2)};
-  const std::vector<std::span<const sharding::CachedKey>> passages{pq_only};
+  const std::vector<data::CachedKey> pq_only{cached({P, 12, 20, E}, View::pq, 1), cached({P, 13, E}, View::pq, 2)};
+  const std::vector<std::span<const data::CachedKey>> passages{pq_only};
   auto run = [&](const SurrogateOptions& o) {
     model->zero_grad();
     auto s = surrogate_scores(*model, query, passages, o);
@@ -449,12 +449,12 @@ TEST_F(Surrogate, NoGradientAboveTheCapsOrBelowTheReluBoundary) {
   EXPECT_TRUE(capped_grad.second);
   // max_log_prob below every s (one-token body keys, a corpus large enough that w stays > 0): S is a
   // constant, the gradient exactly 0.
-  const std::vector<sharding::CachedKey> body{cached({20}, View::body, 1), cached({21}, View::body, 1)};
+  const std::vector<data::CachedKey> body{cached({20}, View::body, 1), cached({21}, View::body, 1)};
   o = options;
   o.scoring.max_log_prob = -30;
   o.total_tokens = 1'000'000'000'000'000'000ull;
   model->zero_grad();
-  auto at_max = surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{body}, o);
+  auto at_max = surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{body}, o);
   at_max.sum().backward();
   EXPECT_NEAR(at_max.item<double>(), 2 * retrieval::key_weight(-30, 1, o.total_tokens, o.scoring), 1e-9 * at_max.item<double>());
   EXPECT_GT(at_max.item<double>(), 0);
@@ -537,14 +537,14 @@ TEST_F(Surrogate, EqualsTheRetrievalScoreOfARetrievedPassage) {
     query.insert(query.end(), source_passage.body.begin(), source_passage.body.begin() + 4);
     for (const retrieval::RetrievedPassage& passage : retriever.retrieve(scorer, query)) {
       if (passage.keys.empty() || passage.keys.size() > 40) continue;
-      std::vector<sharding::CachedKey> keys;
+      std::vector<data::CachedKey> keys;
       for (const retrieval::MatchedKey& m : passage.keys) {
         keys.push_back(cached(m.key.tokens, m.key.view, m.key.count, static_cast<float>(m.key.score)));
         views.insert(static_cast<int>(m.key.view));
         partial_coverage += m.coverage < 1.0 ? 1 : 0;
       }
       torch::NoGradGuard no_grad;
-      const double s = surrogate_scores(*model, query, std::vector<std::span<const sharding::CachedKey>>{keys}, so).item<double>();
+      const double s = surrogate_scores(*model, query, std::vector<std::span<const data::CachedKey>>{keys}, so).item<double>();
       EXPECT_NEAR(s, passage.score, 1e-3 * std::max(1.0, std::abs(passage.score))) << "query " << q << " doc " << passage.doc;
       max_relative_error = std::max(max_relative_error, std::abs(s - passage.score) / std::max(1.0, std::abs(passage.score)));
       ++compared;
@@ -569,7 +569,7 @@ TEST(SurrogateBenchmark, DISABLED_CpuPresetOneQuery) {
   model->train();
   std::mt19937 rng(3);
   auto word = [&] { return static_cast<int32_t>(20 + rng() % (vocab - 20)); };
-  std::vector<std::vector<sharding::CachedKey>> passages(6);
+  std::vector<std::vector<data::CachedKey>> passages(6);
   for (auto& keys : passages) {
     for (int k = 0; k < 40; ++k) {
       const View view = static_cast<View>(k % 3);
@@ -583,7 +583,7 @@ TEST(SurrogateBenchmark, DISABLED_CpuPresetOneQuery) {
   }
   // Half of the negatives' keys repeat another passage's (lists share negatives and P_a may be P_b).
   for (int k = 0; k < 20; ++k) passages[5][static_cast<size_t>(k)] = passages[4][static_cast<size_t>(k)];
-  std::vector<std::span<const sharding::CachedKey>> spans(passages.begin(), passages.end());
+  std::vector<std::span<const data::CachedKey>> spans(passages.begin(), passages.end());
   std::vector<int32_t> query;
   for (int i = 0; i < 10; ++i) query.push_back(word());
   SurrogateOptions options;

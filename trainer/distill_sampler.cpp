@@ -66,7 +66,7 @@ DistillSampler::DistillSampler(DistillSamplerOptions options, uint64_t seed) : o
   options_.validate();
 }
 
-void DistillSampler::check(const sharding::DistillExample& example) const {
+void DistillSampler::check(const data::DistillExample& example) const {
   size_t positives = 0, negatives = 0;
   for (size_t i = 0; i < example.candidates.size(); ++i) {
     const auto& c = example.candidates[i];
@@ -85,7 +85,7 @@ void DistillSampler::check(const sharding::DistillExample& example) const {
                example.qid, negatives, options_.list_negatives);
 }
 
-DistillPools DistillSampler::pools(const sharding::DistillExample& example, uint64_t example_index) const {
+DistillPools DistillSampler::pools(const data::DistillExample& example, uint64_t example_index) const {
   check(example);
   std::vector<int32_t> positives, negatives;  // retriever order
   for (int32_t i = 0; i < static_cast<int32_t>(example.candidates.size()); ++i) {
@@ -105,7 +105,7 @@ DistillPools DistillSampler::pools(const sharding::DistillExample& example, uint
   return out;
 }
 
-DistillDraw DistillSampler::draw(const sharding::DistillExample& example, int64_t epoch, uint64_t example_index) const {
+DistillDraw DistillSampler::draw(const data::DistillExample& example, int64_t epoch, uint64_t example_index) const {
   const DistillPools pool = pools(example, example_index);
   uint64_t state = draw_state(seed_, epoch, example_index);
   const int32_t p_a = pool.positives.front();

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "sharding/distill_example.h"
+#include "data/distill_example.h"
 
 namespace dgr::trainer {
 
@@ -54,11 +54,11 @@ class DistillSampler {
 
   // Throws DataError naming the query when `example` has no positive or fewer than list_negatives
   // negatives, or a candidate's teacher score is NaN (the prepare step filters such queries).
-  void check(const sharding::DistillExample& example) const;
+  void check(const data::DistillExample& example) const;
   // The pools of the query at `example_index` (same for every epoch; Note [Distillation randomness]).
-  DistillPools pools(const sharding::DistillExample& example, uint64_t example_index) const;
+  DistillPools pools(const data::DistillExample& example, uint64_t example_index) const;
   // The lists of the query at `example_index` in `epoch` (Note [Distillation randomness]).
-  DistillDraw draw(const sharding::DistillExample& example, int64_t epoch, uint64_t example_index) const;
+  DistillDraw draw(const data::DistillExample& example, int64_t epoch, uint64_t example_index) const;
 
   const DistillSamplerOptions& options() const { return options_; }
 

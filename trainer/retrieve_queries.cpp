@@ -58,8 +58,8 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
 
 }  // namespace
 
-std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                                 const std::vector<sharding::Query>& queries,
+std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                                 const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,
                                                  const retrieval::ViewLimits& limits, const World& world,
                                                  const std::string& tag, std::vector<std::string>* keys,
@@ -96,9 +96,9 @@ std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model
   }
   std::string all_runs = gather_to_root(run_blob, world);
   std::string all_keys = keys != nullptr ? gather_to_root(keys_blob, world) : std::string();
-  std::vector<sharding::RunEntry> run;
+  std::vector<data::RunEntry> run;
   if (!world.is_root()) return run;
-  struct Row { size_t query; int rank; sharding::RunEntry entry; };
+  struct Row { size_t query; int rank; data::RunEntry entry; };
   std::vector<Row> rows;
   std::istringstream in(all_runs);
   std::string line;
@@ -128,7 +128,7 @@ std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model
 }
 
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                  const std::vector<sharding::Query>& queries, const RetrievalSettings& settings,
+                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
                                   const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
   DGR_CHECK_AS(ConfigError, queries_per_rank > 0, "queries per rank and round must be positive, got {}", queries_per_rank);

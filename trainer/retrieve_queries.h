@@ -13,7 +13,8 @@
 #include "retrieval/scoring.h"
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
+#include "data/trec.h"
 #include "trainer/stage1.h"
 
 namespace dgr::trainer {
@@ -26,8 +27,8 @@ struct RetrievalStats {
 
 // Collective. Rank 0 returns the run (top_k passages per query, best first, tag `tag`) and, when `keys` is
 // given, one JSON line per (query, passage) with the matched keys; other ranks return an empty run.
-std::vector<sharding::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                                 const std::vector<sharding::Query>& queries,
+std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                                 const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,
                                                  const retrieval::ViewLimits& limits, const World& world,
                                                  const std::string& tag, std::vector<std::string>* keys,
@@ -42,7 +43,7 @@ using EncodeRetrieved = std::function<std::string(size_t query, const std::vecto
                                                   const std::vector<retrieval::RetrievedPassage>& passages)>;
 using ConsumeRetrieved = std::function<void(size_t query, std::string bytes)>;
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                  const std::vector<sharding::Query>& queries, const RetrievalSettings& settings,
+                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
                                   const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
 

@@ -40,15 +40,15 @@ double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t tot
 }
 
 std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const std::vector<std::string>& splits,
-                                    int max_queries, const sharding::Corpus& corpus) {
+                                    int max_queries, const data::Corpus& corpus) {
   std::vector<EvalSet> sets;
   for (const auto& split : splits) {
     EvalSet set;
     set.split = split;
-    set.queries = sharding::read_queries((data_dir / ("queries." + split + ".tsv")).string());
+    set.queries = data::read_queries((data_dir / ("queries." + split + ".tsv")).string());
     if (max_queries > 0 && set.queries.size() > static_cast<size_t>(max_queries))
       set.queries.resize(static_cast<size_t>(max_queries));
-    set.qrels = sharding::read_qrels((data_dir / ("qrels." + split + ".tsv")).string(), &corpus, nullptr);
+    set.qrels = data::read_qrels((data_dir / ("qrels." + split + ".tsv")).string(), &corpus, nullptr);
     sets.push_back(std::move(set));
   }
   return sets;

@@ -15,7 +15,7 @@
 #include "retrieval/index_dir.h"
 #include "retrieval/seq2seq.h"
 #include "retrieval/views.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 #include "trainer/options.h"
 
 namespace dgr::trainer {
@@ -36,11 +36,11 @@ double scheduled_lr(double base, int64_t step, int64_t warmup_steps, int64_t tot
 
 struct EvalSet {
   std::string split;
-  std::vector<sharding::Query> queries;  // the first max_queries of DATA/queries.SPLIT.tsv (0 = all)
-  std::vector<sharding::Qrel> qrels;
+  std::vector<data::Query> queries;  // the first max_queries of DATA/queries.SPLIT.tsv (0 = all)
+  std::vector<data::Qrel> qrels;
 };
 std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const std::vector<std::string>& splits,
-                                    int max_queries, const sharding::Corpus& corpus);
+                                    int max_queries, const data::Corpus& corpus);
 
 // Where an evaluation happens in a run, for the log line and the `eval` event.
 struct EvalPoint {

@@ -84,8 +84,8 @@ nlohmann::json stage1_options_json(const Stage1Options& o) {
 // The training queries with a relevant passage, each with its first relevant passage's document number.
 std::vector<TrainingQuery> training_queries(const TrainOptions& o, const IndexedCorpus& data) {
   const std::string dir = o.data_dir + "/";
-  auto queries = sharding::read_queries(dir + "queries.train.tsv");
-  auto qrels = sharding::read_qrels(dir + "qrels.train.tsv", &data.corpus, &queries);
+  auto queries = data::read_queries(dir + "queries.train.tsv");
+  auto qrels = data::read_qrels(dir + "qrels.train.tsv", &data.corpus, &queries);
   std::unordered_map<std::string, int32_t> first_positive;
   for (const auto& q : qrels)
     if (q.grade > 0) first_positive.emplace(q.qid, data.index.doc_of.at(q.pid));

@@ -10,7 +10,7 @@
 #include "checkpoints/export.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "sharding/distill_data.h"
+#include "data/distill_data.h"
 #include "trainer/distill_loss.h"
 #include "trainer/distill_sampler.h"
 #include "trainer/exported_model.h"
@@ -42,7 +42,7 @@ struct ListsSetup {
 
 class ListsObjective : public Objective {
  public:
-  ListsObjective(sharding::DistillDataset& dataset, const IndexedCorpus& data, Seq2Seq& model, ListsSetup setup,
+  ListsObjective(data::DistillDataset& dataset, const IndexedCorpus& data, Seq2Seq& model, ListsSetup setup,
                  const DeviceChoice& device)
       : dataset_(dataset), data_(data), model_(model), s_(std::move(setup)), gen_weight_(generation_weight(s_.loss)),
         draws_(DistillSamplerOptions{}, s_.seed), device_(device), torch_device_(torch_device(device)) {}
@@ -59,7 +59,7 @@ class ListsObjective : public Objective {
     const auto& special = data_.index.tokenizer.special();
     for (int64_t e : step.examples) {
       examples_.push_back(dataset_.load(e));
-      const sharding::DistillExample& example = examples_.back();
+      const data::DistillExample& example = examples_.back();
       draws_.check(example);
       draws_of_.push_back(draws_.draw(example, step.epoch, static_cast<uint64_t>(e)));
       const DistillDraw& draw = draws_of_.back();
@@ -128,7 +128,7 @@ class ListsObjective : public Objective {
   }
 
   // The surrogate's scores of both lists of one query, their ranking loss, and whether list a's head is first.
-  void rank_example(const sharding::DistillExample& example, const DistillDraw& draw) {
+  void rank_example(const data::DistillExample& example, const DistillDraw& draw) {
     std::vector<int32_t> members = draw.a.candidates;
     members.insert(members.end(), draw.b.candidates.begin(), draw.b.candidates.end());
     const int64_t n = static_cast<int64_t>(draw.a.candidates.size());
@@ -139,7 +139,7 @@ class ListsObjective : public Objective {
     head_first_ += (scores_a.slice(0, 1, n).max().item<double>() < scores_a[0].item<double>()) ? 1 : 0;
   }
 
-  sharding::DistillDataset& dataset_;  // load() reads shards through a cache
+  data::DistillDataset& dataset_;  // load() reads shards through a cache
   const IndexedCorpus& data_;
   Seq2Seq& model_;
   ListsSetup s_;
@@ -147,7 +147,7 @@ class ListsObjective : public Objective {
   DistillSampler draws_;
   DeviceChoice device_;
   torch::Device torch_device_;
-  std::vector<sharding::DistillExample> examples_;  // this step's, with their draws
+  std::vector<data::DistillExample> examples_;  // this step's, with their draws
   std::vector<DistillDraw> draws_of_;
   std::vector<std::vector<int32_t>> gen_sources_[2], gen_targets_[2];  // [title, body]
   torch::Tensor rank_sum_;
@@ -213,7 +213,7 @@ int run_stage2(const Stage2Options& options, const World& world) {
 
   // Data: the index and corpus (generation targets), the prepared data set (this rank loads its examples).
   IndexedCorpus data = load_indexed_corpus(o);
-  sharding::DistillDataset dataset(options.prepared_dir);
+  data::DistillDataset dataset(options.prepared_dir);
   DGR_CHECK_AS(DataError, dataset.manifest().tokenizer_sha256 == data.index.tokenizer.sha256() &&
                               dataset.manifest().fm_index_sha256 == data.index_sha256,
                "{} was mined with another tokenizer or FM-index than {} (tokenizer {} vs {}): prepare it again from "

@@ -1,5 +1,5 @@
 // Stage 2 (DGR distillation, method.md section 7): the stage-1 model goes on learning from the prepared
-// distillation data set (sharding/distill_data.h): per query, two lists sampled from its mined candidates
+// distillation data set (data/distill_data.h): per query, two lists sampled from its mined candidates
 // (trainer/distill_sampler.h) are scored by the differentiable passage-score surrogate
 // (trainer/surrogate.h), ranked against the teacher's order by the configured loss (trainer/distill_loss.h:
 // DGR's distilled RankNet, LTRGR, listwise, or generation only), plus the generation loss on the top

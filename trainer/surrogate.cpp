@@ -49,7 +49,7 @@ void SurrogateOptions::validate() const {
 }
 
 torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_tokens,
-                               std::span<const std::span<const sharding::CachedKey>> passages,
+                               std::span<const std::span<const data::CachedKey>> passages,
                                const SurrogateOptions& options) {
   options.validate();
   const double alpha = options.scoring.coverage_alpha;
@@ -63,7 +63,7 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
     covered.clear();
     const size_t kept = std::min(passages[p].size(), static_cast<size_t>(options.max_keys));
     for (size_t k = 0; k < kept; ++k) {
-      const sharding::CachedKey& key = passages[p][k];
+      const data::CachedKey& key = passages[p][k];
       DGR_CHECK_AS(DataError, key.view >= 0 && key.view < retrieval::kNumViews,
                    "cached key {} of passage {} has view {} (expected 0 title, 1 body or 2 pq)", k, p, key.view);
       DGR_CHECK_AS(DataError, std::find(key.tokens.begin(), key.tokens.end(), kPadId) == key.tokens.end(),
@@ -159,9 +159,9 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
       .index_add(0, tensor(passage_index, torch::kLong), w * tensor(coverage, torch::kDouble));
 }
 
-torch::Tensor surrogate_scores(Seq2Seq& model, const sharding::DistillExample& example,
+torch::Tensor surrogate_scores(Seq2Seq& model, const data::DistillExample& example,
                                std::span<const int32_t> candidates, const SurrogateOptions& options) {
-  std::vector<std::span<const sharding::CachedKey>> passages;
+  std::vector<std::span<const data::CachedKey>> passages;
   passages.reserve(candidates.size());
   for (int32_t c : candidates) {
     DGR_CHECK(c >= 0 && static_cast<size_t>(c) < example.candidates.size(),

@@ -33,7 +33,7 @@
 #include "retrieval/scoring.h"
 #include "retrieval/tokenizer.h"
 #include "retrieval/views.h"
-#include "sharding/distill_example.h"
+#include "data/distill_example.h"
 
 namespace dgr::trainer {
 
@@ -55,11 +55,11 @@ struct SurrogateOptions {
 // model's parameters, under the caller's grad and train/eval mode. One encoder pass per view present and
 // one batched decoder pass over the view's distinct keys ((view, tokens) shared by passages score once).
 torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_tokens,
-                               std::span<const std::span<const sharding::CachedKey>> passages,
+                               std::span<const std::span<const data::CachedKey>> passages,
                                const SurrogateOptions& options);
 // The same for candidates of one example (indices into example.candidates; repeats allowed and scored
 // once): [candidates.size()] float64.
-torch::Tensor surrogate_scores(Seq2Seq& model, const sharding::DistillExample& example,
+torch::Tensor surrogate_scores(Seq2Seq& model, const data::DistillExample& example,
                                std::span<const int32_t> candidates, const SurrogateOptions& options);
 
 }  // namespace dgr::trainer

@@ -64,7 +64,7 @@ IndexedCorpus load_indexed_corpus(const TrainOptions& options) {
   const fs::path data(options.data_dir);
   const std::string corpus_path = (data / "corpus.tsv").string();
   const std::string index_path = options.index_dir.empty() ? (data / "index").string() : options.index_dir;
-  sharding::Corpus corpus = sharding::read_corpus(corpus_path);
+  data::Corpus corpus = data::read_corpus(corpus_path);
   retrieval::IndexDir index = retrieval::load_index_dir(index_path);
   // load_index_dir verified fm_index.bin against this checksum already.
   std::string sha256 = nlohmann::json::parse(index.manifest_json).at("fm_index_sha256").get<std::string>();

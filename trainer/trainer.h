@@ -28,7 +28,7 @@
 #include "common/world.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/views.h"
-#include "sharding/readers.h"
+#include "data/readers.h"
 #include "sharding/sampler.h"
 #include "trainer/device.h"
 #include "trainer/model.h"
@@ -81,7 +81,7 @@ struct IndexedCorpus {
   std::string index_path;
   std::string index_sha256;  // of fm_index.bin (checked by load_index_dir)
   retrieval::IndexDir index;
-  sharding::Corpus corpus;
+  data::Corpus corpus;
   std::vector<retrieval::PassageTokens> passages;  // by document number of the index
 };
 // Reads DATA/corpus.tsv and the index (DATA/index or index_dir) and tokenizes every passage; DataError when

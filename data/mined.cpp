@@ -1,5 +1,5 @@
 // Mined candidates and teacher runs (see mined.h).
-#include "sharding/mined.h"
+#include "data/mined.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,11 +14,11 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/text.h"
-#include "sharding/line_reader.h"
+#include "data/line_reader.h"
 
 namespace fs = std::filesystem;
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 using nlohmann::json;
@@ -431,4 +431,4 @@ std::optional<std::unordered_set<std::string>> read_index_pids(const std::string
   return pids;
 }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

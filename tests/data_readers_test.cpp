@@ -1,4 +1,4 @@
-// Tests for the sharding readers: valid corpus/queries/qrels/run files (plain and gzipped) parse to the
+// Tests for the data readers: valid corpus/queries/qrels/run files (plain and gzipped) parse to the
 // expected values, and every kind of bad input is a one-line dgr::DataError naming PATH:LINE.
 #include <stdlib.h>
 #include <zlib.h>
@@ -12,10 +12,11 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "sharding/line_reader.h"
-#include "sharding/readers.h"
+#include "data/line_reader.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 // Passes when `f` throws dgr::DataError whose message is one line, starts with "PATH:LINE: " ("PATH: "
@@ -93,8 +94,8 @@ TEST_F(ReadersTest, LineReaderNumbersLinesStripsCrAndBomAndReadsLongLines) {
 
 TEST_F(ReadersTest, CorpusTsv) {
   Corpus c = read_corpus(write("c.tsv",
-                               "\xEF\xBB\xBFpid\ttitle\ttext\n"
-                               "p1\tTitle one\tText one\n"
+                               "\xEF\xBB\xBFpid\ttitle\ttext\tpseudo_queries\n"
+                               "p1\tTitle one\tText one\t\n"
                                "\n"
                                "p2\t\tText two\tpq a ||| pq b\r\n"
                                "p3\tT3\tCaf\xC3\xA9\t\n"));
@@ -262,6 +263,27 @@ TEST_F(ReadersTest, CorpusTsvWrongFieldCount) {
   EXPECT_DATA_ERROR(read_corpus(path), path, 2, "found 2 tab-separated fields, expected 3 or 4");
   std::string five = write("c5.tsv", "p1\tt\tx\tpq\textra\n");
   EXPECT_DATA_ERROR(read_corpus(five), five, 1, "found 5 tab-separated fields");
+}
+
+// Note [Trust the header]: the header's column count is the count of every line.
+TEST_F(ReadersTest, CorpusTsvHeaderDeclaresTheColumns) {
+  std::string stray_tab = write("stray.tsv", "pid\ttitle\ttext\np1\tT\tone\np2\tT\ttwo words\tmore text\n");
+  EXPECT_DATA_ERROR(read_corpus(stray_tab), stray_tab, 3,
+                    "found 4 tab-separated fields, but the header (line 1) names 3 columns (pid<TAB>title<TAB>text)");
+  EXPECT_DATA_ERROR(read_corpus(stray_tab), stray_tab, 3, "replace tabs inside the text with spaces");
+  std::string with_pq = write("pq.tsv", "pid\ttitle\ttext\tpseudo_queries\np1\tT\tone\ta ||| b\np2\tT\ttwo\t\n");
+  Corpus c = read_corpus(with_pq);
+  ASSERT_EQ(c.passages.size(), 2u);
+  EXPECT_EQ(c.passages[0].pseudo_queries, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(c.passages[1].pseudo_queries.empty());
+  std::string missing_pq = write("missing.tsv", "pid\ttitle\ttext\tpseudo_queries\np1\tT\tone\ta\np2\tT\ttwo\n");
+  EXPECT_DATA_ERROR(read_corpus(missing_pq), missing_pq, 3, "found 3 tab-separated fields, but the header (line 1) names 4");
+  std::string gz_stray = write("stray.tsv.gz", "pid\ttitle\ttext\n\np1\tT\ta\tb\n", true);
+  EXPECT_DATA_ERROR(read_corpus(gz_stray), gz_stray, 3, "but the header (line 1) names 3 columns");
+  std::string bad_header = write("header5.tsv", "pid\ttitle\ttext\tpq\textra\np1\tT\tone\n");
+  EXPECT_DATA_ERROR(read_corpus(bad_header), bad_header, 1, "the header names 5 columns, expected 3");
+  std::string no_header = write("noheader.tsv", "p1\tT\tone\np2\tT\ttwo\tpq\n");
+  EXPECT_EQ(read_corpus(no_header).passages.size(), 2u);  // without a header 3 or 4 fields, as before
 }
 
 TEST_F(ReadersTest, CorpusEmptyPid) {
@@ -474,4 +496,4 @@ TEST_F(ReadersTest, ErrorMessagesStayOnOneLine) {
 }
 
 }  // namespace
-}  // namespace dgr::sharding
+}  // namespace dgr::data

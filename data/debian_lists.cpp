@@ -1,5 +1,5 @@
 // Fetching, locating and parsing the Debian package lists (deb822 stanzas).
-#include "sharding/debian_lists.h"
+#include "data/debian_lists.h"
 
 #include <sys/wait.h>
 
@@ -16,7 +16,7 @@
 
 namespace fs = std::filesystem;
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 constexpr const char* kAptHelper = "/usr/lib/apt/apt-helper";
@@ -209,4 +209,4 @@ DebianLists read_debian_lists(const std::string& lists_dir) {
   return lists;
 }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

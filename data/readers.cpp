@@ -1,7 +1,7 @@
-// Readers for corpus, queries, qrels and TREC runs. Each reads line by line through LineReader, checks
+// Readers for corpus, queries and qrels (TREC runs: trec.cpp). Each reads line by line through LineReader, checks
 // every line and throws DataError with "PATH:LINE: found ..., expected ... (what to do)" on the first
 // problem, so a bad input stops the job before any work is done on it.
-#include "sharding/readers.h"
+#include "data/readers.h"
 
 #include <algorithm>
 #include <cctype>
@@ -17,120 +17,16 @@
 
 #include "common/error.h"
 #include "common/text.h"
-#include "sharding/line_reader.h"
+#include "data/line_checks.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
+
+using line_checks::DataLines;
+using namespace line_checks;
 
 namespace {
 
 using nlohmann::json;
-
-// The data lines of a file: skips empty lines (which still count in line numbers) and rejects NUL
-// bytes, invalid UTF-8 and lines of only whitespace.
-class DataLines {
- public:
-  explicit DataLines(const std::string& path) : reader_(path) {}
-
-  // Next non-empty, checked line; false at end of file.
-  bool next(std::string& line) {
-    while (reader_.next(line)) {
-      if (line.empty()) continue;
-      size_t nul = line.find('\0');
-      if (nul != std::string::npos) {
-        fail(fmt::format("found a NUL byte at byte {}, expected text (the file looks binary or corrupt: "
-                         "check it is the right file)",
-                         nul + 1));
-      }
-      size_t bad = 0;
-      if (!text::is_valid_utf8(line, &bad)) {
-        fail(fmt::format("not valid UTF-8 at byte {} (byte 0x{:02X}), expected UTF-8 text (re-encode the "
-                         "file as UTF-8, e.g. iconv -f latin1 -t utf-8)",
-                         bad + 1, static_cast<unsigned char>(line[bad])));
-      }
-      if (text::trim(line).empty()) {
-        fail("found a line of only whitespace, expected a record or an empty line (delete the spaces or "
-             "tabs on it)");
-      }
-      return true;
-    }
-    return false;
-  }
-
-  size_t line() const { return reader_.line_number(); }
-  const std::string& path() const { return reader_.path(); }
-  [[noreturn]] void fail(const std::string& message) const {
-    throw_data_error(reader_.path(), reader_.line_number(), message);
-  }
-
- private:
-  LineReader reader_;
-};
-
-bool has_whitespace(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
-}
-
-// Checks an id: non-empty, no whitespace, no NUL. `kind` is e.g. "passage id".
-void check_id(const DataLines& lines, std::string_view kind, std::string_view id) {
-  if (id.empty()) {
-    lines.fail(fmt::format("found an empty {}, expected a non-empty id (fill in the id or remove the line)",
-                           kind));
-  }
-  if (id.find('\0') != std::string_view::npos) {
-    lines.fail(fmt::format("{} {} holds a NUL byte, expected text (fix the id)", kind, quote(id)));
-  }
-  if (has_whitespace(id)) {
-    lines.fail(fmt::format("{} {} contains whitespace, expected a single token (ids must have no spaces "
-                           "or tabs so TREC qrels and runs can name them: rename it)",
-                           kind, quote(id)));
-  }
-}
-
-// Checks a text field: no NUL and, when `required`, not empty or only whitespace.
-void check_text(const DataLines& lines, std::string_view what, std::string_view value, bool required) {
-  if (value.find('\0') != std::string_view::npos) {
-    lines.fail(fmt::format("{} holds a NUL byte, expected text (remove it)", what));
-  }
-  if (required && text::trim(value).empty()) {
-    lines.fail(fmt::format("{} is empty, expected some text (fill it in or remove the line)", what));
-  }
-}
-
-bool parse_int(std::string_view s, int* out) {
-  const char* end = s.data() + s.size();
-  auto [ptr, ec] = std::from_chars(s.data(), end, *out);
-  return ec == std::errc() && ptr == end && !s.empty();
-}
-
-// Parses a double (a leading "+" allowed); false when it is not a number. Overflow gives +-inf.
-bool parse_double(std::string_view s, double* out) {
-  if (!s.empty() && s.front() == '+') {
-    s.remove_prefix(1);
-    if (!s.empty() && s.front() == '-') return false;
-  }
-  const char* end = s.data() + s.size();
-  auto [ptr, ec] = std::from_chars(s.data(), end, *out);
-  if (s.empty() || ptr != end) return false;
-  if (ec == std::errc::result_out_of_range) {
-    *out = std::strtod(std::string(s).c_str(), nullptr);  // +-HUGE_VAL on overflow, ~0 on underflow
-    return true;
-  }
-  return ec == std::errc();
-}
-
-std::string duplicate_note(size_t first_line) { return fmt::format("also on line {}", first_line); }
-
-// "1 field" / "3 fields".
-std::string count_fields(size_t n, std::string_view kind) {
-  return fmt::format("{} {} field{}", n, kind, n == 1 ? "" : "s");
-}
-
-// A score as in an error message: shortest round-trip form, with ".0" on whole numbers ("1.0", "2.5").
-std::string format_score(double score) {
-  std::string s = fmt::format("{}", score);
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-  return s;
-}
 
 // ------------------------------------------------------------------------------------------- corpus
 
@@ -171,10 +67,31 @@ std::vector<std::string> split_pseudo_queries(const DataLines& lines, std::strin
   return out;
 }
 
-// Parses a TSV corpus line; false for the header line.
-bool parse_tsv_passage(const DataLines& lines, const std::string& line, bool first, Passage& p) {
+// Note [Trust the header]: a TSV corpus whose first line is a header (first field "pid") declares its columns:
+// 3 (pid, title, text) or 4 (plus the pseudo-queries). Every data line must then have exactly that many
+// fields, so a stray tab inside a passage's text is an error naming the line instead of silently turning
+// the rest of the text into a pseudo-query column. Without a header a line may have 3 or 4 fields.
+
+// Parses a TSV corpus line; false for the header line, whose column count goes to `header_columns`.
+bool parse_tsv_passage(const DataLines& lines, const std::string& line, bool first, size_t& header_columns,
+                       Passage& p) {
   auto fields = text::split(line, '\t');
-  if (first && fields[0] == "pid") return false;
+  if (first && fields[0] == "pid") {
+    if (fields.size() != 3 && fields.size() != 4) {
+      lines.fail(fmt::format("the header names {} columns, expected 3 (pid<TAB>title<TAB>text) or 4 (with "
+                             "pseudo_queries) (fix the header line)",
+                             fields.size()));
+    }
+    header_columns = fields.size();
+    return false;
+  }
+  if (header_columns != 0 && fields.size() != header_columns) {
+    lines.fail(fmt::format("found {}, but the header (line 1) names {} columns ({}) (a tab inside a field "
+                           "splits it: replace tabs inside the text with spaces{})",
+                           count_fields(fields.size(), "tab-separated"), header_columns,
+                           header_columns == 3 ? "pid<TAB>title<TAB>text" : "pid<TAB>title<TAB>text<TAB>pseudo_queries",
+                           header_columns == 3 ? ", or declare a pseudo_queries column in the header" : ""));
+  }
   if (fields.size() != 3 && fields.size() != 4) {
     lines.fail(fmt::format("found {}, expected 3 or 4 "
                            "(pid<TAB>title<TAB>text[<TAB>pq1 ||| pq2 ...]) (remove tabs inside the fields)",
@@ -267,39 +184,6 @@ void parse_json_passage(const DataLines& lines, const std::string& line, Passage
   }
 }
 
-// ----------------------------------------------------------------------------------- id look-ups
-
-// The ids that qrels and runs must refer to (either set may be absent).
-class KnownIds {
- public:
-  KnownIds(const Corpus* corpus, const std::vector<Query>* queries, std::string_view what)
-      : corpus_(corpus), what_(what) {
-    if (queries != nullptr) {
-      has_queries_ = true;
-      for (const auto& q : *queries) qids_.insert(q.qid);
-    }
-  }
-
-  void check(const DataLines& lines, const std::string& qid, const std::string& pid) const {
-    if (has_queries_ && qids_.count(qid) == 0) {
-      lines.fail(fmt::format("query id {} is not in the queries (are the {} from another query set?)",
-                             quote(qid), what_));
-    }
-    if (corpus_ != nullptr && !corpus_->contains(pid)) {
-      lines.fail(fmt::format("passage id {} is not in the corpus (are the {} from another corpus?)",
-                             quote(pid), what_));
-    }
-  }
-
- private:
-  const Corpus* corpus_;
-  bool has_queries_ = false;
-  std::unordered_set<std::string> qids_;
-  std::string_view what_;
-};
-
-std::string pair_key(const std::string& qid, const std::string& pid) { return qid + '\t' + pid; }
-
 }  // namespace
 
 // --------------------------------------------------------------------------------------- public API
@@ -313,10 +197,11 @@ Corpus read_corpus(const std::string& path) {
   std::vector<size_t> line_of;  // [passage] line number, for duplicate reports
   std::string line;
   bool first = true;
+  size_t header_columns = 0;  // 0 = no header (Note [Trust the header])
   while (lines.next(line)) {
     Passage p;
     if (format == CorpusFormat::kTsv) {
-      bool is_data = parse_tsv_passage(lines, line, first, p);
+      bool is_data = parse_tsv_passage(lines, line, first, header_columns, p);
       first = false;
       if (!is_data) continue;
     } else {
@@ -457,90 +342,4 @@ std::vector<Qrel> read_qrels(const std::string& path, const Corpus* corpus,
   return qrels;
 }
 
-std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpus,
-                                    const std::vector<Query>* queries) {
-  // The entries of one query, for the per-query checks.
-  struct QueryEntries {
-    std::vector<size_t> entries;                         // indices into `run`
-    std::unordered_map<int, size_t> line_of_rank;        // rank -> line
-    std::unordered_map<std::string, size_t> line_of_pid;  // pid -> line
-  };
-  DataLines lines(path);
-  KnownIds known(corpus, queries, "run");
-  std::vector<RunEntry> run;
-  std::vector<size_t> line_of;  // [entry] line
-  std::vector<QueryEntries> groups;
-  std::unordered_map<std::string, size_t> group_of;  // qid -> index in groups
-  std::string line;
-  while (lines.next(line)) {
-    auto words = text::split_ws(line);
-    if (words.size() != 6) {
-      lines.fail(fmt::format("found {}, expected 6 as in a TREC run 'qid Q0 "
-                             "pid rank score tag' (fix the line)",
-                             count_fields(words.size(), "whitespace-separated")));
-    }
-    RunEntry e;
-    e.qid = std::string(words[0]);
-    e.pid = std::string(words[2]);
-    e.tag = std::string(words[5]);
-    if (!parse_int(words[3], &e.rank) || e.rank <= 0) {
-      lines.fail(fmt::format("rank {} is not a positive integer, expected 1, 2, ... in the 4th field (fix "
-                             "the rank)",
-                             quote(words[3])));
-    }
-    if (!parse_double(words[4], &e.score)) {
-      lines.fail(fmt::format("score {} is not a number, expected a finite number in the 5th field (fix the "
-                             "score)",
-                             quote(words[4])));
-    }
-    if (!std::isfinite(e.score)) {
-      lines.fail(fmt::format("score {} is not finite, expected a finite number (fix the scorer that wrote "
-                             "the run)",
-                             quote(words[4])));
-    }
-    known.check(lines, e.qid, e.pid);
-    auto [g, new_group] = group_of.emplace(e.qid, groups.size());
-    if (new_group) groups.emplace_back();
-    QueryEntries& group = groups[g->second];
-    auto [r, new_rank] = group.line_of_rank.emplace(e.rank, lines.line());
-    if (!new_rank) {
-      lines.fail(fmt::format("rank {} of query {} is a duplicate, {}, expected unique ranks per query "
-                             "(re-rank the run)",
-                             e.rank, quote(e.qid), duplicate_note(r->second)));
-    }
-    auto [p, new_pid] = group.line_of_pid.emplace(e.pid, lines.line());
-    if (!new_pid) {
-      lines.fail(fmt::format("passage {} is ranked twice for query {}, {}, expected each passage once per "
-                             "query (deduplicate the run)",
-                             quote(e.pid), quote(e.qid), duplicate_note(p->second)));
-    }
-    group.entries.push_back(run.size());
-    line_of.push_back(lines.line());
-    run.push_back(std::move(e));
-  }
-  if (run.empty()) {
-    throw_data_error(path, 0,
-                     "found no run lines, expected lines 'qid Q0 pid rank score tag' (check the file is not "
-                     "empty or truncated)");
-  }
-  for (QueryEntries& group : groups) {
-    auto& entries = group.entries;
-    std::sort(entries.begin(), entries.end(), [&](size_t a, size_t b) { return run[a].rank < run[b].rank; });
-    for (size_t i = 1; i < entries.size(); ++i) {
-      const RunEntry& above = run[entries[i - 1]];
-      const RunEntry& below = run[entries[i]];
-      if (below.score > above.score) {
-        throw_data_error(path, line_of[entries[i]],
-                         fmt::format("query {}: rank {} has score {} above rank {}'s {} on line {}, expected "
-                                     "scores that do not increase with rank (ranks must follow scores: "
-                                     "re-sort the run)",
-                                     quote(below.qid), below.rank, format_score(below.score), above.rank,
-                                     format_score(above.score),
-                                     line_of[entries[i - 1]]));
-      }
-    }
-  }
-  return run;
-}
-
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -9,10 +9,11 @@
 #include <unordered_set>
 #include <vector>
 
-#include "sharding/distill_example.h"
-#include "sharding/readers.h"
+#include "data/distill_example.h"
+#include "data/readers.h"
+#include "data/trec.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 inline constexpr const char* kMinedFormat = "dgr-mined";
 inline constexpr int kMinedFormatVersion = 1;
@@ -121,4 +122,4 @@ std::vector<RunEntry> teacher_run_entries(const std::vector<MinedQuery>& mined, 
 std::optional<std::unordered_set<std::string>> read_index_pids(const std::string& index_dir,
                                                                const std::string& pids_sha256);
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 // A key (identifier) as mined: what the surrogate re-scores. `view` uses retrieval::View's values
 // (0 title, 1 body, 2 pq); `tokens` are the decoder targets (no bos; a title key's index string is the
@@ -35,4 +35,4 @@ struct DistillExample {
   std::vector<DistillCandidate> candidates;  // retriever order (best first)
 };
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -1,7 +1,7 @@
 // Builds the embedded Debian data set: choose a passage per source package, filter, split, write.
 // Note [Debian data filters]: the steps and their constants are described in docs/data.md; the report
 // counts every step so a build can be compared with another one.
-#include "sharding/debian_dataset.h"
+#include "data/debian_dataset.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -17,11 +17,11 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/text.h"
-#include "sharding/debian_lists.h"
+#include "data/debian_lists.h"
 
 namespace fs = std::filesystem;
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 struct Candidate {
@@ -364,4 +364,4 @@ std::string format_report(const DebianDataReport& r) {
   return s;
 }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

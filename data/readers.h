@@ -1,5 +1,5 @@
-// Readers for the retrieval inputs: corpus (TSV or JSONL), queries (TSV), qrels (TREC or TSV) and TREC
-// runs. Plain or .gz. Every problem is a dgr::DataError with a one-line "PATH:LINE: ..." message.
+// Readers for the retrieval inputs: corpus (TSV or JSONL), queries (TSV), qrels (TREC or TSV); TREC runs
+// are in data/trec.h. Plain or .gz. Every problem is a dgr::DataError with a one-line "PATH:LINE: ..." message.
 #pragma once
 
 #include <cstddef>
@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 struct Passage {
   std::string pid;
@@ -25,7 +25,8 @@ struct Corpus {
 
 // Reads a corpus, format chosen by extension (.tsv, .jsonl, each optionally followed by .gz):
 //   TSV   `pid<TAB>title<TAB>text[<TAB>pq1 ||| pq2 ...]`; an optional header whose first field is "pid"
-//         is skipped;
+//         declares the columns (3, or 4 with the pseudo-queries) and every line must have exactly that many
+//         (Note [Trust the header] in readers.cpp); without a header a line has 3 or 4 fields;
 //   JSONL `{"pid": ..., "title": ..., "text": ..., "pseudo_queries": [...]}` per line ("id" is accepted
 //         for "pid"; "title" and "pseudo_queries" may be left out; other keys are ignored).
 // pid and text must be non-empty, ids must not contain whitespace and must be unique. Throws DataError on
@@ -55,19 +56,4 @@ struct Qrel {
 std::vector<Qrel> read_qrels(const std::string& path, const Corpus* corpus,
                              const std::vector<Query>* queries);
 
-struct RunEntry {
-  std::string qid;
-  std::string pid;
-  int rank = 0;
-  double score = 0;
-  std::string tag;
-};
-
-// Reads a TREC run `qid Q0 pid rank score tag` (whitespace separated, exactly 6 fields; the second field
-// may be any token), in file order. Ranks are positive and unique within a qid, scores finite, and
-// sorted by rank the scores of a qid never increase; (qid, pid) pairs are unique. When `corpus` /
-// `queries` are non-null every pid / qid must be in them. Throws DataError on any problem.
-std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpus,
-                                    const std::vector<Query>* queries);
-
-}  // namespace dgr::sharding
+}  // namespace dgr::data

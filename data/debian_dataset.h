@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 struct DebianDataConfig {
   std::string subset = "tiny";      // tiny (1 passage in 100), small (1 in 10) or full
@@ -40,4 +40,4 @@ DebianDataReport build_debian_dataset(const DebianDataConfig& cfg);
 // The human-readable report printed by `dgr data build-debian`.
 std::string format_report(const DebianDataReport& report);
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

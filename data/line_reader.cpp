@@ -1,6 +1,6 @@
 // LineReader over zlib's gz* API (which also reads uncompressed files as they are), plus the error
 // helpers every reader shares.
-#include "sharding/line_reader.h"
+#include "data/line_reader.h"
 
 #include <sys/stat.h>
 #include <zlib.h>
@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 namespace {
 
@@ -116,4 +116,4 @@ bool LineReader::next(std::string& line) {
   return true;
 }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

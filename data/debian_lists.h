@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 struct BinaryPackage {
   std::string package;           // binary package name
@@ -37,4 +37,4 @@ void fetch_debian_lists(const std::string& lists_dir);
 // plain files named Packages and Translation-en), reads them through apt-helper and parses them.
 DebianLists read_debian_lists(const std::string& lists_dir);
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "sharding/distill_example.h"
+#include "data/distill_example.h"
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 inline constexpr const char* kDistillFormat = "dgr-distill";
 inline constexpr const char* kDistillShardFormat = "dgr-distill-shard";
@@ -110,4 +110,4 @@ class DistillDataset {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

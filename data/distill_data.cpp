@@ -1,6 +1,5 @@
-// The prepared distillation data set (see distill_data.h): HDF5 shards written and read through the HDF5 C
-// API with a few checked RAII helpers (sharding may not include checkpoints/, and the shards need only
-// flat 1-D arrays and a few attributes).
+// The prepared distillation data set (see distill_data.h): HDF5 shards written and read through the checked
+// HDF5 wrapper (data/hdf5_file.h), as plain 1-D datasets whose checksum is the shard's sha256 in the manifest.
 //
 // Note [Shard layout]: one file per shard, every dataset 1-D, little-endian, contiguous; flat arrays with
 // offsets (CSR), so a query with no candidates, a candidate with no keys, an empty last shard part are all
@@ -15,11 +14,7 @@
 // Integrity: the shard's sha256 is in manifest.json and checked the first time a process opens it; the
 // array lengths and the offsets are checked on open (lengths, first and last offsets) and on every load
 // (the offsets of the example read).
-#include "sharding/distill_data.h"
-
-#include <fcntl.h>
-#include <hdf5.h>
-#include <unistd.h>
+#include "data/distill_data.h"
 
 #include <algorithm>
 #include <cmath>
@@ -35,103 +30,30 @@
 
 #include "common/error.h"
 #include "common/files.h"
-#include "sharding/mined.h"
+#include "data/hdf5_file.h"
+#include "data/mined.h"
 
 namespace fs = std::filesystem;
 
-namespace dgr::sharding {
+namespace dgr::data {
 namespace {
 
 using nlohmann::json;
 constexpr const char* kReprepare = "re-run `dgr prepare`";
 
-// ------------------------------------------------------------------------------------ checked HDF5 calls
-
-void quiet_this_thread() {
-  thread_local bool done = false;
-  if (!done) {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    done = true;
-  }
-}
-
-herr_t collect_error(unsigned, const H5E_error2_t* err, void* data) {
-  auto* out = static_cast<std::vector<std::string>*>(data);
-  if (err->desc != nullptr && err->desc[0] != '\0') out->push_back(err->desc);
-  return 0;
-}
-
-// The innermost HDF5 messages of the last failure on this thread (at most three, no repeats).
-std::string hdf5_message() {
-  std::vector<std::string> descs;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &descs);
-  H5Eclear2(H5E_DEFAULT);
-  std::reverse(descs.begin(), descs.end());
-  std::string text;
-  int kept = 0;
-  for (size_t i = 0; i < descs.size() && kept < 3; ++i) {
-    if (std::find(descs.begin(), descs.begin() + static_cast<std::ptrdiff_t>(i), descs[i]) !=
-        descs.begin() + static_cast<std::ptrdiff_t>(i)) {
-      continue;
-    }
-    text += (kept++ ? "; " : "") + descs[i];
-  }
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  return text.empty() ? "no message from HDF5" : text;
-}
-
-// Throws DataError "PATH: H5Xxx failed for 'object': <HDF5's message> (what to do)" when rc < 0.
-template <typename T>
-T checked(T rc, const char* call, const std::string& path, const std::string& object) {
-  if (rc < 0) {
-    std::string function(call);
-    function = function.substr(0, function.find('('));
-    throw DataError(fmt::format("{}: {} failed{}: {} (is the file a complete prepared shard? {})", path, function,
-                                object.empty() ? "" : " for '" + object + "'", hdf5_message(), kReprepare));
-  }
-  return rc;
-}
-#define DGR_H5(call, path, object) checked((call), #call, path, object)
-
-// Owns one hid_t and closes it with the matching H5?close.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(Handle&& other) noexcept : id_(std::exchange(other.id_, -1)), closer_(other.closer_) {}
-  Handle& operator=(Handle&& other) noexcept {
-    if (this != &other) {
-      reset();
-      id_ = std::exchange(other.id_, -1);
-      closer_ = other.closer_;
-    }
-    return *this;
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  ~Handle() { reset(); }
-  void reset() {
-    if (id_ >= 0 && closer_ != nullptr) closer_(id_);
-    id_ = -1;
-  }
-  hid_t release() { return std::exchange(id_, -1); }  // the caller closes it
-  hid_t get() const { return id_; }
-
- private:
-  hid_t id_ = -1;
-  Closer closer_ = nullptr;
-};
+// Every failure of a shard's HDF5 calls is a DataError that says what to do.
+const h5::ErrorStyle kShardErrors{/*data_set=*/true, "is the file a complete prepared shard? re-run `dgr prepare`"};
 
 template <typename T>
-struct H5TypeOf;
-template <> struct H5TypeOf<int64_t> { static hid_t file() { return H5T_STD_I64LE; } static hid_t mem() { return H5T_NATIVE_INT64; } };
-template <> struct H5TypeOf<int32_t> { static hid_t file() { return H5T_STD_I32LE; } static hid_t mem() { return H5T_NATIVE_INT32; } };
-template <> struct H5TypeOf<int8_t> { static hid_t file() { return H5T_STD_I8LE; } static hid_t mem() { return H5T_NATIVE_INT8; } };
-template <> struct H5TypeOf<uint8_t> { static hid_t file() { return H5T_STD_U8LE; } static hid_t mem() { return H5T_NATIVE_UINT8; } };
-template <> struct H5TypeOf<uint64_t> { static hid_t file() { return H5T_STD_U64LE; } static hid_t mem() { return H5T_NATIVE_UINT64; } };
-template <> struct H5TypeOf<float> { static hid_t file() { return H5T_IEEE_F32LE; } static hid_t mem() { return H5T_NATIVE_FLOAT; } };
-template <> struct H5TypeOf<double> { static hid_t file() { return H5T_IEEE_F64LE; } static hid_t mem() { return H5T_NATIVE_DOUBLE; } };
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, int64_t>) return DType::kInt64;
+  if constexpr (std::is_same_v<T, int32_t>) return DType::kInt32;
+  if constexpr (std::is_same_v<T, int8_t>) return DType::kInt8;
+  if constexpr (std::is_same_v<T, uint8_t>) return DType::kUInt8;
+  if constexpr (std::is_same_v<T, uint64_t>) return DType::kUInt64;
+  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
+  if constexpr (std::is_same_v<T, double>) return DType::kFloat64;
+}
 
 // Every dataset of a shard, in this order (Note [Shard layout]).
 enum Column : int {
@@ -141,84 +63,28 @@ enum Column : int {
 };
 struct ColumnInfo {
   const char* name;
-  hid_t (*file_type)();
+  DType dtype;  // stored little-endian
 };
 const ColumnInfo kColumns[kNumColumns] = {
-    {"queries/qid_offsets", H5TypeOf<int64_t>::file},      {"queries/qid_bytes", H5TypeOf<uint8_t>::file},
-    {"queries/token_offsets", H5TypeOf<int64_t>::file},    {"queries/tokens", H5TypeOf<int32_t>::file},
-    {"queries/candidate_offsets", H5TypeOf<int64_t>::file}, {"candidates/doc", H5TypeOf<int32_t>::file},
-    {"candidates/positive", H5TypeOf<int8_t>::file},       {"candidates/retriever_score", H5TypeOf<double>::file},
-    {"candidates/teacher_score", H5TypeOf<double>::file},  {"candidates/teacher_rank", H5TypeOf<int32_t>::file},
-    {"candidates/key_offsets", H5TypeOf<int64_t>::file},   {"keys/view", H5TypeOf<int8_t>::file},
-    {"keys/count", H5TypeOf<uint64_t>::file},              {"keys/score", H5TypeOf<float>::file},
-    {"keys/token_offsets", H5TypeOf<int64_t>::file},       {"keys/tokens", H5TypeOf<int32_t>::file},
+    {"queries/qid_offsets", DType::kInt64},       {"queries/qid_bytes", DType::kUInt8},
+    {"queries/token_offsets", DType::kInt64},     {"queries/tokens", DType::kInt32},
+    {"queries/candidate_offsets", DType::kInt64}, {"candidates/doc", DType::kInt32},
+    {"candidates/positive", DType::kInt8},        {"candidates/retriever_score", DType::kFloat64},
+    {"candidates/teacher_score", DType::kFloat64}, {"candidates/teacher_rank", DType::kInt32},
+    {"candidates/key_offsets", DType::kInt64},    {"keys/view", DType::kInt8},
+    {"keys/count", DType::kUInt64},               {"keys/score", DType::kFloat32},
+    {"keys/token_offsets", DType::kInt64},        {"keys/tokens", DType::kInt32},
 };
 const char* const kGroups[] = {"queries", "candidates", "keys"};
 
 template <typename T>
-void write_column(hid_t file, const std::string& path, Column column, const std::vector<T>& data) {
-  const char* name = kColumns[column].name;
-  DGR_CHECK(H5TypeOf<T>::file() == kColumns[column].file_type(), "column {} written with the wrong type", name);
-  hsize_t dims[1] = {static_cast<hsize_t>(data.size())};
-  Handle space(DGR_H5(H5Screate_simple(1, dims, nullptr), path, name), H5Sclose);
-  Handle dataset(DGR_H5(H5Dcreate2(file, name, H5TypeOf<T>::file(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                        path, name),
-                 H5Dclose);
-  if (!data.empty()) {
-    DGR_H5(H5Dwrite(dataset.get(), H5TypeOf<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), path, name);
-  }
-}
-
-void write_string_attr(hid_t object, const std::string& path, const char* name, const std::string& value) {
-  Handle type(DGR_H5(H5Tcopy(H5T_C_S1), path, name), H5Tclose);
-  DGR_H5(H5Tset_size(type.get(), std::max<size_t>(1, value.size())), path, name);
-  Handle space(DGR_H5(H5Screate(H5S_SCALAR), path, name), H5Sclose);
-  Handle attr(DGR_H5(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path, name), H5Aclose);
-  std::string padded = value.empty() ? std::string(1, '\0') : value;
-  DGR_H5(H5Awrite(attr.get(), type.get(), padded.data()), path, name);
-}
-
-void write_int_attr(hid_t object, const std::string& path, const char* name, int64_t value) {
-  Handle space(DGR_H5(H5Screate(H5S_SCALAR), path, name), H5Sclose);
-  Handle attr(DGR_H5(H5Acreate2(object, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), path, name),
-              H5Aclose);
-  DGR_H5(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), path, name);
-}
-
-std::string read_string_attr(hid_t object, const std::string& path, const char* name) {
-  if (DGR_H5(H5Aexists(object, name), path, name) <= 0) {
-    throw DataError(fmt::format("{}: no attribute '{}' (not a prepared shard? {})", path, name, kReprepare));
-  }
-  Handle attr(DGR_H5(H5Aopen(object, name, H5P_DEFAULT), path, name), H5Aclose);
-  Handle type(DGR_H5(H5Aget_type(attr.get()), path, name), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_STRING || DGR_H5(H5Tis_variable_str(type.get()), path, name) > 0) {
-    throw DataError(fmt::format("{}: attribute '{}' is not a fixed-length string ({})", path, name, kReprepare));
-  }
-  size_t size = H5Tget_size(type.get());
-  std::string value(size, '\0');
-  DGR_H5(H5Aread(attr.get(), type.get(), value.data()), path, name);
-  value.resize(std::strlen(value.c_str()));
-  return value;
-}
-
-int64_t read_int_attr(hid_t object, const std::string& path, const char* name) {
-  if (DGR_H5(H5Aexists(object, name), path, name) <= 0) {
-    throw DataError(fmt::format("{}: no attribute '{}' (not a prepared shard? {})", path, name, kReprepare));
-  }
-  Handle attr(DGR_H5(H5Aopen(object, name, H5P_DEFAULT), path, name), H5Aclose);
-  int64_t value = 0;
-  DGR_H5(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), path, name);
-  return value;
-}
-
-void fsync_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    throw SystemError(fmt::format("{}: fsync failed: {}", path, std::strerror(err)));
-  }
-  ::close(fd);
+void write_column(h5::File& file, Column column, const std::vector<T>& values) {
+  const ColumnInfo& info = kColumns[column];
+  DGR_CHECK(dtype_of<T>() == info.dtype, "column {} written with the wrong type", info.name);
+  h5::WriteOptions plain;
+  plain.plain = true;  // contiguous, no filter: Note [Shard layout]
+  file.write_array(NamedArray::copy_of(info.name, {static_cast<int64_t>(values.size())}, info.dtype, values.data()),
+                   plain);
 }
 
 std::string shard_file_name(size_t shard) { return fmt::format("shard-{:05d}.h5", shard); }
@@ -260,37 +126,30 @@ struct ShardArrays {
   }
 
   void write(const std::string& path, size_t shard, int64_t first_example) const {
-    quiet_this_thread();
-    Handle fapl(DGR_H5(H5Pcreate(H5P_FILE_ACCESS), path, ""), H5Pclose);
-    DGR_H5(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V110), path, "");
-    Handle file(DGR_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path, ""), H5Fclose);
-    for (const char* group : kGroups) {
-      Handle g(DGR_H5(H5Gcreate2(file.get(), group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path, group), H5Gclose);
-    }
-    const hid_t f = file.get();
-    write_column(f, path, kQidOffsets, qid_offsets);
-    write_column(f, path, kQidBytes, qid_bytes);
-    write_column(f, path, kQueryTokenOffsets, query_token_offsets);
-    write_column(f, path, kQueryTokens, query_tokens);
-    write_column(f, path, kCandidateOffsets, candidate_offsets);
-    write_column(f, path, kDoc, doc);
-    write_column(f, path, kPositive, positive);
-    write_column(f, path, kRetrieverScore, retriever_score);
-    write_column(f, path, kTeacherScore, teacher_score);
-    write_column(f, path, kTeacherRank, teacher_rank);
-    write_column(f, path, kKeyOffsets, key_offsets);
-    write_column(f, path, kKeyView, key_view);
-    write_column(f, path, kKeyCount, key_count);
-    write_column(f, path, kKeyScore, key_score);
-    write_column(f, path, kKeyTokenOffsets, key_token_offsets);
-    write_column(f, path, kKeyTokens, key_tokens);
-    write_string_attr(f, path, "format", kDistillShardFormat);
-    write_int_attr(f, path, "version", kDistillFormatVersion);
-    write_int_attr(f, path, "shard", static_cast<int64_t>(shard));
-    write_int_attr(f, path, "first_example", first_example);
-    write_int_attr(f, path, "num_examples", static_cast<int64_t>(qid_offsets.size() - 1));
-    DGR_H5(H5Fflush(f, H5F_SCOPE_GLOBAL), path, "");
-    DGR_H5(H5Fclose(file.release()), path, "");  // checked: a full disk can show up only here
+    h5::File file = h5::File::create(path, kShardErrors);
+    for (const char* group : kGroups) file.create_group(group);
+    write_column(file, kQidOffsets, qid_offsets);
+    write_column(file, kQidBytes, qid_bytes);
+    write_column(file, kQueryTokenOffsets, query_token_offsets);
+    write_column(file, kQueryTokens, query_tokens);
+    write_column(file, kCandidateOffsets, candidate_offsets);
+    write_column(file, kDoc, doc);
+    write_column(file, kPositive, positive);
+    write_column(file, kRetrieverScore, retriever_score);
+    write_column(file, kTeacherScore, teacher_score);
+    write_column(file, kTeacherRank, teacher_rank);
+    write_column(file, kKeyOffsets, key_offsets);
+    write_column(file, kKeyView, key_view);
+    write_column(file, kKeyCount, key_count);
+    write_column(file, kKeyScore, key_score);
+    write_column(file, kKeyTokenOffsets, key_token_offsets);
+    write_column(file, kKeyTokens, key_tokens);
+    file.set_string_attr("format", kDistillShardFormat, "/", /*fixed_length=*/true);
+    file.set_int_attr("version", kDistillFormatVersion);
+    file.set_int_attr("shard", static_cast<int64_t>(shard));
+    file.set_int_attr("first_example", first_example);
+    file.set_int_attr("num_examples", static_cast<int64_t>(qid_offsets.size() - 1));
+    file.close();  // checked: a full disk can show up only here
   }
 };
 
@@ -345,7 +204,7 @@ struct DistillWriter::Impl {
     const std::string path = (fs::path(dir.tmp_dir()) / name).string();
     const int64_t first = manifest.num_examples;
     pending.write(path, shard, first);
-    fsync_file(path);
+    h5::fsync_path(path, kShardErrors);
     DistillManifest::Shard s;
     s.file = name;
     s.first_example = first;
@@ -535,8 +394,7 @@ struct DistillDataset::Impl {
   // The open shard.
   int shard = -1;
   std::string path;
-  Handle file;
-  Handle datasets[kNumColumns];
+  std::optional<h5::File> file;
   int64_t lengths[kNumColumns] = {};
   std::vector<int64_t> qid_offsets, query_token_offsets, candidate_offsets;  // [Q+1]
 
@@ -550,16 +408,7 @@ struct DistillDataset::Impl {
     if (begin < 0 || count < 0 || begin + count > lengths[column]) {
       fail(fmt::format("{}: elements [{}, {}) are outside its {} elements", name, begin, begin + count, lengths[column]));
     }
-    std::vector<T> out(static_cast<size_t>(count));
-    if (count == 0) return out;
-    Handle file_space(DGR_H5(H5Dget_space(datasets[column].get()), path, name), H5Sclose);
-    hsize_t start[1] = {static_cast<hsize_t>(begin)}, n[1] = {static_cast<hsize_t>(count)};
-    DGR_H5(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, n, nullptr), path, name);
-    Handle memory_space(DGR_H5(H5Screate_simple(1, n, nullptr), path, name), H5Sclose);
-    DGR_H5(H5Dread(datasets[column].get(), H5TypeOf<T>::mem(), memory_space.get(), file_space.get(), H5P_DEFAULT,
-                   out.data()),
-           path, name);
-    return out;
+    return file->read_range(name, begin, count, kColumns[column].dtype).values<T>();
   }
 
   // Offsets [begin, begin + count] of `column` must start at `lo`, never decrease and end at most at `hi`.
@@ -573,7 +422,6 @@ struct DistillDataset::Impl {
   }
 
   void open_shard(int s) {
-    for (auto& d : datasets) d.reset();
     file.reset();
     shard = -1;
     const DistillManifest::Shard& entry = manifest.shards[static_cast<size_t>(s)];
@@ -591,32 +439,29 @@ struct DistillDataset::Impl {
       }
       verified[static_cast<size_t>(s)] = true;
     }
-    quiet_this_thread();
-    file = Handle(DGR_H5(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), path, ""), H5Fclose);
-    const hid_t f = file.get();
-    if (read_string_attr(f, path, "format") != kDistillShardFormat) fail("attribute 'format' is not " + std::string(kDistillShardFormat));
-    int64_t version = read_int_attr(f, path, "version");
+    file.emplace(h5::File::open_read(path, kShardErrors));
+    auto required_int = [&](const char* name) {
+      std::optional<int64_t> value = file->int_attr(name);
+      if (!value) fail(fmt::format("no attribute '{}' (not a prepared shard?)", name));
+      return *value;
+    };
+    if (file->string_attr("format") != std::optional<std::string>(kDistillShardFormat)) {
+      fail("attribute 'format' is not " + std::string(kDistillShardFormat));
+    }
+    int64_t version = required_int("version");
     if (version != kDistillFormatVersion) fail(fmt::format("shard version {}, this dgr reads {}", version, kDistillFormatVersion));
-    int64_t num = read_int_attr(f, path, "num_examples"), first = read_int_attr(f, path, "first_example");
+    int64_t num = required_int("num_examples"), first = required_int("first_example");
     if (num != entry.num_examples || first != entry.first_example) {
       fail(fmt::format("holds examples [{}, {}), the manifest says [{}, {})", first, first + num, entry.first_example,
                        entry.first_example + entry.num_examples));
     }
     for (int c = 0; c < kNumColumns; ++c) {
       const char* name = kColumns[c].name;
-      const std::string group = std::string(name).substr(0, std::string(name).find('/'));
-      if (DGR_H5(H5Lexists(f, group.c_str(), H5P_DEFAULT), path, name) <= 0 ||
-          DGR_H5(H5Lexists(f, name, H5P_DEFAULT), path, name) <= 0) {
-        fail(fmt::format("no dataset '{}'", name));
-      }
-      datasets[c] = Handle(DGR_H5(H5Dopen2(f, name, H5P_DEFAULT), path, name), H5Dclose);
-      Handle type(DGR_H5(H5Dget_type(datasets[c].get()), path, name), H5Tclose);
-      if (DGR_H5(H5Tequal(type.get(), kColumns[c].file_type()), path, name) <= 0) fail(fmt::format("'{}' has the wrong element type", name));
-      Handle space(DGR_H5(H5Dget_space(datasets[c].get()), path, name), H5Sclose);
-      if (DGR_H5(H5Sget_simple_extent_ndims(space.get()), path, name) != 1) fail(fmt::format("'{}' is not 1-D", name));
-      hsize_t dims[1] = {0};
-      DGR_H5(H5Sget_simple_extent_dims(space.get(), dims, nullptr), path, name);
-      lengths[c] = static_cast<int64_t>(dims[0]);
+      if (!file->has_array(name)) fail(fmt::format("no dataset '{}'", name));
+      h5::DatasetInfo info = file->describe(name);
+      if (info.dtype != kColumns[c].dtype) fail(fmt::format("'{}' has the wrong element type", name));
+      if (info.shape.size() != 1) fail(fmt::format("'{}' is not 1-D", name));
+      lengths[c] = info.shape[0];
     }
     // Lengths against each other and the ends of the offsets (Note [Shard layout]).
     auto expect_length = [&](Column c, int64_t n) {
@@ -777,4 +622,4 @@ const DistillManifest& DistillDataset::manifest() const { return impl_->manifest
 DistillExample DistillDataset::load(int64_t index) { return impl_->load(index); }
 const std::vector<int>& DistillDataset::shards_opened() const { return impl_->opened; }
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data

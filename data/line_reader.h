@@ -9,7 +9,7 @@
 
 struct gzFile_s;  // zlib's file handle (gzFile), kept out of this header
 
-namespace dgr::sharding {
+namespace dgr::data {
 
 class LineReader {
  public:
@@ -47,4 +47,4 @@ class LineReader {
 // `s` quoted for an error message: '...' with control bytes escaped as \xNN, cut to about 60 bytes.
 std::string quote(std::string_view s);
 
-}  // namespace dgr::sharding
+}  // namespace dgr::data
