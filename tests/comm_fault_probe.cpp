@@ -26,7 +26,7 @@ namespace {
 
 struct ProbeOptions {
   std::string backend = "ring";
-  std::string mode = "stall";  // stall | exit | none
+  std::string mode = "stall";  // stall | exit | stall-setup (before making the communicator) | none
   int64_t timeout_ms = 3000;
   int fault_rank = 2;
   int fault_at = 5;  // before this allreduce (0-based)
@@ -74,6 +74,11 @@ int run(const ProbeOptions& options, const dgr::World& world) {
   dgr::comm::Options comm_options;
   comm_options.backend = options.backend;
   comm_options.timeout_ms = options.timeout_ms;
+  if (options.mode == "stall-setup" && world.rank() == options.fault_rank) {
+    std::fprintf(stderr, "probe: rank %d stalls for 60 s before making the communicator\n", world.rank());
+    std::fflush(stderr);
+    std::this_thread::sleep_for(std::chrono::seconds(60));
+  }
   auto comm = options.backend == "host" ? dgr::comm::make_host_communicator(world, options.timeout_ms)
                                         : dgr::comm::make_communicator(comm_options, world);
   std::vector<float> own(options.shared ? 0 : options.count);
