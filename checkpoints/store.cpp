@@ -3,17 +3,19 @@
 // Note [Commit protocol]
 // save(N) on every rank (training thread):
 //   1. complete save(N-1) if one is pending (step 5 below): a second save waits for the first;
-//   2. every rank checks its request and rank 0 creates DIR/step-N.tmp/; the ranks agree (gather + bcast)
-//      and all throw if any failed, so nothing is half-started;
+//   2. every rank checks its request and rank 0 creates DIR/step-N.tmp/; the ranks agree (Impl::agree: gather
+//      to rank 0, which decides, and a broadcast of its decision) and all throw if any failed, so nothing is
+//      half-started;
 //   3. a writer thread (no MPI calls, ever) copies the request's replicated_sources (Note [Overlapped
 //      copy]), then writes rank-R.h5 (and model.h5 on rank 0) into step-N.tmp/,
 //      fsyncs each file and computes its sha256; the training thread returns at once (async) or goes on
 //      to step 5 (sync).
 // wait() / the next save() (training thread):
 //   4. join the local writer: this rank's files are durable (or its error is known);
-//   5. gather every rank's outcome and file list to rank 0 (non-blocking collectives polled with short
-//      sleeps, so a rank waiting here spins no core and has no timeout while rank 0 writes); when all
-//      succeeded rank 0 writes meta.json, then COMMITTED (each temp + fsync + rename), fsyncs the
+//   5. gather every rank's outcome and file list to rank 0 (Impl::agree; its communicator sleeps while it
+//      waits, so a rank waiting here takes no core from rank 0's write, and its deadline is
+//      StoreOptions::timeout_ms, long enough for the slowest rank's write); when all succeeded rank 0 writes
+//      meta.json, then COMMITTED (each temp + fsync + rename), fsyncs the
 //      directory, renames step-N.tmp/ to step-N/ and fsyncs DIR, then prunes (renames the victims at once,
 //      removes their files on a background thread); the outcome is broadcast and every rank throws the same
 //      CheckpointError when a write or the commit failed.
@@ -31,7 +33,6 @@
 // before. Only then does the writer lower its priority and write the files.
 #include "checkpoints/store.h"
 
-#include <mpi.h>
 #include <condition_variable>
 #include <mutex>
 #include <sys/resource.h>
@@ -172,7 +173,9 @@ struct Store::Impl {
   StoreOptions options;
   int rank = 0;
   int world_size = 1;
-  MPI_Comm comm = MPI_COMM_NULL;  // MPI_COMM_WORLD dup'ed: our collectives never meet anyone else's
+  // The store's own host communicator (its MPI_COMM_WORLD duplicate: our collectives never meet anyone
+  // else's), used by the training thread only; the writer thread never communicates.
+  std::unique_ptr<comm::Communicator> control;
 
   // One save between save() and its commit. The writer thread fills `error` and `files`; the training
   // thread reads them only after join().
@@ -199,55 +202,29 @@ struct Store::Impl {
 
   // ---- collectives (training thread only) ----
 
-  // Waits for a non-blocking collective without spinning a core: a rank that arrives early sleeps in
-  // short steps and says so once a minute, so a long write on another rank trips no timeout.
-  void wait_for(MPI_Request& request, const char* what) {
-    int done = 0;
-    int sleep_us = 20;
-    double start = now_s(), next_note = start + 60;
-    while (true) {
-      DGR_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-      if (done) return;
-      std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
-      sleep_us = std::min(sleep_us * 2, 2000);
-      if (now_s() > next_note) {
-        logger()->warn("still waiting for the other ranks ({}) after {:.0f} s: a rank is slow to write its part "
-                       "of the checkpoint, or has stopped", what, now_s() - start);
-        next_note += 60;
-      }
+  // Collective, the agreement of Note [Commit protocol]: every rank's `mine` goes to rank 0, which calls
+  // `decide` with all of them ([rank]); every rank returns rank 0's decision. A deadline that passes ends
+  // in a CommError naming `what` and the ranks that did not arrive.
+  std::string agree(const std::string& mine, const std::function<std::string(const std::vector<std::string>&)>& decide,
+                    const std::string& what) {
+    try {
+      std::vector<std::string> all = control->gather_bytes(mine, 0);
+      std::string decision = rank == 0 ? decide(all) : std::string();
+      control->broadcast_bytes(decision, 0);
+      return decision;
+    } catch (const CommError& e) {
+      throw CommError(fmt::format("checkpoint store, {}: {}", what, e.what()));
     }
   }
 
-  // Collective: every rank's string, on rank 0 (empty elsewhere).
-  std::vector<std::string> gather_to_root(const std::string& mine, const char* what) {
-    int length = static_cast<int>(mine.size());
-    std::vector<int> lengths(rank == 0 ? world_size : 1);
-    MPI_Request request;
-    DGR_MPI_CHECK(MPI_Igather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm, &request));
-    wait_for(request, what);
-    std::vector<int> offsets(lengths.size(), 0);
-    for (size_t i = 1; i < lengths.size(); ++i) offsets[i] = offsets[i - 1] + lengths[i - 1];
-    std::string all(rank == 0 ? static_cast<size_t>(offsets.back() + lengths.back()) : 0, '\0');
-    DGR_MPI_CHECK(MPI_Igatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
-                               0, comm, &request));
-    wait_for(request, what);
-    std::vector<std::string> out;
-    if (rank == 0) {
-      for (int r = 0; r < world_size; ++r) out.push_back(all.substr(offsets[r], lengths[r]));
+  // Collective: rank 0's `message` on every rank (CommError as agree).
+  std::string from_root(std::string message, const std::string& what) {
+    try {
+      control->broadcast_bytes(message, 0);
+      return message;
+    } catch (const CommError& e) {
+      throw CommError(fmt::format("checkpoint store, {}: {}", what, e.what()));
     }
-    return out;
-  }
-
-  // Collective: rank 0's `value` on every rank.
-  std::string broadcast_from_root(std::string value, const char* what) {
-    int64_t length = static_cast<int64_t>(value.size());
-    MPI_Request request;
-    DGR_MPI_CHECK(MPI_Ibcast(&length, 1, MPI_INT64_T, 0, comm, &request));
-    wait_for(request, what);
-    value.resize(static_cast<size_t>(length));
-    DGR_MPI_CHECK(MPI_Ibcast(value.data(), static_cast<int>(length), MPI_CHAR, 0, comm, &request));
-    wait_for(request, what);
-    return value;
   }
 
   std::string last_committed_text() const {
@@ -289,9 +266,7 @@ struct Store::Impl {
       }
     }
     json mine = {{"error", local_error}, {"step", request.step}};
-    std::vector<std::string> all = gather_to_root(mine.dump(), "checkpoint start");
-    std::string error;
-    if (rank == 0) {
+    const std::string error = agree(mine.dump(), [&](const std::vector<std::string>& all) {
       std::vector<std::string> problems;
       for (int r = 0; r < world_size; ++r) {
         json theirs = json::parse(all[r]);
@@ -302,14 +277,12 @@ struct Store::Impl {
                                          "save() at the same step)", r, theirs["step"].get<int64_t>(), request.step));
         }
       }
-      if (!problems.empty()) {
-        std::error_code ec;
-        fs::remove_all(tmp_dir, ec);
-        error = fmt::format("checkpoint step {} was not started: {}; {}", request.step, fmt::join(problems, "; "),
-                            last_committed_text());
-      }
-    }
-    error = broadcast_from_root(error, "checkpoint start");
+      if (problems.empty()) return std::string();
+      std::error_code ec;
+      fs::remove_all(tmp_dir, ec);
+      return fmt::format("checkpoint step {} was not started: {}; {}", request.step, fmt::join(problems, "; "),
+                         last_committed_text());
+    }, fmt::format("start of step {}", request.step));
     DGR_CHECK_AS(CheckpointError, error.empty(), "{}", error);
 
     pending = std::make_unique<Pending>();
@@ -393,9 +366,7 @@ struct Store::Impl {
     if (p.writer.joinable()) p.writer.join();
     json mine = {{"error", p.error}, {"files", json::array()}};
     for (const auto& f : p.files) mine["files"].push_back({{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
-    std::vector<std::string> all = gather_to_root(mine.dump(), fmt::format("commit of step {}", p.step).c_str());
-    std::string error;
-    if (rank == 0) {
+    const std::string error = agree(mine.dump(), [&](const std::vector<std::string>& all) {
       std::vector<std::string> problems;
       json files = json::array();
       for (int r = 0; r < world_size; ++r) {
@@ -412,16 +383,15 @@ struct Store::Impl {
           problems.push_back(fmt::format("rank 0: commit failed: {}", e.what()));
         }
       }
-      if (!problems.empty()) {
-        std::error_code ec;
-        fs::remove_all(p.tmp_dir, ec);
-        error = fmt::format("checkpoint step {} could not be written: {}; {}. Fix the cause (free disk space, a "
-                            "writable checkpoint directory) and resume from it", p.step, fmt::join(problems, "; "),
-                            last_committed_text());
-        logger()->error("{}", error);
-      }
-    }
-    error = broadcast_from_root(error, "commit outcome");
+      if (problems.empty()) return std::string();
+      std::error_code ec;
+      fs::remove_all(p.tmp_dir, ec);
+      std::string outcome = fmt::format("checkpoint step {} could not be written: {}; {}. Fix the cause (free disk "
+                                        "space, a writable checkpoint directory) and resume from it", p.step,
+                                        fmt::join(problems, "; "), last_committed_text());
+      logger()->error("{}", outcome);
+      return outcome;
+    }, fmt::format("commit of step {}", p.step));
     DGR_CHECK_AS(CheckpointError, error.empty(), "{}", error);
   }
 
@@ -546,7 +516,7 @@ struct Store::Impl {
         listing = {{"steps", json::array()}, {"error", fmt::format("cannot list {}: {}", options.dir, e.what())}};
       }
     }
-    listing = json::parse(broadcast_from_root(rank == 0 ? listing.dump() : "", "checkpoint listing"));
+    listing = json::parse(from_root(rank == 0 ? listing.dump() : "", "listing of the committed steps"));
     DGR_CHECK_AS(CheckpointError, listing["error"].get<std::string>().empty(), "{}", listing["error"].get<std::string>());
     std::vector<int64_t> steps = listing["steps"].get<std::vector<int64_t>>();
     std::vector<std::string> damaged;
@@ -561,9 +531,8 @@ struct Store::Impl {
       } catch (const std::exception& e) {
         status = {{"state", "fatal"}, {"error", e.what()}};
       }
-      std::vector<std::string> all = gather_to_root(status.dump(), "checkpoint load");
-      json decision = {{"state", "ok"}, {"error", ""}};
-      if (rank == 0) {
+      json decision = json::parse(agree(status.dump(), [&](const std::vector<std::string>& all) {
+        json outcome = {{"state", "ok"}, {"error", ""}};
         std::vector<std::string> problems;
         for (int r = 0; r < world_size; ++r) {
           json theirs = json::parse(all[r]);
@@ -571,11 +540,11 @@ struct Store::Impl {
           if (state == "ok") continue;
           problems.push_back(world_size > 1 ? fmt::format("rank {}: {}", r, theirs["error"].get<std::string>())
                                             : theirs["error"].get<std::string>());
-          if (state == "fatal" || decision["state"] == "ok") decision["state"] = state;
+          if (state == "fatal" || outcome["state"] == "ok") outcome["state"] = state;
         }
-        decision["error"] = fmt::format("{}", fmt::join(problems, "; "));
-      }
-      decision = json::parse(broadcast_from_root(rank == 0 ? decision.dump() : "", "checkpoint load outcome"));
+        outcome["error"] = fmt::format("{}", fmt::join(problems, "; "));
+        return outcome.dump();
+      }, fmt::format("load of {}", dir)));
       if (decision["state"] == "ok") {
         logger()->info("resuming from {} (step {}, written by dgr {} with {} ranks)", dir, loaded->step,
                        loaded->dgr_version, loaded->world_size);
@@ -619,8 +588,7 @@ Store::Store(StoreOptions options, const World& world) : impl_(std::make_unique<
   s.options = std::move(options);
   s.rank = world.rank();
   s.world_size = world.size();
-  DGR_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &s.comm));
-  DGR_MPI_CHECK(MPI_Comm_set_errhandler(s.comm, MPI_ERRORS_RETURN));
+  s.control = comm::make_host_communicator(world, s.options.timeout_ms);
   std::string error;
   if (s.options.dir.empty()) error = "the checkpoint directory is empty (set one)";
   if (s.options.keep_last < 0) error = fmt::format("keep_last is {}, must be >= 0 (0 keeps all)", s.options.keep_last);
@@ -632,9 +600,9 @@ Store::Store(StoreOptions options, const World& world) : impl_(std::make_unique<
                           "is it writable?)", s.options.dir, ec ? ec.message() : "it exists and is not a directory");
     }
   }
-  error = s.broadcast_from_root(error, "checkpoint store set-up");
+  error = s.from_root(error, "set-up");
   if (!error.empty()) {
-    MPI_Comm_free(&s.comm);
+    s.control.reset();  // every rank is here: freed collectively, not leaked by the unwinding below
     DGR_CHECK_AS(CheckpointError, false, "{}", error);
   }
 }
@@ -646,9 +614,6 @@ Store::~Store() {
     logger()->warn("checkpoint step {} was written but never committed (Store::wait() was not called); it stays "
                    "in {} and is ignored on resume", impl_->pending->step, impl_->pending->tmp_dir);
   }
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized && impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&impl_->comm);
 }
 
 void Store::save(SaveRequest&& request) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "checkpoints/array.h"
+#include "comm/communicator.h"
 #include "common/error.h"
 #include "common/world.h"
 
@@ -29,6 +30,10 @@ struct StoreOptions {
   int keep_last = 3;   // committed checkpoints kept after each commit (0 = keep all)
   bool async = true;   // write on a background thread (false: save() returns after the commit)
   size_t chunk_bytes = size_t{4} << 20;  // HDF5 chunk size bound (Fletcher-32 works per chunk)
+  // Deadline of each agreement between the ranks (Note [Commit protocol] in store.cpp): ranks that finish
+  // their part first wait this long for the slowest rank's write; then the job ends with a CommError that
+  // names the ranks that did not arrive. Raise it for checkpoints that take longer to write.
+  int64_t timeout_ms = comm::kControlTimeoutMs;
   // Tests only: runs on the writer thread before each file is created (array == "") and before each array
   // is written. It may sleep (slow rank) or throw (failed write).
   std::function<void(const std::string& file, const std::string& array)> test_hook;
@@ -70,7 +75,8 @@ struct LoadedCheckpoint {
 
 class Store {
  public:
-  // Collective (every rank, same options): rank 0 creates `dir`; every rank throws if it cannot.
+  // Collective (every rank, same options): makes the store's own host communicator (for its agreements,
+  // used by the calling thread only), rank 0 creates `dir`; every rank throws if it cannot.
   Store(StoreOptions options, const World& world);
   // Local: waits for a running background write but does NOT commit it (call wait() first); a step that
   // was written but not committed stays invisible to load_latest().

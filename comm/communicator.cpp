@@ -44,6 +44,17 @@ void* Communicator::allocate_shared(size_t num_bytes) {
 
 void Communicator::free_shared(void* data) { std::free(data); }
 
+std::vector<std::string> Communicator::gather_bytes(const std::string&, int) {
+  DGR_CHECK_AS(CommError, false, "the {} communicator has no gather_bytes: it moves device buffers only; send "
+               "control traffic through a host communicator (comm::make_host_communicator)", name());
+  return {};
+}
+
+void Communicator::broadcast_bytes(std::string&, int) {
+  DGR_CHECK_AS(CommError, false, "the {} communicator has no broadcast_bytes: it moves device buffers only; send "
+               "control traffic through a host communicator (comm::make_host_communicator)", name());
+}
+
 std::unique_ptr<Communicator> make_communicator(const Options& options, const World& world) {
   if (options.backend == "ring") return std::make_unique<detail::RingCommunicator>(options, world);
   if (options.backend == "mpi") return std::make_unique<detail::MpiCommunicator>(options, world);
@@ -58,6 +69,14 @@ std::unique_ptr<Communicator> make_communicator(const Options& options, const Wo
   }
   DGR_CHECK_AS(ConfigError, false, "unknown comm backend '{}' (use ring, mpi or nccl)", options.backend);
   return nullptr;
+}
+
+std::unique_ptr<Communicator> make_host_communicator(const World& world, int64_t timeout_ms) {
+  Options options;
+  options.backend = "mpi";
+  options.timeout_ms = timeout_ms;
+  options.sleep_while_waiting = true;
+  return std::make_unique<detail::MpiCommunicator>(options, world);
 }
 
 }  // namespace dgr::comm

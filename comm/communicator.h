@@ -1,13 +1,15 @@
 // comm::Communicator: collectives over flat buffers {data, count, dtype, device}, with a deadline on
 // every call. Implementations: "ring" (dgr's segmented, pipelined ring over MPI point-to-point), "mpi"
 // (MPI_Allreduce etc., the reference), "nccl" (GPUs; built when DGR_HAVE_NCCL). World size 1 is the
-// identity for every backend.
+// identity for every backend. make_host_communicator gives control traffic (agreement steps, results
+// gathered to rank 0, barriers) its own communicator, apart from gradient traffic.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/world.h"
 
@@ -33,7 +35,16 @@ struct Options {
   std::string backend = "ring";      // ring | mpi | nccl
   int64_t timeout_ms = 300000;       // deadline of every collective; when it passes the job ends non-zero
   size_t segment_bytes = 1 << 20;    // ring: pipeline segment size
+  // Wait with short sleeps (up to 2 ms) instead of spinning, and warn once a minute while waiting: for
+  // control traffic, where a rank may wait long for another's work (make_host_communicator sets it).
+  bool sleep_while_waiting = false;
+  // gather_bytes / broadcast_bytes: at most this many bytes in one MPI call (MPI counts are int).
+  size_t max_call_bytes = size_t{1} << 30;
 };
+
+// Deadline of control traffic by default: long enough for a rank to wait while another writes a large
+// checkpoint or builds an index, short of a job hanging for ever.
+inline constexpr int64_t kControlTimeoutMs = 30 * 60 * 1000;
 
 class Communicator {
  public:
@@ -50,6 +61,14 @@ class Communicator {
   // `recv` (count = size() * send.count) receives every rank's `send` in rank order.
   virtual void allgather(Buffer send, Buffer recv) = 0;
   virtual void barrier() = 0;
+  // Variable-size byte strings to `root`: root gets every rank's `mine`, [rank]; other ranks get an empty
+  // vector. Every rank calls it with the same root, in the same order; the sizes may differ (0 too).
+  // Host communicators ("ring", "mpi") implement it; the default throws CommError (make a host
+  // communicator for it with make_host_communicator).
+  virtual std::vector<std::string> gather_bytes(const std::string& mine, int root);
+  // `message` of `root` (any length) replaces `message` on every other rank. Same root on every rank.
+  // Like gather_bytes, host communicators only.
+  virtual void broadcast_bytes(std::string& message, int root);
 
   // Whether buffers on `device` may be passed to this communicator. ring and mpi reduce host memory only,
   // nccl GPU memory only; callers holding buffers elsewhere stage them through a copy (the gradient
@@ -77,5 +96,11 @@ class Communicator {
 // Makes the communicator named by options.backend over MPI_COMM_WORLD. Collective: every rank calls it
 // with the same options. Throws ConfigError for an unknown or unbuilt backend.
 std::unique_ptr<Communicator> make_communicator(const Options& options, const World& world);
+
+// A communicator for control traffic: backend "mpi" on its own duplicate of MPI_COMM_WORLD (it never meets
+// another communicator's messages, e.g. gradients on a communication thread), host memory, sleeping while
+// it waits, with a deadline of `timeout_ms` on every call. Collective: every rank calls it, in the same
+// order. Use one per thread: like every communicator it runs one collective at a time.
+std::unique_ptr<Communicator> make_host_communicator(const World& world, int64_t timeout_ms = kControlTimeoutMs);
 
 }  // namespace dgr::comm

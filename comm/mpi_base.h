@@ -29,6 +29,11 @@ class MpiCommunicatorBase : public Communicator {
   uint64_t num_collectives() const override { return next_seq_ - 1; }
   // MPI_Ibarrier polled against the deadline (both backends).
   void barrier() override;
+  // Both backends: the sizes by MPI_Iallgather, then MPI_Igatherv in calls of at most
+  // options.max_call_bytes, every call polled against the one deadline.
+  std::vector<std::string> gather_bytes(const std::string& mine, int root) override;
+  // Both backends: the size, then the bytes by MPI_Ibcast in calls of at most options.max_call_bytes.
+  void broadcast_bytes(std::string& message, int root) override;
 
   const FlightRecorder& flight_recorder() const { return recorder_; }
   // True after a collective timed out or failed: every later call throws CommError.
@@ -68,7 +73,8 @@ class MpiCommunicatorBase : public Communicator {
 
   // True when `request` has completed (MPI_Test; drives MPI's progress).
   bool test(MPI_Request* request);
-  // Polls `request` until it completes, or throws at the call's deadline (see time_out).
+  // Polls `request` until it completes, or throws at the call's deadline (see time_out). Spins, or with
+  // options.sleep_while_waiting sleeps in short steps and warns once a minute.
   void wait(Call& call, MPI_Request* request);
   // Throws at the call's deadline (see time_out). Cheap: one clock read. Without a progress window it also
   // answers progress queries, every few milliseconds (Note [Progress queries] in watchdog.cpp).
@@ -86,6 +92,8 @@ class MpiCommunicatorBase : public Communicator {
   void check_buffer(const Buffer& buffer, const char* what) const;
   // Both buffers valid, same dtype, recv.count == size() * send.count.
   void check_allgather_buffers(const Buffer& send, const Buffer& recv) const;
+  // Throws CommError when `root` is not a rank.
+  void check_root(int root, const char* op) const;
 
   const Options options_;
   MPI_Comm comm_ = MPI_COMM_NULL;  // private duplicate of MPI_COMM_WORLD
@@ -93,6 +101,10 @@ class MpiCommunicatorBase : public Communicator {
   int size_ = 1;
 
  private:
+  // comm_ = MPI_Comm_idup(MPI_COMM_WORLD), polled against the deadline (CommError when it passes).
+  void duplicate_world();
+  // wait() with options.sleep_while_waiting.
+  void wait_sleeping(Call& call, MPI_Request* request);
   // Answers the progress queries that have arrived, as waiting in `call`; schedules the next look.
   void answer_queries(Call& call, std::chrono::steady_clock::time_point now);
 

@@ -69,7 +69,7 @@ void MpiCommunicator::allreduce(Buffer buffer, ReduceOp op) {
 
 void MpiCommunicator::broadcast(Buffer buffer, int root) {
   check_buffer(buffer, "the broadcast buffer");
-  DGR_CHECK_AS(CommError, root >= 0 && root < size_, "broadcast root {} is not a rank (world size {})", root, size_);
+  check_root(root, "broadcast");
   Call call = begin(OpKind::kBroadcast, buffer.dtype, buffer.num_bytes(), "");
   const size_t element_bytes = dtype_bytes(buffer.dtype);
   for (size_t piece_begin = 0; size_ > 1 && piece_begin < buffer.count; piece_begin += kMaxPieceCount) {

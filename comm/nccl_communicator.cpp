@@ -30,18 +30,6 @@
 
 namespace dgr::comm {
 
-int cuda_device_count() {
-  int count = 0;
-  cudaError_t error = cudaGetDeviceCount(&count);
-  if (error != cudaSuccess) {
-    cudaGetLastError();  // clear it: "no GPU" is an answer here, not a failure to carry into later calls
-    return 0;
-  }
-  return count;
-}
-
-bool cuda_device_available() { return cuda_device_count() > 0; }
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

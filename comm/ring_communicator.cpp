@@ -584,7 +584,7 @@ void RingCommunicator::run_ring(Call& call, const RingPlan& plan) {
 
 void RingCommunicator::broadcast(Buffer buffer, int root) {
   check_buffer(buffer, "the broadcast buffer");
-  DGR_CHECK_AS(CommError, root >= 0 && root < size_, "broadcast root {} is not a rank (world size {})", root, size_);
+  check_root(root, "broadcast");
   Call call = begin(OpKind::kBroadcast, buffer.dtype, buffer.num_bytes(), "");
   if (size_ == 1 || buffer.count == 0) {
     call.done();

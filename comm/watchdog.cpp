@@ -107,6 +107,8 @@ const char* op_name(OpKind op) {
     case OpKind::kBroadcast: return "broadcast";
     case OpKind::kAllgather: return "allgather";
     case OpKind::kBarrier: return "barrier";
+    case OpKind::kGatherBytes: return "gather_bytes";
+    case OpKind::kBroadcastBytes: return "broadcast_bytes";
   }
   return "?";
 }
@@ -133,11 +135,20 @@ std::string format_bytes(size_t num_bytes) {
   return fmt::format("{:.1f} {}", value, units[unit]);
 }
 
+std::string describe(const FlightRecord& record) {
+  switch (record.op) {
+    case OpKind::kBarrier: return "barrier";
+    case OpKind::kGatherBytes:
+    case OpKind::kBroadcastBytes:
+      return fmt::format("{} {} root {}", op_name(record.op), format_bytes(record.num_bytes), record.root);
+    default:
+      return fmt::format("{} {} {}{}{}", op_name(record.op), format_bytes(record.num_bytes), dtype_name(record.dtype),
+                         *record.detail ? " " : "", record.detail);
+  }
+}
+
 std::string format_record(const FlightRecord& record, std::chrono::steady_clock::time_point now) {
-  std::string what = record.op == OpKind::kBarrier
-                         ? std::string("barrier")
-                         : fmt::format("{} {} {}{}{}", op_name(record.op), format_bytes(record.num_bytes),
-                                       dtype_name(record.dtype), *record.detail ? " " : "", record.detail);
+  const std::string what = describe(record);
   double duration_ms = record.state == CallState::kRunning
                            ? std::chrono::duration<double, std::milli>(now - record.start).count()
                            : record.duration_ms;
@@ -152,6 +163,7 @@ FlightRecord& FlightRecorder::begin(uint64_t seq, OpKind op, DType dtype, size_t
   record.op = op;
   record.dtype = dtype;
   record.detail = detail;
+  record.root = -1;
   record.num_bytes = num_bytes;
   record.start = std::chrono::steady_clock::now();
   record.start_wall = std::chrono::system_clock::now();

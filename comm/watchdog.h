@@ -17,7 +17,10 @@
 
 namespace dgr::comm::detail {
 
-enum class OpKind : uint8_t { kNone = 0, kAllreduce = 1, kBroadcast = 2, kAllgather = 3, kBarrier = 4 };
+// At most 7 (the progress window packs seq * 8 + op).
+enum class OpKind : uint8_t {
+  kNone = 0, kAllreduce = 1, kBroadcast = 2, kAllgather = 3, kBarrier = 4, kGatherBytes = 5, kBroadcastBytes = 6
+};
 const char* op_name(OpKind op);
 
 enum class CallState : uint8_t { kRunning, kDone, kTimedOut, kFailed };
@@ -30,14 +33,17 @@ struct FlightRecord {
   uint64_t seq = 0;  // 1-based sequence number of the collective on its communicator
   OpKind op = OpKind::kNone;
   DType dtype = DType::kFloat32;
-  const char* detail = "";  // "sum", "average", "root 2", ""
-  size_t num_bytes = 0;     // this rank's buffer (allgather: the send buffer)
+  const char* detail = "";  // "sum", "average", "", ...: a string literal
+  int root = -1;            // gather_bytes, broadcast_bytes: the root; -1 otherwise
+  size_t num_bytes = 0;     // this rank's buffer (allgather, gather_bytes: what this rank sends)
   std::chrono::system_clock::time_point start_wall;
   std::chrono::steady_clock::time_point start;
   double duration_ms = 0;  // set when the call ends (done, failed or timed out)
   CallState state = CallState::kRunning;
 };
 
+// The collective without its timing: "allreduce 4.0 MiB fp32 sum", "barrier", "gather_bytes 12 B root 0".
+std::string describe(const FlightRecord& record);
 // One line: "#42 allreduce 4.0 MiB fp32 sum started 12:00:01.234 took 3.1 ms done".
 std::string format_record(const FlightRecord& record, std::chrono::steady_clock::time_point now);
 

@@ -1,10 +1,9 @@
 // `dgr data ...`: build the embedded Debian data set, and validate any data set on disk.
-#include <mpi.h>
-
 #include <filesystem>
 #include <iostream>
 #include <memory>
 
+#include "comm/communicator.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
@@ -26,13 +25,16 @@ struct CheckOptions {
 };
 
 int run_build_debian(const data::DebianDataConfig& cfg, const World& world) {
+  // Made before rank 0's work (making it is collective): the other ranks wait for that work in its barrier,
+  // which has a deadline (comm::kControlTimeoutMs) and names a rank that does not arrive.
+  auto control = comm::make_host_communicator(world);
   int rc = 0;
   std::string report;
   if (world.is_root()) {
     report = data::format_report(data::build_debian_dataset(cfg));
     std::cout << report << std::flush;
   }
-  if (world.size() > 1) MPI_Barrier(MPI_COMM_WORLD);
+  control->barrier();
   return rc;
 }
 

@@ -1,13 +1,12 @@
 // `dgr index`: build the index directory of a data set (tokenizer, FM-index, passage ids; see
 // retrieval/index_dir.h) that training and retrieval load. Only rank 0 builds; the others wait for it.
-#include <mpi.h>
-
 #include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <thread>
 
+#include "comm/communicator.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
@@ -29,6 +28,9 @@ struct IndexCommandOptions {
 };
 
 int run_index(const IndexCommandOptions& opts, const World& world) {
+  // Made before rank 0's work (making it is collective): the other ranks wait for that work in its barrier,
+  // which has a deadline (comm::kControlTimeoutMs) and names a rank that does not arrive.
+  auto control = comm::make_host_communicator(world);
   if (world.is_root()) {
     auto start = std::chrono::steady_clock::now();
     DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
@@ -59,7 +61,7 @@ int run_index(const IndexCommandOptions& opts, const World& world) {
                              summary.total_tokens, seconds, out)
               << std::flush;
   }
-  if (world.size() > 1) MPI_Barrier(MPI_COMM_WORLD);
+  control->barrier();
   return 0;
 }
 

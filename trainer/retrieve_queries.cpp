@@ -1,11 +1,9 @@
 #include "trainer/retrieve_queries.h"
 
-#include <mpi.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <sstream>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -16,25 +14,30 @@
 namespace dgr::trainer {
 namespace {
 
-// Rank 0 receives every rank's bytes, concatenated in rank order.
-std::string gather_to_root(const std::string& mine, const World& world) {
-  if (world.size() == 1) return mine;
-  int length = static_cast<int>(mine.size());
-  std::vector<int> lengths(static_cast<size_t>(world.size())), displs(static_cast<size_t>(world.size()));
-  DGR_MPI_CHECK(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, MPI_COMM_WORLD));
-  std::string all;
-  if (world.is_root()) {
-    int64_t total = 0;
-    for (int r = 0; r < world.size(); ++r) {
-      displs[static_cast<size_t>(r)] = static_cast<int>(total);
-      total += lengths[static_cast<size_t>(r)];
-    }
-    DGR_CHECK(total < INT32_MAX, "retrieval output of {} bytes is too large to gather", total);
-    all.resize(static_cast<size_t>(total));
-  }
-  DGR_MPI_CHECK(MPI_Gatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, 0,
-                            MPI_COMM_WORLD));
-  return all;
+// Binary records: fixed-size fields copied as bytes (every rank of a job runs the same build).
+template <typename T>
+void append_field(std::string& out, const T& value) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  out.append(reinterpret_cast<const char*>(&value), sizeof(value));
+}
+
+// Reads one field of `what` at `at` and advances it; DGR_CHECK when the bytes run out.
+template <typename T>
+T read_field(const std::string& bytes, size_t& at, const char* what) {
+  T value;
+  DGR_CHECK(at + sizeof(value) <= bytes.size(), "retrieval record: {} at byte {} runs past its {} bytes", what, at,
+            bytes.size());
+  std::memcpy(&value, bytes.data() + at, sizeof(value));
+  at += sizeof(value);
+  return value;
+}
+
+// Every rank's `seconds`, the largest on every rank (microseconds through an int64 allgather).
+double slowest_seconds(comm::Communicator& control, double seconds) {
+  std::vector<int64_t> all(static_cast<size_t>(control.size()));
+  int64_t mine = static_cast<int64_t>(seconds * 1e6);
+  control.allgather({&mine, 1, comm::DType::kInt64}, {all.data(), all.size(), comm::DType::kInt64});
+  return static_cast<double>(*std::max_element(all.begin(), all.end())) / 1e6;
 }
 
 retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings, const retrieval::ViewLimits& limits) {
@@ -61,19 +64,20 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
 std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                                  const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,
-                                                 const retrieval::ViewLimits& limits, const World& world,
+                                                 const retrieval::ViewLimits& limits, comm::Communicator& control,
                                                  const std::string& tag, std::vector<std::string>* keys,
                                                  RetrievalStats* stats) {
-  const auto start = std::chrono::steady_clock::now();
-  retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options(settings, limits));
-  // Round-robin dealing: neighbouring queries (often similar in length) spread over the ranks.
-  std::string run_blob, keys_blob;
-  for (size_t q = static_cast<size_t>(world.rank()); q < queries.size(); q += static_cast<size_t>(world.size())) {
-    auto tokens = index.tokenizer.encode(queries[q].text);
-    auto passages = retriever.retrieve(model, tokens);
+  // One round: every rank's share at once. A query's record: per passage, best first,
+  // [int32 doc][float64 score][uint64 length][its keys line, JSON (empty without `keys`)].
+  const int queries_per_rank = static_cast<int>(std::max<size_t>(
+      1, (queries.size() + static_cast<size_t>(control.size()) - 1) / static_cast<size_t>(control.size())));
+  auto encode = [&](size_t q, const std::vector<int32_t>&, const std::vector<retrieval::RetrievedPassage>& passages) {
+    std::string record;
     for (size_t r = 0; r < passages.size(); ++r) {
       const auto& p = passages[r];
-      run_blob += fmt::format("{}\t{}\t{}\t{:.6f}\n", q, p.doc, r + 1, p.score);
+      append_field(record, p.doc);
+      append_field(record, p.score);
+      std::string line;
       if (keys != nullptr) {
         nlohmann::json ks = nlohmann::json::array();
         for (const auto& m : p.keys) {
@@ -82,84 +86,79 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
                         {"count", m.key.count}, {"score", m.key.score}, {"weight", m.weight},
                         {"contribution", m.contribution}});
         }
-        nlohmann::json line = {{"qid", queries[q].qid}, {"pid", index.pids[static_cast<size_t>(p.doc)]},
-                               {"rank", r + 1}, {"score", p.score}, {"keys", ks}};
-        keys_blob += fmt::format("{}\t{}\t{}\n", q, r + 1, line.dump());
+        line = nlohmann::json{{"qid", queries[q].qid}, {"pid", index.pids[static_cast<size_t>(p.doc)]},
+                              {"rank", r + 1}, {"score", p.score}, {"keys", ks}}.dump();
       }
+      append_field(record, static_cast<uint64_t>(line.size()));
+      record += line;
     }
-  }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), slowest = seconds;
-  if (world.size() > 1) DGR_MPI_CHECK(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-  if (stats != nullptr) {
-    stats->queries = queries.size();
-    stats->seconds = slowest;
-  }
-  std::string all_runs = gather_to_root(run_blob, world);
-  std::string all_keys = keys != nullptr ? gather_to_root(keys_blob, world) : std::string();
+    return record;
+  };
   std::vector<data::RunEntry> run;
-  if (!world.is_root()) return run;
-  struct Row { size_t query; int rank; data::RunEntry entry; };
-  std::vector<Row> rows;
-  std::istringstream in(all_runs);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    size_t q = 0; int32_t doc = 0; int r = 0; double score = 0;
-    fields >> q >> doc >> r >> score;
-    rows.push_back({q, r, {queries[q].qid, index.pids[static_cast<size_t>(doc)], r, score, tag}});
-  }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.query != b.query ? a.query < b.query : a.rank < b.rank;
-  });
-  run.reserve(rows.size());
-  for (auto& row : rows) run.push_back(std::move(row.entry));
-  if (keys != nullptr) {
-    std::vector<std::tuple<size_t, int, std::string>> key_rows;
-    std::istringstream kin(all_keys);
-    while (std::getline(kin, line)) {
-      size_t a = line.find('\t'), b = line.find('\t', a + 1);
-      key_rows.emplace_back(std::stoull(line.substr(0, a)), std::stoi(line.substr(a + 1, b - a - 1)), line.substr(b + 1));
+  if (keys != nullptr) keys->clear();
+  auto consume = [&](size_t q, std::string record) {
+    for (size_t at = 0, r = 1; at < record.size(); ++r) {
+      const auto doc = read_field<int32_t>(record, at, "passage");
+      const auto score = read_field<double>(record, at, "score");
+      const auto length = read_field<uint64_t>(record, at, "keys length");
+      DGR_CHECK(doc >= 0 && static_cast<size_t>(doc) < index.pids.size() && at + length <= record.size(),
+                "retrieval record of query {}: passage {} of {} or keys of {} bytes at byte {} of {}", q, doc,
+                index.pids.size(), length, at, record.size());
+      run.push_back({queries[q].qid, index.pids[static_cast<size_t>(doc)], static_cast<int>(r), score, tag});
+      if (keys != nullptr) keys->push_back(record.substr(at, length));
+      at += length;
     }
-    std::sort(key_rows.begin(), key_rows.end());
-    keys->clear();
-    for (auto& [q, r, text] : key_rows) keys->push_back(std::move(text));
-  }
+  };
+  RetrievalStats totals =
+      retrieve_in_rounds(model, index, queries, settings, limits, control, queries_per_rank, encode, consume);
+  if (stats != nullptr) *stats = totals;
   return run;
+}
+
+std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                                 const std::vector<data::Query>& queries,
+                                                 const RetrievalSettings& settings,
+                                                 const retrieval::ViewLimits& limits, const World& world,
+                                                 const std::string& tag, std::vector<std::string>* keys,
+                                                 RetrievalStats* stats) {
+  auto control = comm::make_host_communicator(world);
+  return retrieve_queries(model, index, queries, settings, limits, *control, tag, keys, stats);
 }
 
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
-                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
-                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
+                                  const retrieval::ViewLimits& limits, comm::Communicator& control,
+                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
   DGR_CHECK_AS(ConfigError, queries_per_rank > 0, "queries per rank and round must be positive, got {}", queries_per_rank);
   const auto start = std::chrono::steady_clock::now();
   retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options(settings, limits));
-  const size_t ranks = static_cast<size_t>(world.size());
+  const size_t ranks = static_cast<size_t>(control.size());
+  const bool is_root = control.rank() == 0;
   const size_t round_size = static_cast<size_t>(queries_per_rank) * ranks;
   // Every rank runs the same number of rounds (the gathers are collective), some with no query of its own.
   for (size_t begin = 0; begin < queries.size(); begin += round_size) {
     const size_t end = std::min(queries.size(), begin + round_size);
     // This rank's results of the round, each as [8-byte query index][8-byte length][bytes].
     std::string blob;
-    for (size_t q = begin + static_cast<size_t>(world.rank()); q < end; q += ranks) {
+    for (size_t q = begin + static_cast<size_t>(control.rank()); q < end; q += ranks) {
       auto tokens = index.tokenizer.encode(queries[q].text);
       auto passages = retriever.retrieve(model, tokens);
       std::string bytes = encode(q, tokens, passages);
-      uint64_t header[2] = {q, bytes.size()};
-      blob.append(reinterpret_cast<const char*>(header), sizeof(header));
+      append_field(blob, static_cast<uint64_t>(q));
+      append_field(blob, static_cast<uint64_t>(bytes.size()));
       blob += bytes;
     }
-    std::string all = gather_to_root(blob, world);
-    if (!world.is_root()) continue;
+    std::vector<std::string> all = control.gather_bytes(blob, 0);  // [rank] on rank 0
+    if (!is_root) continue;
     std::vector<std::pair<uint64_t, std::string>> results;  // [result of the round] (query, bytes)
-    for (size_t at = 0; at < all.size();) {
-      uint64_t header[2];
-      DGR_CHECK(at + sizeof(header) <= all.size(), "retrieval round: truncated record at byte {}", at);
-      std::memcpy(header, all.data() + at, sizeof(header));
-      at += sizeof(header);
-      DGR_CHECK(at + header[1] <= all.size(), "retrieval round: record of query {} overruns the buffer", header[0]);
-      results.emplace_back(header[0], all.substr(at, header[1]));
-      at += header[1];
+    for (const std::string& theirs : all) {
+      for (size_t at = 0; at < theirs.size();) {
+        const auto query = read_field<uint64_t>(theirs, at, "query index");
+        const auto length = read_field<uint64_t>(theirs, at, "record length");
+        DGR_CHECK(at + length <= theirs.size(), "retrieval round: record of query {} overruns the buffer", query);
+        results.emplace_back(query, theirs.substr(at, length));
+        at += length;
+      }
     }
     std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     DGR_CHECK(results.size() == end - begin, "retrieval round [{}, {}): {} results gathered", begin, end, results.size());
@@ -168,12 +167,18 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
       consume(results[i].first, std::move(results[i].second));
     }
   }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), slowest = seconds;
-  if (world.size() > 1) DGR_MPI_CHECK(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
   RetrievalStats stats;
   stats.queries = queries.size();
-  stats.seconds = slowest;
+  stats.seconds = slowest_seconds(control, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return stats;
+}
+
+RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
+                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
+                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
+  auto control = comm::make_host_communicator(world);
+  return retrieve_in_rounds(model, index, queries, settings, limits, *control, queries_per_rank, encode, consume);
 }
 
 }  // namespace dgr::trainer

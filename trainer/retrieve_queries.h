@@ -1,13 +1,15 @@
 // Retrieval over a set of queries on every rank of a job: queries are dealt round-robin to the ranks, each
 // rank runs the FM-index-constrained retriever (retrieval/retriever.h) on its share, and rank 0 gathers
-// the run in query order. Used by `dgr retrieve` and by evaluation during training. No LibTorch here: the
-// model comes in as a retrieval::Seq2SeqScorer.
+// the results (binary records, through a host communicator with a deadline) in query order. Used by `dgr
+// retrieve`, `dgr mine` and by evaluation during training. No LibTorch here: the model comes in as a
+// retrieval::Seq2SeqScorer.
 #pragma once
 
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "common/world.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/scoring.h"
@@ -25,8 +27,18 @@ struct RetrievalStats {
   double queries_per_second() const { return seconds > 0 ? static_cast<double>(queries) / seconds : 0; }
 };
 
-// Collective. Rank 0 returns the run (top_k passages per query, best first, tag `tag`) and, when `keys` is
-// given, one JSON line per (query, passage) with the matched keys; other ranks return an empty run.
+// Collective over `control` (a host communicator, e.g. comm::make_host_communicator; every rank calls it
+// with the same queries): rank 0 returns the run (top_k passages per query, best first, tag `tag`) and,
+// when `keys` is given, one JSON line per (query, passage) with the matched keys; other ranks return an
+// empty run. A rank that does not arrive within control's deadline ends it with a CommError naming it.
+std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                                 const std::vector<data::Query>& queries,
+                                                 const RetrievalSettings& settings,
+                                                 const retrieval::ViewLimits& limits, comm::Communicator& control,
+                                                 const std::string& tag, std::vector<std::string>* keys,
+                                                 RetrievalStats* stats);
+// The same over a host communicator of its own (comm::make_host_communicator(world), the default
+// deadline comm::kControlTimeoutMs). Collective over every rank of `world`.
 std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                                  const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,
@@ -34,7 +46,7 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
                                                  const std::string& tag, std::vector<std::string>* keys,
                                                  RetrievalStats* stats);
 
-// Collective: for outputs too large to gather at once (`dgr mine`). Queries are retrieved in rounds of
+// Collective over `control` (as retrieve_queries): for outputs too large to gather at once (`dgr mine`). Queries are retrieved in rounds of
 // `queries_per_rank` x world size; within a round query i goes to rank i % world size. Each rank turns each
 // of its results into bytes with `encode(query index, query tokens, passages)`; after every round rank 0
 // receives the round's bytes and calls `consume(query index, bytes)` in query order, so rank 0 holds one
@@ -42,6 +54,11 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
 using EncodeRetrieved = std::function<std::string(size_t query, const std::vector<int32_t>& query_tokens,
                                                   const std::vector<retrieval::RetrievedPassage>& passages)>;
 using ConsumeRetrieved = std::function<void(size_t query, std::string bytes)>;
+RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
+                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
+                                  const retrieval::ViewLimits& limits, comm::Communicator& control,
+                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
+// The same over a host communicator of its own, as retrieve_queries.
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,

@@ -55,13 +55,13 @@ std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const
 }
 
 void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
-                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, const World& world,
+                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl) {
   auto log = log::get("train");
   for (const auto& set : sets) {
     RetrievalStats stats;
-    auto run = retrieve_queries(scorer, index, set.queries, settings, limits, world, "dgr", nullptr, &stats);
-    if (!world.is_root()) continue;
+    auto run = retrieve_queries(scorer, index, set.queries, settings, limits, control, "dgr", nullptr, &stats);
+    if (control.rank() != 0) continue;
     auto evaluation = retrieval::evaluate(run, set.qrels);
     log->info("eval {} {} at step {} (epoch {:.2f}): {} [{:.1f} queries/s]", point.when, set.split, point.step,
               point.epoch, retrieval::format_metrics(evaluation), stats.queries_per_second());

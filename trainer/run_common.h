@@ -49,10 +49,10 @@ struct EvalPoint {
   double epoch = 0;
   double elapsed_s = 0;
 };
-// Collective: retrieves every set's queries with `scorer` (sharded over the ranks); rank 0 logs the metrics
-// and appends one `eval` event per set to `jsonl` (ignored on other ranks).
+// Collective over `control` (a host communicator): retrieves every set's queries with `scorer` (sharded over
+// the ranks); rank 0 logs the metrics and appends one `eval` event per set to `jsonl` (ignored elsewhere).
 void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
-                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, const World& world,
+                   const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl);
 
 // Rank 0 (others return ""): writes OUT/model.h5 (checkpoints/export.h) with the model's weights, its

@@ -133,7 +133,8 @@ struct Trainer::State {
   std::shared_ptr<spdlog::logger> log = log::get("train");
   Clock::time_point start = Clock::now();
   torch::optim::AdamW optimizer;
-  std::unique_ptr<comm::Communicator> communicator;
+  std::unique_ptr<comm::Communicator> communicator;  // gradients and the step's small collectives
+  std::unique_ptr<comm::Communicator> control;       // host memory: evaluation's gathers (comm/communicator.h)
   std::unique_ptr<GradientReducer> reducer;
   std::vector<torch::Tensor> parameters;
   sharding::EpochSampler sampler;
@@ -218,7 +219,7 @@ void Trainer::State::evaluate(const std::string& when, Progress& meter) {
   }
   model->eval();
   auto scorer = make_model_scorer(model);
-  evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, world,
+  evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, *control,
                 {when.c_str(), progress.step, epoch(), seconds_since(start)}, jsonl);
   model->train();
   if (average) average->swap();
@@ -246,6 +247,7 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
                  std::shared_ptr<Seq2Seq> model, const IndexedCorpus& data, StageInfo stage, Objective& objective)
     : s_(std::make_unique<State>(options, world, device, std::move(model), data, std::move(stage), objective)) {
   State& s = *s_;
+  s.control = comm::make_host_communicator(world);
   s.reducer = std::make_unique<GradientReducer>(named_parameters(*s.model), *s.communicator,
                                                 reducer_options_from_mib(options.comm.bucket_mib, options.comm.piece_mib));
   s.parameters = s.model->parameters();
