@@ -70,7 +70,8 @@ std::vector<std::string> split_pseudo_queries(const DataLines& lines, std::strin
 // Note [Trust the header]: a TSV corpus whose first line is a header (first field "pid") declares its columns:
 // 3 (pid, title, text) or 4 (plus the pseudo-queries). Every data line must then have exactly that many
 // fields, so a stray tab inside a passage's text is an error naming the line instead of silently turning
-// the rest of the text into a pseudo-query column. Without a header a line may have 3 or 4 fields.
+// the rest of the text into a pseudo-query column. Without a header a line may have 3 or 4 fields. The
+// same for TSV qrels: a header `qid<TAB>pid` admits no third (grade) field. Queries have exactly 2 fields.
 
 // Parses a TSV corpus line; false for the header line, whose column count goes to `header_columns`.
 bool parse_tsv_passage(const DataLines& lines, const std::string& line, bool first, size_t& header_columns,
@@ -270,12 +271,21 @@ std::vector<Qrel> read_qrels(const std::string& path, const Corpus* corpus,
   size_t format_line = 0;
   std::string line;
   bool first = true;
+  size_t header_columns = 0;  // a TSV header "qid<TAB>pid[<TAB>grade]" declares the columns (Note [Trust the header])
   while (lines.next(line)) {
     auto words = text::split_ws(line);
     bool header = first && !words.empty() && words[0] == "qid";
     first = false;
-    if (header) continue;
+    if (header) {
+      header_columns = text::split(line, '\t').size();
+      continue;
+    }
     auto tabs = text::split(line, '\t');
+    if (header_columns == 2 && tabs.size() > 2) {
+      lines.fail(fmt::format("found {}, but the header (line 1) names 2 columns (qid<TAB>pid) (remove the extra "
+                             "fields, or declare a grade column in the header: qid<TAB>pid<TAB>grade)",
+                             count_fields(tabs.size(), "tab-separated")));
+    }
     int number = 0;
     if (format == Format::kUnknown) {
       if (words.size() == 4 && parse_int(words[1], &number)) {

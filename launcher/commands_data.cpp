@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
+#include "launcher/flags.h"
 #include "data/debian_dataset.h"
 #include "data/readers.h"
 #include "data/trec.h"
@@ -93,13 +94,13 @@ void add_data_commands(CLI::App& app, CommandTable& table) {
   build->add_flag("--force", cfg->force, "Replace the output directory if it exists");
   build->add_option("--min-content-words", cfg->min_content_words,
                     "Drop passages with fewer words outside boilerplate sentences")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   build->add_option("--boilerplate-min-sources", cfg->boilerplate_min_sources,
                     "A sentence found in this many source packages is boilerplate")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   build->add_option("--near-duplicate-jaccard", cfg->near_duplicate_jaccard,
                     "Word 5-gram Jaccard similarity from which a passage is a near duplicate")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(between(0, 1));
   table[build] = [cfg](const World& world) { return run_build_debian(*cfg, world); };
 
   auto check = std::make_shared<CheckOptions>();

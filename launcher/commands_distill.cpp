@@ -332,12 +332,12 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--index", m->index_dir, "Index directory ('' = DATA/index)");
   mine->add_option("--model", m->model, "Export file (OUT/model.h5 of `dgr train`, or from `dgr export`)");
   mine->add_option("--split", m->split, "Split whose queries are mined (labels from its qrels)");
-  mine->add_option("--max-keys", m->max_keys, "Keys kept per candidate, in matching order")->check(CLI::PositiveNumber);
+  mine->add_option("--max-keys", m->max_keys, "Keys kept per candidate, in matching order")->check(at_least(1));
   mine->add_option("--out", m->out_dir, "Mined directory to write (candidates.jsonl, candidates.tsv, run.trec, manifest.json)");
   add_retrieval_flags(*mine, m->settings, {.views_flag = "--views", .depth = true, .overlapped_keys = true});
   add_device_flags(*mine, m->device, false);
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
-  mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(CLI::PositiveNumber);
+  mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(at_least(1));
   mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");
   table[mine] = [m](const World& world) { return run_mine(*m, world); };
 
@@ -369,7 +369,7 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   prepare->add_option("--mined", p->mined_dir, "Mined directory (`dgr mine`)");
   prepare->add_option("--teacher", p->teacher_run, "Teacher run over exactly the mined candidates (`dgr teacher`)");
   prepare->add_option("--out", p->out_dir, "Prepared directory to write");
-  prepare->add_option("--shard-size", p->shard_size, "Queries per HDF5 shard")->check(CLI::PositiveNumber);
+  prepare->add_option("--shard-size", p->shard_size, "Queries per HDF5 shard")->check(at_least(1));
   prepare->add_option("--min-positives", p->min_positives, "Keep a query with at least this many positives");
   prepare->add_option("--min-negatives", p->min_negatives, "Keep a query with at least this many negatives");
   prepare->add_option("--max-score-gap", p->max_score_gap,

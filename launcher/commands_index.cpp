@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
+#include "launcher/flags.h"
 #include "retrieval/index_dir.h"
 #include "data/readers.h"
 
@@ -74,13 +75,13 @@ void add_index_commands(CLI::App& app, CommandTable& table) {
   index->add_option("--data", opts->data_dir, "Data set directory (corpus.tsv; queries.train.tsv trains the tokenizer too)");
   index->add_option("--out", opts->out, "Index directory ('' = DATA/index); an existing index directory is replaced");
   index->add_option("--vocab-size", opts->vocab_size, "Tokenizer vocabulary size (an upper bound on small corpora)")
-      ->check(CLI::Range(16, 1 << 20));
+      ->check(between(16, 1 << 20));
   index->add_option("--model-type", opts->model_type, "SentencePiece model type")
       ->check(CLI::IsMember({"unigram", "bpe"}));
   index->add_option("--tokenizer-model", opts->tokenizer_model,
                     "Use this SentencePiece .model (made by `dgr index`) instead of training one");
   index->add_option("--threads", opts->threads, "Tokenizer training threads (0 = the machine's cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   table[index] = [opts](const World& world) { return run_index(*opts, world); };
 }
 

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/commands.h"
+#include "launcher/flags.h"
 #include "retrieval/bm25.h"
 #include "retrieval/metrics.h"
 #include "data/readers.h"
@@ -164,9 +165,9 @@ void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   bm25_cmd->add_option("--data", bm25->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
   bm25_cmd->add_option("--split", bm25->splits, "Splits to run; repeatable")->check(CLI::IsMember({"train", "dev", "test"}));
   bm25_cmd->add_option("--out", bm25->out, "Run file for a single split ('' = DATA/bm25.SPLIT.trec)");
-  bm25_cmd->add_option("--k1", bm25->k1, "BM25 k1")->check(CLI::NonNegativeNumber);
-  bm25_cmd->add_option("--b", bm25->b, "BM25 b")->check(CLI::Range(0.0, 1.0));
-  bm25_cmd->add_option("--depth", bm25->depth, "Passages per query")->check(CLI::PositiveNumber);
+  bm25_cmd->add_option("--k1", bm25->k1, "BM25 k1")->check(at_least(0));
+  bm25_cmd->add_option("--b", bm25->b, "BM25 b")->check(between(0, 1));
+  bm25_cmd->add_option("--depth", bm25->depth, "Passages per query")->check(at_least(1));
   table[bm25_cmd] = [bm25](const World& world) { return run_bm25(*bm25, world); };
 }
 

@@ -291,4 +291,24 @@ TEST(Cli, DeviceAndPrecisionTakeKnownValuesOnly) {
   }
 }
 
+// Range errors say what the value must be, and --help shows each stage's default where they differ.
+TEST(Cli, RangeErrorsSayWhatTheValueMustBe) {
+  struct Case { const char* args; const char* message; };
+  for (const Case& c : {Case{"train --epochs -1", "--epochs: must be more than 0 (not -1)"},
+                        Case{"train --batch 0", "--batch: must be at least 1 (not 0)"},
+                        Case{"train --warmup 1.5", "--warmup: must be between 0 and 1 (not 1.5)"},
+                        Case{"retrieve --beam 0", "--beam: must be at least 1 (not 0)"},
+                        Case{"mine --depth -3", "--depth: must be at least 1 (not -3)"},
+                        Case{"index --vocab-size 3", "--vocab-size: must be between 16 and 1048576 (not 3)"}}) {
+    Result r = run_dgr(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args;
+    EXPECT_NE((r.out + r.err).find(c.message), std::string::npos) << c.args << ": " << r.out << r.err;
+  }
+  Result help = run_dgr("train --help");
+  for (const char* s : {"15 (distill: 3)", "64 (distill: 8)", "0.002 (distill: 0.0001)", "0.98 (distill: 0.999)",
+                        "0.01 (distill: 0)", "runs/stage1 (distill: runs/distill)"}) {
+    EXPECT_NE(help.out.find(s), std::string::npos) << s << " missing from:\n" << help.out;
+  }
+}
+
 }  // namespace

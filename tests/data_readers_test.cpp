@@ -166,6 +166,15 @@ TEST_F(ReadersTest, QrelsTrec) {
   EXPECT_EQ(qrels[2].grade, -1);
 }
 
+// Note [Trust the header]: a qrels header of two columns admits no grade column.
+TEST_F(ReadersTest, QrelsTsvHeaderDeclaresTheColumns) {
+  auto path = write("qrels_header.tsv", "qid\tpid\nq1\tp1\nq2\tp2\t2\n");
+  EXPECT_DATA_ERROR(read_qrels(path, nullptr, nullptr), path, 3, "the header (line 1) names 2 columns");
+  auto ok = read_qrels(write("qrels_graded.tsv", "qid\tpid\tgrade\nq1\tp1\nq2\tp2\t2\n"), nullptr, nullptr);
+  ASSERT_EQ(ok.size(), 2u);
+  EXPECT_EQ(ok[1].grade, 2);
+}
+
 TEST_F(ReadersTest, QrelsTsv) {
   auto qrels = read_qrels(write("qrels.tsv", "qid\tpid\tgrade\nq1\tp1\nq1\tp2\t3\n"), nullptr, nullptr);
   ASSERT_EQ(qrels.size(), 2u);

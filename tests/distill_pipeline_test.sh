@@ -173,33 +173,42 @@ set -e
 # Stage 2 on the prepared set (`dgr train --stage distill`, DGR loss, 2 ranks): a run stopped by a signal
 # (DGR_TEST_STOP_AT_STEP: rank 1 raises SIGUSR1 after step 3) exits 3 with a committed checkpoint, and
 # running the same command again resumes there and ends with exactly the weights of an uninterrupted run.
-# With --ema-decay the export holds the moving average, so the average is what must resume exactly.
 distill=("${mpiexec[@]}" -n 2 "$dgr" train --stage distill --data "$data" --prepared "$work/prep" --init-model "$work/run/model.h5"
          --epochs 2 --batch 4 --threads 1 --eval-every 0 --eval-max-queries 2 --beam 2 --views title)
-"${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/d_full" > "$work/d_full.log" 2>&1 || { cat "$work/d_full.log"; fail "stage 2"; }
+"${distill[@]}" --loss dgr --out "$work/d_full" > "$work/d_full.log" 2>&1 || { cat "$work/d_full.log"; fail "stage 2"; }
 grep -q "stage 2 done" "$work/d_full.log" || { cat "$work/d_full.log"; fail "stage 2 did not finish"; }
 grep -q '"rank_loss"' "$work/d_full/train.jsonl" || fail "no stage-2 train events in train.jsonl"
 set +e
-DGR_TEST_STOP_AT_STEP=3 "${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/d_part" > "$work/d_part1.log" 2>&1
+DGR_TEST_STOP_AT_STEP=3 "${distill[@]}" --loss dgr --out "$work/d_part" > "$work/d_part1.log" 2>&1
 rc=$?
 set -e
 [[ $rc -eq 3 ]] || { cat "$work/d_part1.log"; fail "a signal stop of stage 2 should exit 3, got $rc"; }
 [[ -f $work/d_part/checkpoints/step-00000003/COMMITTED ]] || fail "no committed stage-2 checkpoint at the stop step"
-"${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/d_part" > "$work/d_part2.log" 2>&1 || { cat "$work/d_part2.log"; fail "resumed stage 2"; }
+"${distill[@]}" --loss dgr --out "$work/d_part" > "$work/d_part2.log" 2>&1 || { cat "$work/d_part2.log"; fail "resumed stage 2"; }
 grep -q "resumed from .*step-00000003 (step 3" "$work/d_part2.log" || { cat "$work/d_part2.log"; fail "stage 2 did not resume from step 3"; }
 h5diff "$work/d_full/model.h5" "$work/d_part/model.h5" /weights /weights > "$work/h5diff.txt" 2>&1 \
   || { head -20 "$work/h5diff.txt"; fail "stopped + resumed stage 2 differs from the uninterrupted run"; }
-# The average is in every checkpoint and in the config, and a checkpoint's export is the average, as the
-# run's own export is; a run without --ema-decay exports other weights (the last ones).
-last_step=$(ls -d "$work/d_part/checkpoints"/step-* | tail -n 1)
+# The moving average of the weights in stage 2 (--ema-decay): the export holds the average, so the average
+# is what must resume exactly; it is in every checkpoint and in the config; a checkpoint's export is the
+# average, as the run's own export is; and it differs from the last weights (the run without it above).
+"${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/e_full" > "$work/e_full.log" 2>&1 || { cat "$work/e_full.log"; fail "stage 2 with --ema-decay"; }
+set +e
+DGR_TEST_STOP_AT_STEP=3 "${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/e_part" > "$work/e_part1.log" 2>&1
+rc=$?
+set -e
+[[ $rc -eq 3 ]] || { cat "$work/e_part1.log"; fail "a signal stop of stage 2 with --ema-decay should exit 3, got $rc"; }
+"${distill[@]}" --loss dgr --ema-decay 0.9 --out "$work/e_part" > "$work/e_part2.log" 2>&1 || { cat "$work/e_part2.log"; fail "resumed stage 2 with --ema-decay"; }
+grep -q "resumed from .*step-00000003 (step 3" "$work/e_part2.log" || { cat "$work/e_part2.log"; fail "stage 2 with --ema-decay did not resume from step 3"; }
+h5diff "$work/e_full/model.h5" "$work/e_part/model.h5" /weights /weights > "$work/h5diff_ema.txt" 2>&1 \
+  || { head -20 "$work/h5diff_ema.txt"; fail "stopped + resumed stage 2 with --ema-decay differs from the uninterrupted run"; }
+last_step=$(ls -d "$work/e_part/checkpoints"/step-* | tail -n 1)
 n_ema=$(h5ls -r "$last_step/model.h5" | grep -c '^/ema/' || true)
-[[ $n_ema -gt 0 ]] || fail "no ema/ arrays in the stage-2 checkpoint"
-grep -Eq '"ema_decay": ?0.9' "$work/d_full/config.json" || fail "stage 2's config.json does not record ema_decay"
-"$dgr" export --checkpoints "$work/d_full/checkpoints" --out "$work/d_export.h5" > /dev/null
-h5diff "$work/d_full/model.h5" "$work/d_export.h5" /weights /weights > /dev/null \
+[[ $n_ema -gt 0 ]] || fail "no ema/ arrays in the stage-2 checkpoint $last_step"
+grep -Eq '"ema_decay": ?0.9' "$work/e_full/config.json" || fail "stage 2's config.json does not record ema_decay"
+"$dgr" export --checkpoints "$work/e_full/checkpoints" --out "$work/e_export.h5" > /dev/null
+h5diff "$work/e_full/model.h5" "$work/e_export.h5" /weights /weights > /dev/null \
   || fail "the stage-2 checkpoint's export differs from the run's export (the average)"
-"${distill[@]}" --loss dgr --out "$work/d_last" > "$work/d_last.log" 2>&1 || { cat "$work/d_last.log"; fail "stage 2 without ema"; }
-if h5diff -q "$work/d_full/model.h5" "$work/d_last/model.h5" /weights /weights > /dev/null 2>&1; then
+if h5diff -q "$work/e_full/model.h5" "$work/d_full/model.h5" /weights /weights > /dev/null 2>&1; then
   fail "--ema-decay did not change stage 2's export"
 fi
 # The distilled export retrieves like the stage-1 one.
