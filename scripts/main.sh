@@ -2,8 +2,9 @@
 # The README's main command: installs the dependencies, builds dgr and runs the main job on the embedded
 # default data set: build and validate the data set, the BM25 baseline, `dgr index` (tokenizer + FM-index),
 # stage 1 (MINDER) on 2 ranks, retrieval of dev and test, then stage 2: mining of the training queries,
-# the built-in BM25 teacher, the prepared distillation data set, distillation with LTRGR's and DGR's
-# losses, retrieval with each, and one table of BM25, stage 1, LTRGR and DGR on dev, test and both pooled.
+# the built-in BM25 teacher, the prepared distillation data set, stage 2 with the generation loss only
+# (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
+# control, LTRGR and DGR on dev, test and both pooled.
 # Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [-- extra stage-1 `dgr train` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,23 +48,26 @@ echo "stage 1: $(( $(date +%s) - start )) s on $ranks ranks"
   --config "configs/stage1-$subset.toml"
 
 # Stage 2: mine the training queries with the stage-1 model, let the teacher (BM25, built in) order the
-# candidates, prepare the distillation data set, then distill with LTRGR's loss and with DGR's.
+# candidates, prepare the distillation data set, then train stage 2 three times from the stage-1 model on the
+# same queries with the same schedule and seed: the generation loss only (the control that isolates the
+# ranking loss, method.md section 11), LTRGR's loss and DGR's.
 start=$(date +%s)
 "${mpi[@]}" -n "$ranks" $dgr mine --data "$data" --model "$run/model.h5" --split train --out "$run2/mined" \
   --config "configs/distill-$subset.toml"
 $dgr teacher bm25 --mined "$run2/mined" --data "$data" --out "$run2/teacher.bm25.trec"
 $dgr prepare --mined "$run2/mined" --teacher "$run2/teacher.bm25.trec" --out "$run2/prepared"
-for loss in ltrgr dgr; do
+for loss in generation ltrgr dgr; do
   "${mpi[@]}" -n "$ranks" $dgr train --stage distill --loss "$loss" --data "$data" --init-model "$run/model.h5" \
     --prepared "$run2/prepared" --out "$run2/$loss" --config "configs/distill-$subset.toml" "${extra2[@]}"
   "${mpi[@]}" -n "$ranks" $dgr retrieve --data "$data" --model "$run2/$loss/model.h5" --split dev --split test \
     --out "$run2/$loss" --config "configs/distill-$subset.toml"
 done
-echo "stage 2 (mine, teacher, prepare, LTRGR, DGR): $(( $(date +%s) - start )) s on $ranks ranks"
+echo "stage 2 (mine, teacher, prepare, control, LTRGR, DGR): $(( $(date +%s) - start )) s on $ranks ranks"
 
 echo
-echo "== $subset: BM25 (the teacher), stage 1 (MINDER), LTRGR and DGR distilled from BM25 =="
+echo "== $subset: BM25 (the teacher), stage 1 (MINDER), the generation-only control, LTRGR and DGR distilled from BM25 =="
 $dgr report --data "$data" --split dev --split test --out "$run2/report.md" \
   --system "BM25=$data/bm25.{split}.trec" --system "stage 1 (MINDER)=$run/run.{split}.trec" \
-  --system "LTRGR=$run2/ltrgr/run.{split}.trec" --system "DGR=$run2/dgr/run.{split}.trec"
+  --system "generation only=$run2/generation/run.{split}.trec" --system "LTRGR=$run2/ltrgr/run.{split}.trec" \
+  --system "DGR=$run2/dgr/run.{split}.trec"
 echo "(table saved in $run2/report.md; every run's curves: $dgr plot $run/train.jsonl $run2/dgr/train.jsonl --out plot.png)"
