@@ -3,8 +3,11 @@
 #include <iostream>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "comm/communicator.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
@@ -39,9 +42,33 @@ int run_build_debian(const data::DebianDataConfig& cfg, const World& world) {
   return rc;
 }
 
+// A data set directory's manifest.json (from `dgr data build-debian`, or a pinned set under datasets/) lists
+// the SHA-256 of every file: each must match, so that figures are reported on exactly the data they name.
+void check_manifest(const std::string& data_dir) {
+  const fs::path manifest_path = fs::path(data_dir) / "manifest.json";
+  if (!fs::exists(manifest_path)) return;
+  const auto manifest = nlohmann::json::parse(files::read_all(manifest_path.string()), nullptr, false);
+  DGR_CHECK_AS(DataError, !manifest.is_discarded() && manifest.is_object(),
+               "{}: not valid JSON (restore it, or rebuild the data set with `dgr data build-debian`)",
+               manifest_path.string());
+  if (!manifest.contains("files")) return;
+  for (const auto& [name, expected] : manifest.at("files").items()) {
+    const std::string path = (fs::path(data_dir) / name).string();
+    DGR_CHECK_AS(DataError, fs::exists(path), "{}: missing, but {} lists it (restore it, or rebuild the data set "
+                 "with `dgr data build-debian`)", path, manifest_path.string());
+    const std::string actual = files::sha256_file(path);
+    DGR_CHECK_AS(DataError, actual == expected.get<std::string>(),
+                 "{}: SHA-256 {} but {} says {}: the file changed since the data set was made (restore it, e.g. "
+                 "`git checkout datasets/`, or rebuild the data set with `dgr data build-debian`)", path, actual,
+                 manifest_path.string(), expected.get<std::string>());
+  }
+  std::cout << fmt::format("{}: {} files match their SHA-256\n", manifest_path.string(), manifest.at("files").size());
+}
+
 int run_check(CheckOptions opts, const World& world) {
   if (!opts.data_dir.empty()) {
     DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
+    if (world.is_root()) check_manifest(opts.data_dir);
     if (opts.corpus.empty()) opts.corpus = (fs::path(opts.data_dir) / "corpus.tsv").string();
     for (const char* split : {"train", "dev", "test"}) {
       fs::path q = fs::path(opts.data_dir) / fmt::format("queries.{}.tsv", split);

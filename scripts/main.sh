@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The README's main command: installs the dependencies, builds dgr and runs the main job on the embedded
-# default data set: build and validate the data set, the BM25 baseline, `dgr index` (tokenizer + FM-index),
+# default data set: copy the pinned data set (datasets/; built from the Debian lists with --rebuild-data or
+# for full) and validate it, the BM25 baseline, `dgr index` (tokenizer + FM-index),
 # stage 1 (MINDER) on 2 ranks, retrieval of dev and test, then stage 2: mining of the training queries,
 # the built-in BM25 teacher, the prepared distillation data set, stage 2 with the generation loss only
 # (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
 # control, LTRGR and DGR on dev, test and both pooled.
-# Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [-- extra stage-1 `dgr train` flags]
+# Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data]
+#                        [-- extra stage-1 `dgr train` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset=tiny
@@ -13,6 +15,7 @@ ranks=2
 extra=()
 extra2=()
 seed=""
+rebuild_data=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --subset) subset="$2"; shift 2 ;;
@@ -21,8 +24,9 @@ while [[ $# -gt 0 ]]; do
     --ranks=*) ranks="${1#*=}"; shift ;;
     --seed) seed="$2"; shift 2 ;;
     --seed=*) seed="${1#*=}"; shift ;;
+    --rebuild-data) rebuild_data=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [-- dgr train flags])" >&2; exit 2 ;;
+    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
   esac
 done
 scripts/install-deps.sh
@@ -36,7 +40,15 @@ if [[ -n $seed ]]; then extra=(--seed "$seed" "${extra[@]}"); extra2=(--seed "$s
 mpi=(mpiexec --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
 
-$dgr data build-debian --subset "$subset" --out "$data" --force
+# tiny and small: the pinned copies in datasets/ (their SHA-256 checked by `dgr data check` against the
+# manifest), so that figures do not move with the day's Debian lists; full, or --rebuild-data: built from
+# the lists of the day.
+if [[ -d datasets/debian-$subset && $rebuild_data -eq 0 ]]; then
+  rm -rf "$data" && mkdir -p "$data" && cp "datasets/debian-$subset"/* "$data"/
+  echo "data: the pinned $subset set (datasets/debian-$subset)"
+else
+  $dgr data build-debian --subset "$subset" --out "$data" --force
+fi
 $dgr data check --data "$data"
 $dgr bm25 --data "$data" --split dev --split test | tee "$data/bm25.txt"
 $dgr index --data "$data" --out "$data/index"

@@ -311,4 +311,26 @@ TEST(Cli, RangeErrorsSayWhatTheValueMustBe) {
   }
 }
 
+// The pinned data sets verify against their manifests; a changed file is an error naming it.
+TEST(Cli, DataCheckVerifiesTheManifestsSha256) {
+  for (const char* subset : {"tiny", "small"}) {
+    const std::string dir = std::string(DGR_SOURCE_DIR) + "/datasets/debian-" + subset;
+    Result r = run_dgr("data check --data " + dir);
+    EXPECT_EQ(r.exit_code, 0) << dir << ": " << r.out << r.err;
+    EXPECT_NE(r.out.find("7 files match their SHA-256"), std::string::npos) << r.out;
+  }
+  const fs::path copy = test_dir() / "pinned_tiny";
+  fs::create_directories(copy);
+  for (const auto& entry : fs::directory_iterator(std::string(DGR_SOURCE_DIR) + "/datasets/debian-tiny"))
+    fs::copy_file(entry.path(), copy / entry.path().filename(), fs::copy_options::overwrite_existing);
+  {
+    std::ofstream out(copy / "queries.dev.tsv", std::ios::app);
+    out << "qextra\tone more query\n";
+  }
+  Result r = run_dgr("data check --data " + copy.string());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find((copy / "queries.dev.tsv").string() + ": SHA-256"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("git checkout datasets/"), std::string::npos) << r.err;
+}
+
 }  // namespace
