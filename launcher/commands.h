@@ -23,8 +23,10 @@ inline constexpr const char* kDeviceHelp =
 // `dgr data build-debian` and `dgr data check`.
 void add_data_commands(CLI::App& app, CommandTable& table);
 
-// `dgr evaluate` and `dgr bm25`.
+// `dgr evaluate`, `dgr report` and `dgr bm25`.
 void add_retrieval_commands(CLI::App& app, CommandTable& table);
+// `dgr report`: the systems' table with seeds and significance marks (commands_report.cpp).
+void add_report_command(CLI::App& app, CommandTable& table);
 void add_index_commands(CLI::App& app, CommandTable& table);  // `dgr index` (commands_index.cpp)
 
 // `dgr train`, `dgr retrieve` and `dgr export`.

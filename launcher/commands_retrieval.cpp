@@ -1,5 +1,5 @@
-// `dgr evaluate` (metrics of a TREC run against qrels), `dgr report` (a table of several systems' runs on
-// several splits, pooled too) and `dgr bm25` (the BM25 baseline run on a data set).
+// `dgr evaluate` (metrics of a TREC run against qrels) and `dgr bm25` (the BM25 baseline run on a data set);
+// `dgr report` is registered between them (commands_report.cpp).
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -28,13 +28,6 @@ struct EvaluateOptions {
   std::string corpus;  // optional: check the run's pids against it
 };
 
-struct ReportOptions {
-  std::string data_dir = "data/debian-tiny";
-  std::vector<std::string> systems;  // NAME=RUN, RUN may contain {split}
-  std::vector<std::string> splits = {"dev", "test"};
-  std::string out;                   // also write the table here (markdown)
-};
-
 struct Bm25CommandOptions {
   std::string data_dir = "data/debian-tiny";
   std::vector<std::string> splits = {"dev", "test"};
@@ -60,59 +53,6 @@ int run_evaluate(const EvaluateOptions& opts, const World& world) {
   if (evaluation.queries_missing_from_run > 0) {
     log::get("eval")->warn("{} of {} judged queries have no entry in {} (scored 0)",
                            evaluation.queries_missing_from_run, evaluation.num_queries, opts.run);
-  }
-  return 0;
-}
-
-// One row per (system, split), and per system the splits pooled (each split has few queries here).
-int run_report(const ReportOptions& opts, const World& world) {
-  DGR_CHECK_AS(ConfigError, !opts.systems.empty(), "dgr report needs at least one --system NAME=RUN");
-  if (!world.is_root()) return 0;
-  const fs::path data(opts.data_dir);
-  auto corpus = data::read_corpus((data / "corpus.tsv").string());
-  std::vector<std::vector<data::Qrel>> qrels;  // [split]
-  for (const auto& split : opts.splits) {
-    auto queries = data::read_queries((data / ("queries." + split + ".tsv")).string());
-    qrels.push_back(data::read_qrels((data / ("qrels." + split + ".tsv")).string(), &corpus, &queries));
-  }
-  const retrieval::MetricsOptions metrics;
-  const std::vector<std::string> columns = {"R@1", "R@5", "R@10", "R@20", "MRR@10"};
-  std::string table = "| system | split | queries |";
-  for (const auto& c : columns) table += " " + c + " |";
-  table += "\n|---|---|---:|";
-  for (size_t c = 0; c < columns.size(); ++c) table += "---:|";
-  table += "\n";
-  auto add_row = [&](const std::string& name, const std::string& split, const retrieval::Evaluation& e) {
-    table += fmt::format("| {} | {} | {} |", name, split, e.num_queries);
-    for (const auto& c : columns) table += fmt::format(" {:.3f} |", e.mean.at(c));
-    table += "\n";
-  };
-  for (const auto& system : opts.systems) {
-    const size_t eq = system.find('=');
-    DGR_CHECK_AS(ConfigError, eq != std::string::npos && eq > 0 && eq + 1 < system.size(),
-                 "--system '{}': expected NAME=RUN (RUN may contain {{split}}), e.g. BM25=data/bm25.{{split}}.trec", system);
-    const std::string name = system.substr(0, eq), pattern = system.substr(eq + 1);
-    std::vector<data::RunEntry> pooled_run;
-    std::vector<data::Qrel> pooled_qrels;
-    for (size_t s = 0; s < opts.splits.size(); ++s) {
-      std::string path = pattern;
-      for (size_t at; (at = path.find("{split}")) != std::string::npos;) path.replace(at, 7, opts.splits[s]);
-      auto run = data::read_trec_run(path, &corpus, nullptr);
-      add_row(name, opts.splits[s], retrieval::evaluate(run, qrels[s], metrics));
-      pooled_run.insert(pooled_run.end(), run.begin(), run.end());
-      pooled_qrels.insert(pooled_qrels.end(), qrels[s].begin(), qrels[s].end());
-    }
-    if (opts.splits.size() > 1) {
-      std::string pooled_name;
-      for (const auto& split : opts.splits) pooled_name += (pooled_name.empty() ? "" : "+") + split;
-      add_row(name, pooled_name, retrieval::evaluate(pooled_run, pooled_qrels, metrics));
-    }
-  }
-  std::cout << table << std::flush;
-  if (!opts.out.empty()) {
-    files::AtomicFile file(opts.out);
-    file.write(table);
-    file.commit();
   }
   return 0;
 }
@@ -150,14 +90,7 @@ void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   evaluate->add_option("--corpus", eval->corpus, "Corpus to check the run's passage ids against (optional)");
   table[evaluate] = [eval](const World& world) { return run_evaluate(*eval, world); };
 
-  auto report = std::make_shared<ReportOptions>();
-  CLI::App* report_cmd = app.add_subcommand("report", "A table of several systems' runs on several splits (and the "
-                                                      "splits pooled): R@1/5/10/20, MRR@10");
-  report_cmd->add_option("--data", report->data_dir, "Data set directory (corpus.tsv, queries/qrels.SPLIT.tsv)");
-  report_cmd->add_option("--system", report->systems, "NAME=RUN, where RUN may contain {split}; repeatable, in row order");
-  report_cmd->add_option("--split", report->splits, "Splits; repeatable");
-  report_cmd->add_option("--out", report->out, "Also write the table (markdown) to this file");
-  table[report_cmd] = [report](const World& world) { return run_report(*report, world); };
+  add_report_command(app, table);  // `dgr report` (commands_report.cpp), listed after evaluate
 
   auto bm25 = std::make_shared<Bm25CommandOptions>();
   CLI::App* bm25_cmd = app.add_subcommand("bm25", "BM25 baseline (Xapian): run the queries of a data set, write "

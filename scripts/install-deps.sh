@@ -18,7 +18,7 @@ if [[ "${1:-}" == "--with-slurm" ]]; then
   packages+=(slurmd slurmctld slurm-client munge iproute2 util-linux)
 fi
 # Side-by-side references (benchmarks and checks only; dgr itself never needs them).
-packages+=(python3-torch python3-h5py python3-numpy)
+packages+=(python3-torch python3-h5py python3-numpy python3-scipy)
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "install-deps: must run as root (apt-get install); try: sudo $0 $*" >&2
