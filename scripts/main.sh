@@ -5,7 +5,8 @@
 # stage 1 (MINDER) on 2 ranks, retrieval of dev and test, then stage 2: mining of the training queries,
 # the built-in BM25 teacher, the prepared distillation data set, stage 2 with the generation loss only
 # (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
-# control, LTRGR and DGR on dev, test and both pooled.
+# control, LTRGR and DGR on dev, test and both pooled, LTRGR and DGR marked where a paired test (Holm) finds
+# them different from the control or from stage 1.
 # Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data]
 #                        [-- extra stage-1 `dgr train` flags]
 set -euo pipefail
@@ -81,5 +82,7 @@ echo "== $subset: BM25 (the teacher), stage 1 (MINDER), the generation-only cont
 $dgr report --data "$data" --split dev --split test --out "$run2/report.md" \
   --system "BM25=$data/bm25.{split}.trec" --system "stage 1 (MINDER)=$run/run.{split}.trec" \
   --system "generation only=$run2/generation/run.{split}.trec" --system "LTRGR=$run2/ltrgr/run.{split}.trec" \
-  --system "DGR=$run2/dgr/run.{split}.trec"
+  --system "DGR=$run2/dgr/run.{split}.trec" \
+  --compare "LTRGR:generation only" --compare "DGR:generation only" \
+  --compare "LTRGR:stage 1 (MINDER)" --compare "DGR:stage 1 (MINDER)"
 echo "(table saved in $run2/report.md; every run's curves: $dgr plot $run/train.jsonl $run2/dgr/train.jsonl --out plot.png)"
