@@ -29,7 +29,7 @@ std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpu
 // Scores are written with 6 decimals and trec_eval reads them into a 32-bit float, where it breaks ties
 // by pid in reverse. So within a query, in the given (rank) order, an entry whose written score, read as
 // a float, is not below the previous entry's is written as the largest 6-decimal number that is:
-// 1e-6 below for |score| < 8, one float step (about 1.2e-7 of the score) further out. The order and
+// 1e-6 below for |score| < 16, about one float step (1.2e-7 of the score, 2^-23) above. The order and
 // every other score stay as they are; docs/evaluation.md.
 
 // Applies Note [Written scores] to `run` in place: the scores of each query, taken in `run`'s order,
