@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -103,7 +105,55 @@ std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpu
   return run;
 }
 
-void write_trec_run(const std::string& path, const std::vector<RunEntry>& run) {
+namespace {
+
+// A score as trec_eval reads the 6-decimal text dgr writes: atof, then a 32-bit float.
+float read_back(double score) { return static_cast<float>(std::strtod(fmt::format("{:.6f}", score).c_str(), nullptr)); }
+
+// The largest 6-decimal number whose read-back float is below `above` (Note [Written scores]).
+double largest_below(float above) {
+  constexpr double kScale = 1e6;  // the written decimals
+  const float target = std::nextafter(above, -std::numeric_limits<float>::infinity());
+  double micro = std::floor(static_cast<double>(target) * kScale);
+  for (int step = 0; read_back(micro / kScale) >= above; ++step) {
+    DGR_CHECK(step < 1000, "untie_scores: no 6-decimal score below {} found", above);
+    micro -= 1;
+  }
+  return micro / kScale;
+}
+
+}  // namespace
+
+void untie_scores(std::vector<RunEntry>& run) {
+  struct Last {
+    int rank;
+    double score;  // as given
+    float written;  // as read back
+  };
+  std::unordered_map<std::string, Last> last;  // qid -> its previous entry
+  for (RunEntry& entry : run) {
+    DGR_CHECK(std::isfinite(entry.score), "untie_scores: query {} passage {} has score {}", entry.qid, entry.pid,
+              entry.score);
+    auto it = last.find(entry.qid);
+    if (it == last.end()) {
+      last.emplace(entry.qid, Last{entry.rank, entry.score, read_back(entry.score)});
+      continue;
+    }
+    Last& above = it->second;
+    DGR_CHECK(entry.rank > above.rank && entry.score <= above.score,
+              "untie_scores: query {}: rank {} (score {}) follows rank {} (score {}), expected each query's "
+              "entries by increasing rank and non-increasing score",
+              entry.qid, entry.rank, entry.score, above.rank, above.score);
+    above.rank = entry.rank;
+    above.score = entry.score;
+    if (read_back(entry.score) >= above.written) entry.score = largest_below(above.written);
+    above.written = read_back(entry.score);
+  }
+}
+
+void write_trec_run(const std::string& path, const std::vector<RunEntry>& given) {
+  std::vector<RunEntry> run = given;
+  untie_scores(run);
   files::AtomicFile file(path);
   std::string line;
   for (const RunEntry& entry : run) {

@@ -25,8 +25,21 @@ struct RunEntry {
 std::vector<RunEntry> read_trec_run(const std::string& path, const Corpus* corpus,
                                     const std::vector<Query>* queries);
 
-// Writes `run` as a TREC run, one line per entry in the given order, scores with 6 decimals (an empty tag
-// is written as "bm25"); atomically: `path` appears complete or not at all.
+// Note [Written scores]: a run dgr writes has no tied scores, so every tool reads the order dgr meant.
+// Scores are written with 6 decimals and trec_eval reads them into a 32-bit float, where it breaks ties
+// by pid in reverse. So within a query, in the given (rank) order, an entry whose written score, read as
+// a float, is not below the previous entry's is written as the largest 6-decimal number that is:
+// 1e-6 below for |score| < 16, about one float step (1.2e-7 of the score, 2^-23) above. The order and
+// every other score stay as they are; docs/evaluation.md.
+
+// Applies Note [Written scores] to `run` in place: the scores of each query, taken in `run`'s order,
+// become strictly decreasing as 6-decimal numbers read as floats. Idempotent. Throws Error when the
+// ranks of a query are not increasing in `run`'s order or its scores increase (a caller's bug).
+void untie_scores(std::vector<RunEntry>& run);
+
+// Writes `run` as a TREC run, one line per entry in the given order (each query's entries by rank),
+// scores with 6 decimals and untied (Note [Written scores]); an empty tag is written as "bm25";
+// atomically: `path` appears complete or not at all.
 void write_trec_run(const std::string& path, const std::vector<RunEntry>& run);
 
 }  // namespace dgr::data

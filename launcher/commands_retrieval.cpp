@@ -26,6 +26,7 @@ struct EvaluateOptions {
   std::string run;
   std::vector<std::string> qrels;
   std::string corpus;  // optional: check the run's pids against it
+  std::string per_query;  // optional: per-query metrics as TSV (retrieval::format_per_query_tsv)
 };
 
 struct Bm25CommandOptions {
@@ -50,6 +51,11 @@ int run_evaluate(const EvaluateOptions& opts, const World& world) {
   auto run = data::read_trec_run(opts.run, corpus.get(), nullptr);
   auto evaluation = retrieval::evaluate(run, qrels);
   std::cout << opts.run << ": " << retrieval::format_metrics(evaluation) << "\n";
+  if (!opts.per_query.empty()) {
+    files::AtomicFile file(opts.per_query);
+    file.write(retrieval::format_per_query_tsv(evaluation));
+    file.commit();
+  }
   if (evaluation.queries_missing_from_run > 0) {
     log::get("eval")->warn("{} of {} judged queries have no entry in {} (scored 0)",
                            evaluation.queries_missing_from_run, evaluation.num_queries, opts.run);
@@ -84,10 +90,14 @@ int run_bm25(const Bm25CommandOptions& opts, const World& world) {
 
 void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   auto eval = std::make_shared<EvaluateOptions>();
-  CLI::App* evaluate = app.add_subcommand("evaluate", "Metrics of a TREC run against qrels: R@1/5/10/20/100, MRR@10, nDCG@10");
+  CLI::App* evaluate = app.add_subcommand("evaluate", "Metrics of a TREC run against qrels: R@1/5/10/20/100, MRR@10, nDCG@10; "
+                                                       "the run ordered as trec_eval orders it (by score, ties by pid "
+                                                       "descending; the rank column ignored)");
   evaluate->add_option("--run", eval->run, "TREC run file (qid Q0 pid rank score tag)");
   evaluate->add_option("--qrels", eval->qrels, "Qrels: TREC or TSV; repeatable (e.g. dev and test pooled)");
   evaluate->add_option("--corpus", eval->corpus, "Corpus to check the run's passage ids against (optional)");
+  evaluate->add_option("--per-query", eval->per_query, "Also write every evaluated query's metrics here (TSV: qid and "
+                                                       "one column per metric)");
   table[evaluate] = [eval](const World& world) { return run_evaluate(*eval, world); };
 
   add_report_command(app, table);  // `dgr report` (commands_report.cpp), listed after evaluate

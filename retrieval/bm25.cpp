@@ -110,6 +110,7 @@ std::vector<data::RunEntry> Bm25Index::run(const std::vector<data::Query>& queri
       entries.push_back(data::RunEntry{query.qid, std::move(pid), ++rank, score, "bm25"});
     }
   }
+  data::untie_scores(entries);  // as written, so its metrics are the file's (data/trec.h, Note [Written scores])
   return entries;
 }
 }  // namespace dgr::retrieval

@@ -10,6 +10,14 @@
 
 namespace dgr::retrieval {
 
+void order_as_trec_eval(std::vector<const data::RunEntry*>& entries) {
+  std::stable_sort(entries.begin(), entries.end(), [](const data::RunEntry* a, const data::RunEntry* b) {
+    const float score_a = static_cast<float>(a->score), score_b = static_cast<float>(b->score);
+    if (score_a != score_b) return score_a > score_b;
+    return a->pid.compare(b->pid) > 0;  // char_traits<char> compares bytes as unsigned, as strcmp
+  });
+}
+
 Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<data::Qrel>& qrels,
                     const MetricsOptions& options) {
   std::unordered_map<std::string, std::unordered_map<std::string, int>> grades;  // qid -> pid -> grade
@@ -20,11 +28,7 @@ Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<da
   for (const auto& e : run) by_query[e.qid].push_back(&e);
 
   Evaluation out;
-  std::vector<std::string> names;
-  for (int k : options.recall_at) names.push_back(fmt::format("R@{}", k));
-  names.push_back(fmt::format("MRR@{}", options.mrr_at));
-  names.push_back(fmt::format("nDCG@{}", options.ndcg_at));
-  for (const auto& name : names) out.mean[name] = 0;
+  for (const auto& name : metric_names(options)) out.mean[name] = 0;
   for (const auto& [qid, entries] : by_query) {
     if (grades.find(qid) == grades.end()) ++out.queries_without_relevant;
   }
@@ -36,11 +40,7 @@ Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<da
       ++out.queries_missing_from_run;
     } else {
       std::vector<const data::RunEntry*> entries = it->second;
-      std::stable_sort(entries.begin(), entries.end(), [](const auto* a, const auto* b) {
-        if (a->rank != b->rank) return a->rank < b->rank;
-        if (a->score != b->score) return a->score > b->score;
-        return a->pid < b->pid;
-      });
+      order_as_trec_eval(entries);
       std::set<std::string> seen;
       for (const auto* e : entries) {
         if (seen.insert(e->pid).second) ranking.push_back(e->pid);
@@ -82,15 +82,33 @@ Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<da
   return out;
 }
 
+std::vector<std::string> metric_names(const MetricsOptions& options) {
+  std::vector<std::string> names;
+  for (int k : options.recall_at) names.push_back(fmt::format("R@{}", k));
+  names.push_back(fmt::format("MRR@{}", options.mrr_at));
+  names.push_back(fmt::format("nDCG@{}", options.ndcg_at));
+  return names;
+}
+
 std::string format_metrics(const Evaluation& evaluation, const MetricsOptions& options) {
   std::string s;
-  auto add = [&](const std::string& name) {
+  for (const auto& name : metric_names(options)) {
     s += fmt::format("{}{} {:.4f}", s.empty() ? "" : "  ", name, evaluation.mean.at(name));
-  };
-  for (int k : options.recall_at) add(fmt::format("R@{}", k));
-  add(fmt::format("MRR@{}", options.mrr_at));
-  add(fmt::format("nDCG@{}", options.ndcg_at));
+  }
   return s + fmt::format("  (queries {})", evaluation.num_queries);
+}
+
+std::string format_per_query_tsv(const Evaluation& evaluation, const MetricsOptions& options) {
+  const auto names = metric_names(options);
+  std::string s = "qid";
+  for (const auto& name : names) s += "\t" + name;
+  s += "\n";
+  for (const auto& [qid, values] : evaluation.per_query) {  // std::map: by qid
+    s += qid;
+    for (const auto& name : names) s += fmt::format("\t{}", values.at(name));
+    s += "\n";
+  }
+  return s;
 }
 
 }  // namespace dgr::retrieval

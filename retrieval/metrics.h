@@ -18,10 +18,14 @@ struct MetricsOptions {
 };
 
 // Note [Metric conventions]:
-// - the run is ordered by rank (then by descending score, then pid) per query; a pid listed twice counts once;
+// - each query's entries are ordered as trec_eval orders them (form_res_rels.c): by score read as a 32-bit
+//   float, descending, ties by pid in reverse byte order (strcmp); the rank column is ignored. dgr's own
+//   runs have no ties (data/trec.h, Note [Written scores]), so this is their rank order; a pid listed
+//   twice counts once, at its first place;
 // - relevant = grade > 0; Recall@k = relevant passages in the top k / relevant passages of the query;
 // - MRR@k = 1 / rank of the first relevant passage within the top k, else 0;
-// - nDCG@k = DCG@k / ideal DCG@k with gain (2^grade - 1) and discount log2(rank + 1);
+// - nDCG@k = DCG@k / ideal DCG@k with gain (2^grade - 1) and discount log2(rank + 1) (trec_eval's
+//   ndcg_cut.k takes the grade itself as the gain: the same on binary qrels);
 // - queries are the ones with at least one relevant passage in the qrels; a query of the qrels with no
 //   entry in the run counts with 0 for every metric; run queries without relevant passages are ignored
 //   (counted in `queries_without_relevant`).
@@ -33,10 +37,20 @@ struct Evaluation {
   int queries_without_relevant = 0;  // run queries ignored for having no relevant passage
 };
 
+// Sorts one query's entries into trec_eval's order (Note [Metric conventions]).
+void order_as_trec_eval(std::vector<const data::RunEntry*>& entries);
+
 Evaluation evaluate(const std::vector<data::RunEntry>& run, const std::vector<data::Qrel>& qrels,
                     const MetricsOptions& options = {});
 
 // "R@1 0.7917  R@5 ...  MRR@10 ...  nDCG@10 ..." in a fixed order.
 std::string format_metrics(const Evaluation& evaluation, const MetricsOptions& options = {});
+
+// The metric names in format_metrics' order: "R@1", ..., "MRR@10", "nDCG@10".
+std::vector<std::string> metric_names(const MetricsOptions& options = {});
+
+// Per-query metrics as TSV: a header `qid<TAB>R@1<TAB>...<TAB>nDCG@10`, then one line per evaluated query
+// (by qid) with every value in shortest round-trip form (the input of paired tests).
+std::string format_per_query_tsv(const Evaluation& evaluation, const MetricsOptions& options = {});
 
 }  // namespace dgr::retrieval

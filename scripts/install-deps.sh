@@ -18,7 +18,32 @@ if [[ "${1:-}" == "--with-slurm" ]]; then
   packages+=(slurmd slurmctld slurm-client munge iproute2 util-linux)
 fi
 # Side-by-side references (benchmarks and checks only; dgr itself never needs them).
-packages+=(python3-torch python3-h5py python3-numpy python3-scipy)
+packages+=(python3-torch python3-h5py python3-numpy python3-scipy python3-venv python3-dev)
+# Reference implementations from PyPI, in a virtual environment of Debian's python3 (tests that need them
+# skip, exit 77, without it): module pytrec_eval is trec_eval's own code (tests/evaluate_trec_eval_test.sh),
+# from the pytrec-eval-terrier distribution, which ships wheels (the original pytrec_eval sdist downloads
+# trec_eval from GitHub while it builds). Each entry: "module=distribution".
+venv="${DGR_VENV:-/opt/dgr-venv}"
+python_packages=(pytrec_eval=pytrec-eval-terrier)
+
+# Creates $venv and pip-installs the missing python_packages there (needs python3-venv and the network).
+install_venv() {
+  if [[ ! -x "$venv/bin/python" ]] && ! /usr/bin/python3 -m venv "$venv"; then
+    echo "install-deps: '/usr/bin/python3 -m venv $venv' failed (is python3-venv installed?)" >&2
+    return 1
+  fi
+  local wanted=()
+  for p in "${python_packages[@]}"; do
+    "$venv/bin/python" -c "import ${p%%=*}" 2>/dev/null || wanted+=("${p#*=}")
+  done
+  [[ ${#wanted[@]} -eq 0 ]] && return 0
+  echo "install-deps: pip-installing ${wanted[*]} into $venv"
+  if ! "$venv/bin/pip" install -q "${wanted[@]}" >/tmp/dgr-install-venv.log 2>&1; then
+    tail -n 20 /tmp/dgr-install-venv.log >&2
+    echo "install-deps: pip install into $venv failed (full log: /tmp/dgr-install-venv.log; needs PyPI)" >&2
+    return 1
+  fi
+}
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "install-deps: must run as root (apt-get install); try: sudo $0 $*" >&2
@@ -37,6 +62,7 @@ for p in "${packages[@]}"; do
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages already installed"
+  install_venv || echo "install-deps: warning: no $venv; the tests that need it report skipped" >&2
   exit 0
 fi
 
@@ -56,4 +82,5 @@ if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/dgr-in
   echo "install-deps: apt-get install failed (full log: /tmp/dgr-install-deps.log)" >&2
   exit 1
 fi
+install_venv || echo "install-deps: warning: no $venv; the tests that need it report skipped" >&2
 echo "install-deps: done"

@@ -227,6 +227,21 @@ TEST(Cli, EvaluatePrintsTheMetricsOfARun) {
   EXPECT_NE(r.out.find("(queries 2)"), std::string::npos) << r.out;
 }
 
+TEST(Cli, EvaluateWritesPerQueryMetricsInTrecEvalOrder) {
+  // q1's tie (a, b at 2.0) is ordered as trec_eval orders it, b first, whatever the rank column says.
+  std::string qrels = write_file("eval_qrels3.tsv", "qid\tpid\nq1\tb\nq2\tz\n");
+  std::string run = write_file("eval_tied_run.trec", "q1 Q0 a 1 2.0 t\nq1 Q0 b 2 2.0 t\nq2 Q0 y 1 3.0 t\n");
+  std::string per_query = ::testing::TempDir() + "/eval_per_query.tsv";
+  Result r = run_dgr("evaluate --run " + run + " --qrels " + qrels + " --per-query " + per_query);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(per_query);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text,
+            "qid\tR@1\tR@5\tR@10\tR@20\tR@100\tMRR@10\tnDCG@10\n"
+            "q1\t1\t1\t1\t1\t1\t1\t1\n"
+            "q2\t0\t0\t0\t0\t0\t0\t0\n");
+}
+
 TEST(Cli, EvaluateRejectsABadRunWithFileAndLine) {
   std::string qrels = write_file("eval_qrels2.tsv", "q1\tb\n");
   std::string run = write_file("eval_bad_run.trec", "q1 Q0 a 1 2.0 t\nq1 Q0 b two 1.0 t\n");
@@ -235,7 +250,7 @@ TEST(Cli, EvaluateRejectsABadRunWithFileAndLine) {
 
 TEST(Cli, RetrievalCommandsListTheirOptions) {
   Result e = run_dgr("evaluate --help");
-  for (const char* s : {"--run", "--qrels", "--corpus"}) EXPECT_NE(e.out.find(s), std::string::npos) << s;
+  for (const char* s : {"--run", "--qrels", "--corpus", "--per-query"}) EXPECT_NE(e.out.find(s), std::string::npos) << s;
   Result b = run_dgr("bm25 --help");
   for (const char* s : {"--data", "--split", "--out", "--k1", "=0.9", "--b", "=0.4", "--depth", "=100"}) {
     EXPECT_NE(b.out.find(s), std::string::npos) << s << " missing from:\n" << b.out;

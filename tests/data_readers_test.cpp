@@ -489,6 +489,46 @@ TEST_F(ReadersTest, RunRanksContradictScores) {
   EXPECT_EQ(read_trec_run(ties, nullptr, nullptr).size(), 3u);
 }
 
+TEST_F(ReadersTest, WrittenRunsHaveNoTies) {
+  // Note [Written scores]: ties (also ones that only the 6 decimals or a float make) become strictly
+  // decreasing; other scores, the order, the ranks and the interleaving of queries stay as they are.
+  std::vector<RunEntry> run = {
+      {"q1", "a", 1, 5.0, "t"},       {"q2", "x", 1, 64.25, "t"},    {"q1", "b", 2, 5.0, "t"},
+      {"q2", "y", 2, 64.2499999, "t"},  // "64.250000" when written
+      {"q1", "c", 3, 5.0, "t"},       {"q2", "z", 3, 64.249999, "t"},  // another 6-decimal, the same float
+      {"q1", "d", 4, 4.0, "t"},       {"q2", "w", 4, -2.5, "t"},
+  };
+  const std::string path = dir_ + "/run.trec";
+  write_trec_run(path, run);
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text,
+            "q1 Q0 a 1 5.000000 t\n"
+            "q2 Q0 x 1 64.250000 t\n"
+            "q1 Q0 b 2 4.999999 t\n"
+            "q2 Q0 y 2 64.249992 t\n"  // the float below 64.25 is 64.25 - 2^-17
+            "q1 Q0 c 3 4.999998 t\n"
+            "q2 Q0 z 3 64.249984 t\n"
+            "q1 Q0 d 4 4.000000 t\n"
+            "q2 Q0 w 4 -2.500000 t\n");
+  auto back = read_trec_run(path, nullptr, nullptr);
+  ASSERT_EQ(back.size(), run.size());
+  for (size_t i = 2; i < back.size(); ++i) {  // entries i - 2 and i are of the same query
+    EXPECT_LT(static_cast<float>(back[i].score), static_cast<float>(back[i - 2].score)) << "entry " << i;
+    EXPECT_EQ(back[i].rank, run[i].rank);
+  }
+  std::vector<RunEntry> twice = back;
+  untie_scores(twice);  // idempotent: nothing left to untie
+  for (size_t i = 0; i < back.size(); ++i) EXPECT_EQ(twice[i].score, back[i].score) << "entry " << i;
+}
+
+TEST_F(ReadersTest, UntieNeedsRankOrder) {
+  std::vector<RunEntry> backwards = {{"q1", "a", 2, 5.0, "t"}, {"q1", "b", 1, 5.0, "t"}};
+  EXPECT_THROW(untie_scores(backwards), dgr::Error);
+  std::vector<RunEntry> rising = {{"q1", "a", 1, 5.0, "t"}, {"q1", "b", 2, 6.0, "t"}};
+  EXPECT_THROW(untie_scores(rising), dgr::Error);
+}
+
 TEST_F(ReadersTest, RunUnknownIds) {
   Corpus corpus = corpus_p1_p2();
   auto queries = queries_q1_q2();

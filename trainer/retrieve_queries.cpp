@@ -112,6 +112,7 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
   RetrievalStats totals =
       retrieve_in_rounds(model, index, queries, settings, limits, control, queries_per_rank, encode, consume);
   if (stats != nullptr) *stats = totals;
+  data::untie_scores(run);  // as written, so its metrics are the file's (data/trec.h, Note [Written scores])
   return run;
 }
 
