@@ -204,20 +204,26 @@ int run_retrieval(const ProbeOptions& options, const dgr::World& world) {
   retriever_options.scoring.report_overlapped = settings.overlapped_keys;
   dgr::retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options);
   ProbeScorer local(index.tokenizer.vocab_size(), nullptr);
-  size_t at = 0;
+  // The expected run, with its tied scores written apart as retrieve_queries writes them (Note [Written scores]).
+  std::vector<dgr::data::RunEntry> expected;
   for (const auto& query : queries) {
     const auto passages = retriever.retrieve(local, index.tokenizer.encode(query.text));
-    for (size_t r = 0; r < passages.size(); ++r, ++at) {
-      DGR_CHECK(at < run.size(), "the gathered run has {} entries, fewer than expected", run.size());
-      const auto& e = run[at];
-      DGR_CHECK(e.qid == query.qid && e.pid == index.pids[static_cast<size_t>(passages[r].doc)] &&
-                    e.rank == static_cast<int>(r + 1) && e.score == passages[r].score && e.tag == "probe",
-                "run entry {}: got ({} {} {} {} {}), expected ({} {} {} {})", at, e.qid, e.pid, e.rank, e.score, e.tag,
-                query.qid, index.pids[static_cast<size_t>(passages[r].doc)], r + 1, passages[r].score);
-      DGR_CHECK(keys[at].find(fmt::format("\"qid\":\"{}\"", query.qid)) != std::string::npos &&
-                    keys[at].find(fmt::format("\"rank\":{}", r + 1)) != std::string::npos,
-                "keys line {} does not belong to {} rank {}: {}", at, query.qid, r + 1, keys[at]);
-    }
+    for (size_t r = 0; r < passages.size(); ++r)
+      expected.push_back({query.qid, index.pids[static_cast<size_t>(passages[r].doc)], static_cast<int>(r + 1),
+                          passages[r].score, "probe"});
+  }
+  dgr::data::untie_scores(expected);
+  size_t at = 0;
+  for (; at < expected.size(); ++at) {
+    DGR_CHECK(at < run.size(), "the gathered run has {} entries, fewer than expected", run.size());
+    const auto& e = run[at];
+    const auto& x = expected[at];
+    DGR_CHECK(e.qid == x.qid && e.pid == x.pid && e.rank == x.rank && e.score == x.score && e.tag == x.tag,
+              "run entry {}: got ({} {} {} {} {}), expected ({} {} {} {} {})", at, e.qid, e.pid, e.rank, e.score, e.tag,
+              x.qid, x.pid, x.rank, x.score, x.tag);
+    DGR_CHECK(keys[at].find(fmt::format("\"qid\":\"{}\"", x.qid)) != std::string::npos &&
+                  keys[at].find(fmt::format("\"rank\":{}", x.rank)) != std::string::npos,
+              "keys line {} does not belong to {} rank {}: {}", at, x.qid, x.rank, keys[at]);
   }
   DGR_CHECK(at == run.size() && at == keys.size() && at > 0, "{} entries expected, the run has {} and {} keys lines",
             at, run.size(), keys.size());
