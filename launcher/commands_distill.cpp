@@ -15,6 +15,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "comm/communicator.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -192,7 +193,8 @@ int run_mine(const MineOptions& opts, const World& world) {
               opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(), opts.out_dir);
   }
   trainer::RetrievalSettings settings = opts.settings;
-  auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, world,
+  auto control = comm::make_host_communicator(world);  // the rounds' gathers (comm/communicator.h)
+  auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, *control,
                                            opts.round_size, encode, consume);
   if (!world.is_root()) return 0;
   const data::MinedCounts counts = writer->counts();

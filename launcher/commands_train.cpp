@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/export.h"
+#include "comm/communicator.h"
 #include "checkpoints/store.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -95,6 +96,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     for (const auto& split : opts.splits) jobs.emplace_back(split, (data / ("queries." + split + ".tsv")).string());
   }
   std::unique_ptr<data::Corpus> corpus;
+  auto control = comm::make_host_communicator(world);  // every split's gather (comm/communicator.h)
   for (const auto& [name, path] : jobs) {
     const auto all_queries = data::read_queries(path);
     auto queries = all_queries;
@@ -102,7 +104,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
       queries.resize(static_cast<size_t>(opts.max_queries));
     std::vector<std::string> keys;
     trainer::RetrievalStats stats;
-    auto run = trainer::retrieve_queries(*exported.scorer, index, queries, opts.settings, exported.limits, world, "dgr",
+    auto run = trainer::retrieve_queries(*exported.scorer, index, queries, opts.settings, exported.limits, *control, "dgr",
                                          &keys, &stats);
     if (!world.is_root()) continue;
     fs::create_directories(out_dir.empty() ? "." : out_dir);

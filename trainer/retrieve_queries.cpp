@@ -116,16 +116,6 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
   return run;
 }
 
-std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                                 const std::vector<data::Query>& queries,
-                                                 const RetrievalSettings& settings,
-                                                 const retrieval::ViewLimits& limits, const World& world,
-                                                 const std::string& tag, std::vector<std::string>* keys,
-                                                 RetrievalStats* stats) {
-  auto control = comm::make_host_communicator(world);
-  return retrieve_queries(model, index, queries, settings, limits, *control, tag, keys, stats);
-}
-
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
@@ -172,14 +162,6 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
   stats.queries = queries.size();
   stats.seconds = slowest_seconds(control, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return stats;
-}
-
-RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
-                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
-                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
-  auto control = comm::make_host_communicator(world);
-  return retrieve_in_rounds(model, index, queries, settings, limits, *control, queries_per_rank, encode, consume);
 }
 
 }  // namespace dgr::trainer

@@ -37,14 +37,6 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
                                                  const retrieval::ViewLimits& limits, comm::Communicator& control,
                                                  const std::string& tag, std::vector<std::string>* keys,
                                                  RetrievalStats* stats);
-// The same over a host communicator of its own (comm::make_host_communicator(world), the default
-// deadline comm::kControlTimeoutMs). Collective over every rank of `world`.
-std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                                 const std::vector<data::Query>& queries,
-                                                 const RetrievalSettings& settings,
-                                                 const retrieval::ViewLimits& limits, const World& world,
-                                                 const std::string& tag, std::vector<std::string>* keys,
-                                                 RetrievalStats* stats);
 
 // Collective over `control` (as retrieve_queries): for outputs too large to gather at once (`dgr mine`). Queries are retrieved in rounds of
 // `queries_per_rank` x world size; within a round query i goes to rank i % world size. Each rank turns each
@@ -58,10 +50,5 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
                                   int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
-// The same over a host communicator of its own, as retrieve_queries.
-RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
-                                  const std::vector<data::Query>& queries, const RetrievalSettings& settings,
-                                  const retrieval::ViewLimits& limits, const World& world, int queries_per_rank,
-                                  const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
 
 }  // namespace dgr::trainer

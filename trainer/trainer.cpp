@@ -125,7 +125,6 @@ struct Trainer::State {
   const TrainOptions& options;
   const World& world;
   DeviceChoice device;
-  torch::Device torch_device;
   std::shared_ptr<Seq2Seq> model;
   const IndexedCorpus& data;
   StageInfo stage;
@@ -150,7 +149,7 @@ struct Trainer::State {
 
   State(const TrainOptions& o, const World& w, const DeviceChoice& d, std::shared_ptr<Seq2Seq> m,
         const IndexedCorpus& c, StageInfo s, Objective& obj)
-      : options(o), world(w), device(d), torch_device(trainer::torch_device(d)), model(std::move(m)), data(c),
+      : options(o), world(w), device(d), model(std::move(m)), data(c),
         stage(std::move(s)), objective(obj),
         optimizer(model->parameters(), torch::optim::AdamWOptions(o.optimizer.lr)
                                            .betas({o.optimizer.beta1, o.optimizer.beta2})
