@@ -107,10 +107,12 @@ json mine_provenance(const MineOptions& opts, const std::string& queries_path, c
                  {"pids_sha256", index_manifest.value("pids_sha256", "")},
                  {"corpus_sha256", index_manifest.contains("corpus") ? index_manifest["corpus"].value("sha256", "") : ""},
                  {"passages", passages}}},
-      {"retrieval", {{"views", opts.settings.views}, {"beam", opts.settings.beam}, {"depth", opts.settings.top_k},
-                     {"ngram_keys", opts.settings.ngram_keys}, {"unigram_keys", opts.settings.unigram_keys},
-                     {"overlapped_keys", opts.settings.overlapped_keys},
-                     {"max_keys", opts.max_keys}, {"view_limits", json::parse(trainer::view_limits_json(exported.limits))}}},
+      {"retrieval", [&] {
+         json r = trainer::retrieval_settings_json(opts.settings);
+         r["max_keys"] = opts.max_keys;
+         r["view_limits"] = json::parse(trainer::view_limits_json(exported.limits));
+         return r;
+       }()},
   };
 }
 
@@ -127,6 +129,8 @@ trainer::ExportedScorer load_mining_model(const MineOptions& opts, const retriev
                "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
                "mine with the index the model was trained with (--index)",
                opts.model, exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  trainer::check_searched_views_trained(opts.settings, exported.trained_views, opts.model);
+  if (world.is_root()) log::get("mine")->info("retrieval: {}", trainer::describe_retrieval(opts.settings));
   const std::string fm_sha = index_manifest.value("fm_index_sha256", "");
   if (!exported.index_sha256.empty() && exported.index_sha256 != fm_sha && world.is_root()) {
     log::get("mine")->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining "
@@ -327,7 +331,6 @@ int run_prepare(const data::PrepareOptions& opts, const World& world) {
 void add_distill_commands(CLI::App& app, CommandTable& table) {
   auto m = std::make_shared<MineOptions>();
   m->settings.top_k = 100;
-  m->settings.overlapped_keys = true;  // distillation re-scores them (Note [Overlapped keys])
   CLI::App* mine = app.add_subcommand("mine", "Mine distillation candidates: stage-1 retrieval over a split's queries "
                                               "(sharded over the ranks), each candidate labelled and with its keys");
   mine->add_option("--data", m->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");

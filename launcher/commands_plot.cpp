@@ -1,5 +1,6 @@
 // `dgr plot`: training curves of one or more runs, read from their OUT/train.jsonl (loss and learning rate
-// of the "train" events, every metric of the "eval" events, against the step), drawn into one PNG by
+// of the "train" and "step" events, stage 2's per-step diagnostics of the "step" events: violated pairs,
+// gradient norms and shares; every metric of the "eval" events; against the step), drawn into one PNG by
 // gnuplot (Debian's gnuplot-nox). Runs on rank 0, no communication. docs/monitoring.md has the details.
 #include <fcntl.h>
 #include <spawn.h>
@@ -52,6 +53,9 @@ struct RunCurves {
   std::map<std::string, Curve> losses;                          // [field: loss, loss_*, ...]
   Curve lr;
   std::map<std::string, std::map<std::string, Curve>> metrics;  // [metric][split]
+  // Stage 2's per-step diagnostics (Note [Step diagnostics] in trainer/trainer.h): fractions of pairs
+  // (viol_head, viol_neg, misordered_neg, head_first), gradient norms (*_grad_norm), shares (*_grad_share).
+  std::map<std::string, Curve> pairs, norms, shares;
 };
 
 constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";
@@ -98,8 +102,13 @@ RunCurves read_train_jsonl(const std::string& path) {
       const int64_t step = step_of(line, event, path, number);
       for (const auto& [key, value] : line.items()) {
         if (!value.is_number()) continue;  // NaN is written as null: no point
-        if (key == "lr") run.lr[step] = value.get<double>();
-        if (key.find("loss") != std::string::npos) run.losses[key][step] = value.get<double>();
+        const double v = value.get<double>();
+        if (key == "lr") run.lr[step] = v;
+        if (key.find("loss") != std::string::npos) run.losses[key][step] = v;
+        if (event != "step") continue;
+        if (key.starts_with("viol_") || key.starts_with("misordered_") || key == "head_first") run.pairs[key][step] = v;
+        if (key.ends_with("_grad_norm") || key == "grad_norm") run.norms[key][step] = v;
+        if (key.ends_with("_grad_share")) run.shares[key][step] = v;
       }
     } else if (event == "eval") {
       const int64_t step = step_of(line, event, path, number);
@@ -185,6 +194,17 @@ std::vector<Panel> make_panels(const std::vector<RunCurves>& runs, const std::ve
   }
   if (!loss.series.empty()) panels.push_back(std::move(loss));
   if (!lr.series.empty()) panels.push_back(std::move(lr));
+  Panel pairs{"pairs per step (fraction)", "%g", "[0:1]", {}};
+  Panel norms{"gradient norm per step (before clipping)", "%g", "[0:*]", {}};
+  Panel shares{"share of the gradient norm", "%g", "[0:1]", {}};
+  for (size_t r = 0; r < runs.size(); ++r) {
+    for (const auto& [field, curve] : runs[r].pairs) pairs.series.push_back({with_label(labels[r], field), &curve});
+    for (const auto& [field, curve] : runs[r].norms) norms.series.push_back({with_label(labels[r], field), &curve});
+    for (const auto& [field, curve] : runs[r].shares) shares.series.push_back({with_label(labels[r], field), &curve});
+  }
+  for (Panel* panel : {&pairs, &norms, &shares}) {
+    if (!panel->series.empty()) panels.push_back(std::move(*panel));
+  }
 
   std::vector<std::string> found;  // every metric of every run, in panel order
   for (const auto& run : runs) {

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/files.h"
@@ -52,6 +53,41 @@ struct Comparison {
   size_t against = 0;    // A
   std::string mark;
 };
+
+std::string run_path(std::string pattern, const std::string& split) {
+  for (size_t at; (at = pattern.find("{split}")) != std::string::npos;) pattern.replace(at, 7, split);
+  return pattern;
+}
+
+// Per system, how its runs were retrieved: the "description" of the RUN.json that `dgr retrieve` writes beside
+// each RUN.trec (distinct ones joined), so that a table names the keys each system used. Runs without one
+// (BM25, other tools) are not listed.
+std::string retrieval_settings(const ReportOptions& opts, const std::vector<System>& systems) {
+  std::string text;
+  for (const auto& system : systems) {
+    std::vector<std::string> seen;
+    for (const auto& pattern : system.runs) {
+      for (const auto& split : opts.splits) {
+        const fs::path sidecar = fs::path(run_path(pattern, split)).replace_extension(".json");
+        if (!fs::exists(sidecar)) continue;
+        std::string description;
+        try {
+          description = nlohmann::json::parse(files::read_all(sidecar.string())).value("description", "");
+        } catch (const nlohmann::json::exception& e) {
+          throw DataError(fmt::format("{}: not JSON ({}): run `dgr retrieve` again to rewrite it, or remove it",
+                                      sidecar.string(), e.what()));
+        }
+        if (!description.empty() && std::find(seen.begin(), seen.end(), description) == seen.end())
+          seen.push_back(description);
+      }
+    }
+    if (seen.empty()) continue;
+    std::string joined;
+    for (const auto& d : seen) joined += (joined.empty() ? "" : " | ") + d;
+    text += fmt::format("- {}: {}\n", system.name, joined);
+  }
+  return text.empty() ? text : "\nretrieval (from the RUN.json beside each run):\n" + text;
+}
 
 std::vector<System> parse_systems(const std::vector<std::string>& specs) {
   std::vector<System> systems;
@@ -121,8 +157,7 @@ Evaluations evaluate_systems(const ReportOptions& opts, const std::vector<System
     for (const auto& pattern : systems[i].runs) {
       std::vector<data::RunEntry> pooled_run;
       for (size_t s = 0; s < opts.splits.size(); ++s) {
-        std::string path = pattern;
-        for (size_t at; (at = path.find("{split}")) != std::string::npos;) path.replace(at, 7, opts.splits[s]);
+        const std::string path = run_path(pattern, opts.splits[s]);
         auto run = data::read_trec_run(path, &corpus, nullptr);
         out[i][s].push_back(retrieval::evaluate(run, qrels[s], metrics));
         pooled_run.insert(pooled_run.end(), run.begin(), run.end());
@@ -273,7 +308,8 @@ int run_report(const ReportOptions& opts, const World& world) {
       std::any_of(systems.begin(), systems.end(), [](const System& s) { return s.runs.size() > 1; });
   const Tested tested = test_comparisons(opts, systems, evals, comparisons);
   const std::string text = format_table(opts, systems, evals, tested.marks, several_seeds) +
-                           legend(opts, systems, comparisons, tested.num_tests, several_seeds) + tested.p_table;
+                           legend(opts, systems, comparisons, tested.num_tests, several_seeds) +
+                           retrieval_settings(opts, systems) + tested.p_table;
   std::cout << text << std::flush;
   if (!opts.out.empty()) {
     files::AtomicFile file(opts.out);

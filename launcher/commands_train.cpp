@@ -73,6 +73,22 @@ int run_train(TrainCommandOptions& opts, const World& world) {
   return trainer::run_stage1(opts.stage1, world);
 }
 
+// RUN.json beside RUN.trec: what produced the run (the model, the queries, every retrieval setting as it took
+// effect), for `dgr report` to name and for anyone to reproduce it.
+void write_run_sidecar(const std::string& path, const RetrieveCommandOptions& opts, const trainer::ExportedScorer& model,
+                       const std::string& queries) {
+  nlohmann::json sidecar = {{"model", {{"path", fs::absolute(opts.model).lexically_normal().string()},
+                                       {"sha256", files::sha256_file(opts.model)},
+                                       {"trained_views", model.trained_views}}},
+                            {"queries", fs::absolute(queries).lexically_normal().string()},
+                            {"max_queries", opts.max_queries},
+                            {"retrieval", trainer::retrieval_settings_json(opts.settings)},
+                            {"description", trainer::describe_retrieval(opts.settings)}};
+  files::AtomicFile file(path);
+  file.write(sidecar.dump(2) + "\n");
+  file.commit();
+}
+
 int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   DGR_CHECK_AS(ConfigError, !opts.model.empty(), "dgr retrieve needs --model (an export file from `dgr train` or `dgr export`)");
   auto log = log::get("retrieve");
@@ -88,6 +104,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
               "use the index the model was trained with", opts.model, exported.tokenizer_sha256, index_path,
               index.tokenizer.sha256());
   }
+  trainer::check_searched_views_trained(opts.settings, exported.trained_views, opts.model);
   const std::string out_dir = opts.out_dir.empty() ? fs::path(opts.model).parent_path().string() : opts.out_dir;
   std::vector<std::pair<std::string, std::string>> jobs;  // (name, queries file)
   if (!opts.queries.empty()) {
@@ -111,6 +128,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     const std::string run_path = (fs::path(out_dir) / ("run." + name + ".trec")).string();
     const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
     data::write_trec_run(run_path, run);
+    write_run_sidecar(fs::path(run_path).replace_extension(".json").string(), opts, exported, path);
     {
       files::AtomicFile file(keys_path);
       for (const auto& line : keys) file.write(line + "\n");

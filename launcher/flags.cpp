@@ -89,12 +89,14 @@ void add_retrieval_flags(CLI::App& app, trainer::RetrievalSettings& settings, co
   app.add_option(which.views_flag, settings.views, "Views searched: title, body, pq")->delimiter(',');
   app.add_option("--beam", settings.beam, "Beam size")->check(at_least(1));
   if (which.depth) app.add_option("--depth", settings.top_k, "Passages per query")->check(at_least(1));
-  app.add_flag("!--no-ngram-keys", settings.ngram_keys, "Without the query n-gram keys (body view)");
-  app.add_flag("!--no-unigram-keys", settings.unigram_keys, "Without the unigram keys");
+  app.add_flag("!--no-ngram-keys", settings.ngram_keys,
+               "Without the query n-gram keys (body-view keys: only when the body view is searched)");
+  app.add_flag("!--no-unigram-keys", settings.unigram_keys,
+               "Without the unigram keys (body-view keys: only when the body view is searched)");
   if (which.overlapped_keys) {
-    app.add_flag("!--no-overlapped-keys", settings.overlapped_keys,
-                 "Keep only the keys the passage's score used (default: also the keys found in the passage on "
-                 "positions a heavier key took, e.g. the longer prefixes of its title, after them)");
+    app.add_flag("--overlapped-keys", settings.overlapped_keys,
+                 "Also keep the keys found in the passage only on positions a heavier key took, after the ones its "
+                 "score used (body keys; off: the surrogate then equals the retrieval score, Note [Overlapped keys])");
   }
 }
 

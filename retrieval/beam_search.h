@@ -3,7 +3,11 @@
 // string occurring in the index (FMIndex::extensions). The model's log-probabilities of the other tokens
 // are ignored, not renormalised: a hypothesis scores the sum of the model's raw log p of its tokens, so a
 // key's score equals its teacher-forced re-score (Seq2SeqScorer::score) and no re-scoring pass is needed.
-// Every prefix the beams ever hold is returned as a key ("keep history"), not only finished hypotheses.
+// Body view: every prefix the beams ever hold is returned as a key ("keep history"). Title and pseudo-query
+// views: only complete identifiers, i.e. hypotheses ending with "@@" (SEAL's `partial_titles` False,
+// method.md section 4), or, for an identifier longer than the view's limit, its first max_title (max_pq)
+// tokens, as far as its training target goes: a title key names the passages with exactly that title, never
+// the passages that share a prefix of it, so a title that is a prefix of another does not tie with it.
 //
 // Per view (retrieval/views.h):
 //   title: the index range starts at the document boundary, so only title prefixes can be produced; "@@"
@@ -47,9 +51,9 @@ struct BeamOptions {
   int beam_size = 10;  // method.md: 15 in the paper (7 on MS MARCO), 10 in the CPU probe
 };
 
-// Runs the constrained beam search for `source` (built with make_source for `view`) and returns every
-// prefix of the beam history as a key, in the order the search produced them (by length, then by
-// descending score within a step). When `first_step_log_probs` is given it receives the model's
+// Runs the constrained beam search for `source` (built with make_source for `view`) and returns the keys
+// (body: every prefix of the beam history; title, pq: the complete identifiers), in the order the search
+// produced them (by length, then by descending score within a step). When `first_step_log_probs` is given it receives the model's
 // log-probabilities of the first target token (the row returned by step({0}, {bos}); vocab_size floats),
 // which the retriever uses for unigram keys without a second encoder pass.
 std::vector<Key> constrained_beam_search(Seq2SeqScorer& model, std::span<const int32_t> source, View view,

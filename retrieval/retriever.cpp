@@ -76,7 +76,9 @@ std::vector<Key> Retriever::keys(Seq2SeqScorer& model, std::span<const int32_t> 
     std::move(keys.begin(), keys.end(), std::back_inserter(all));
   }
 
-  if (options_.ngram_keys) {
+  // The query n-grams and the unigrams are body-view keys (method.md section 4): scored under the body source,
+  // so they exist only when the body view is searched (a title-only search has title keys only).
+  if (options_.body_view && options_.ngram_keys) {
     std::vector<std::vector<int32_t>> targets;
     std::vector<uint64_t> counts;
     for (auto& gram : query_ngrams(query, options_.max_ngram_words)) {
@@ -104,14 +106,7 @@ std::vector<Key> Retriever::keys(Seq2SeqScorer& model, std::span<const int32_t> 
     }
   }
 
-  if (options_.unigram_keys && options_.num_unigrams > 0) {
-    if (first_step.empty()) {
-      // The body view's beam search did not run: one decoder step under the body source gives the same row.
-      auto decoding = model.start(body_source);
-      const int32_t parent = 0, bos = special_.bos;
-      const std::vector<float>& row = decoding->step({&parent, 1}, {&bos, 1});
-      first_step.assign(row.begin(), row.end());
-    }
+  if (options_.body_view && options_.unigram_keys && options_.num_unigrams > 0 && !first_step.empty()) {
     // The tokens that occur in the text (one call: the extensions of the empty string), best first.
     std::vector<FMIndex::Extension> tokens;
     for (const FMIndex::Extension& ext : index_.extensions(index_.full())) {

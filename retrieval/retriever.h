@@ -1,6 +1,6 @@
 // Generative retrieval for one query (method.md section 4): per enabled view, the constrained beam search
-// (beam_search.h) under that view's source; for the body view also the query's word n-grams that occur in
-// the index (re-scored by teacher forcing, one batched call) and the top unigrams of the first decoding
+// (beam_search.h) under that view's source; when the body view is searched, also the query's word n-grams
+// that occur in the index (re-scored by teacher forcing, one batched call) and the top unigrams of the first decoding
 // step; then the corpus-corrected passage scores (scoring.h).
 #pragma once
 
@@ -23,7 +23,9 @@ struct RetrieverOptions {
   bool body_view = true;
   bool pq_view = true;  // finds nothing (and costs one encoder pass) on a corpus without pseudo-queries
   BeamOptions beam;
-  bool ngram_keys = true;    // the query's word n-grams as body keys
+  // Extra body-view keys (method.md section 4), only when body_view is on: they are scored under the body
+  // source, so a search without the body view has none.
+  bool ngram_keys = true;    // the query's word n-grams
   int max_ngram_words = 3;
   bool unigram_keys = true;  // the top unigrams of the body view's first step
   int num_unigrams = 5000;

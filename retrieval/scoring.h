@@ -113,12 +113,13 @@ struct MatchedKey {
   double contribution = 0;
   int32_t offset = 0;
 };
-// Note [Overlapped keys]: the title view's keys of one passage are prefixes of its title, all anchored at
-// the boundary, so the greedy matching takes one of them (the heaviest, often a short confident prefix
-// shared by several passages) and the rest overlap it. A mined candidate with only that key gives the
-// distillation surrogate the same score for every passage sharing the prefix, and nothing to learn from;
-// with the overlapped keys after the matched ones (coverage then discounts them, as in DGR's surrogate),
-// the positive's own longer keys can be pushed up and the negatives' down.
+// Note [Overlapped keys]: keys that occur in a passage only on positions a heavier key took add nothing to
+// its score. Reporting them after the matched ones (ScoringOptions::report_overlapped; `dgr mine
+// --overlapped-keys`) lets distillation re-score them, with coverage discounting them as DGR's surrogate
+// does, but then the surrogate no longer equals the retrieval score. It was needed while title keys were
+// every prefix of a title (a passage matched one shared short prefix, its longer prefixes overlapped it);
+// with complete title keys (method.md section 4) a passage matches at most one title key, so only body keys
+// can overlap. Off by default; docs/results.md ("Complete-title keys") has the measurement.
 struct RetrievedPassage {
   int32_t doc = 0;  // passage index in the FM-index (order of FMIndex::build)
   double score = 0;

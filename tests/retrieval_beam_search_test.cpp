@@ -172,8 +172,9 @@ bool is_prefix(const std::vector<int32_t>& prefix, const std::vector<int32_t>& o
   return prefix.size() <= of.size() && std::equal(prefix.begin(), prefix.end(), of.begin());
 }
 
-// Checks shared by every view: keys occur (FM count and brute force agree), are unique, every prefix of
-// the history is a key, scores equal teacher forcing, and no length holds more than beam_size keys.
+// Checks shared by every view: keys occur (FM count and brute force agree), are unique, scores equal
+// teacher forcing, and no length holds more than beam_size keys. Body view (min_prefix > 0): every prefix
+// of the history is a key as well.
 void check_common(const Fixture& f, MockModel& model, const std::vector<int32_t>& source, View view,
                   const std::vector<Key>& keys, int beam_size, size_t min_prefix) {
   ASSERT_FALSE(keys.empty());
@@ -190,6 +191,7 @@ void check_common(const Fixture& f, MockModel& model, const std::vector<int32_t>
   }
   for (const auto& [length, n] : per_length) EXPECT_LE(n, beam_size) << "length " << length;
   for (const Key& key : keys) {
+    if (min_prefix == 0) break;
     for (size_t n = min_prefix; n < key.tokens.size(); ++n) {
       std::vector<int32_t> prefix(key.tokens.begin(), key.tokens.begin() + static_cast<std::ptrdiff_t>(n));
       EXPECT_TRUE(all.count(prefix)) << "a prefix of length " << n << " of a key is missing";
@@ -201,50 +203,45 @@ void check_common(const Fixture& f, MockModel& model, const std::vector<int32_t>
   for (size_t i = 0; i < keys.size(); ++i) EXPECT_NEAR(keys[i].score, forced[i], 1e-5);
 }
 
-TEST(BeamSearch, TitleKeysArePrefixesOfTitlesAnchoredAtABoundary) {
+// method.md section 4: a title key is a complete title ("@@" at the end), anchored at the boundary; the
+// prefixes the beams passed through are not keys. p4's title is longer than max_title: its key is its
+// first max_title tokens, as far as its training target goes.
+TEST(BeamSearch, TitleKeysAreCompleteTitlesAnchoredAtABoundary) {
   const Fixture f = make_fixture(corpus_passages());
   const SpecialTokens s = specials();
   const ViewLimits limits;  // max_title 15
+  const auto max_title = static_cast<size_t>(limits.max_title);
   const std::vector<int32_t> query{20, 21, 12};
   const auto source = make_source(query, View::title, s, limits);
+  std::set<std::vector<int32_t>> complete;  // every title + "@@", cut at max_title tokens
+  for (const auto& p : f.passages) {
+    std::vector<int32_t> title_end = p.title;
+    title_end.push_back(s.end_id);
+    if (title_end.size() > max_title) title_end.resize(max_title);
+    complete.insert(title_end);
+  }
   for (int beam : {1, 3, 100}) {
     MockModel model;
     const auto keys = constrained_beam_search(model, source, View::title, f.index, s, limits, {beam});
-    check_common(f, model, source, View::title, keys, beam, 1);
+    check_common(f, model, source, View::title, keys, beam, 0);
     for (const Key& key : keys) {
       ASSERT_FALSE(key.string.empty());
       EXPECT_EQ(key.string.front(), s.boundary);
       EXPECT_EQ(std::vector<int32_t>(key.string.begin() + 1, key.string.end()), key.tokens);
-      EXPECT_LE(key.tokens.size(), static_cast<size_t>(limits.max_title));
-      bool prefix_of_a_title = false, whole_title = false;
-      for (const auto& p : f.passages) {
-        std::vector<int32_t> title_end = p.title;
-        title_end.push_back(s.end_id);
-        prefix_of_a_title |= is_prefix(key.tokens, title_end);
-        whole_title |= key.tokens == title_end;
-      }
-      EXPECT_TRUE(prefix_of_a_title);
-      EXPECT_EQ(key.finished, whole_title);
+      EXPECT_TRUE(complete.count(key.tokens)) << "a title key that is not a complete title";
       EXPECT_EQ(key.finished, key.tokens.back() == s.end_id);
+      EXPECT_TRUE(key.finished || key.tokens.size() == max_title);
     }
     if (beam == 100) {
-      // A beam wider than the corpus explores everything: every title prefix up to max_title tokens.
+      // A beam wider than the corpus finds every title.
       std::set<std::vector<int32_t>> got;
       for (const Key& key : keys) got.insert(key.tokens);
-      std::set<std::vector<int32_t>> expected;
-      for (const auto& p : f.passages) {
-        std::vector<int32_t> title_end = p.title;
-        title_end.push_back(s.end_id);
-        for (size_t n = 1; n <= std::min(title_end.size(), static_cast<size_t>(limits.max_title)); ++n) {
-          expected.insert(std::vector<int32_t>(title_end.begin(), title_end.begin() + static_cast<std::ptrdiff_t>(n)));
-        }
-      }
-      EXPECT_EQ(got, expected);
-      // The duplicated title "10 11 @@" (p0, p5) counts twice.
+      EXPECT_EQ(got, complete);
+      // The duplicated title "10 11 @@" (p0, p5) counts twice; "10 11" itself, a prefix of p1's title
+      // "10 11 12", is not a key.
       for (const Key& key : keys) {
-        if (key.tokens == std::vector<int32_t>{10, 11, s.end_id}) {
-          EXPECT_EQ(key.count, 2u);
-        }
+        if (key.tokens == std::vector<int32_t>{10, 11, s.end_id}) EXPECT_EQ(key.count, 2u);
+        EXPECT_NE(key.tokens, (std::vector<int32_t>{10, 11}));
       }
     }
   }
@@ -329,14 +326,15 @@ TEST(BeamSearch, PseudoQueryKeysStartWithTheForcedMarkerAndEndWithEnd) {
     for (int beam : {2, 100}) {
       MockModel model;
       const auto keys = constrained_beam_search(model, source, View::pq, f.index, s, limits, {beam});
-      // The lone forced "||" is not a key, so prefixes are checked from 2 tokens on.
-      check_common(f, model, source, View::pq, keys, beam, 2);
+      // Complete pseudo-queries only (method.md section 4), cut at max_pq tokens when longer.
+      check_common(f, model, source, View::pq, keys, beam, 0);
       for (const Key& key : keys) {
         ASSERT_GE(key.tokens.size(), 2u);
         EXPECT_EQ(key.tokens.front(), s.pq_start);
         EXPECT_EQ(key.string, key.tokens);
         EXPECT_LE(key.tokens.size(), static_cast<size_t>(max_pq));
         EXPECT_EQ(key.finished, key.tokens.back() == s.end_id);
+        EXPECT_TRUE(key.finished || key.tokens.size() == static_cast<size_t>(max_pq));
       }
       if (beam == 100) {
         std::set<std::vector<int32_t>> expected, got;
@@ -345,9 +343,8 @@ TEST(BeamSearch, PseudoQueryKeysStartWithTheForcedMarkerAndEndWithEnd) {
             std::vector<int32_t> target{s.pq_start};
             target.insert(target.end(), pq.begin(), pq.end());
             target.push_back(s.end_id);
-            for (size_t n = 2; n <= std::min(target.size(), static_cast<size_t>(max_pq)); ++n) {
-              expected.insert(std::vector<int32_t>(target.begin(), target.begin() + static_cast<std::ptrdiff_t>(n)));
-            }
+            if (target.size() > static_cast<size_t>(max_pq)) target.resize(static_cast<size_t>(max_pq));
+            expected.insert(target);
           }
         }
         for (const Key& key : keys) got.insert(key.tokens);

@@ -290,7 +290,9 @@ uint64_t mix(uint64_t x) {
 }
 
 // Log-softmax of pseudo-random logits in [-2, 2] per (source, prefix), + boost for tokens of the source
-// and for "@@" (a model that copies its input and knows where titles end).
+// and for "@@" (a model that copies its input and knows where titles end), + 8 for the next token of each
+// `known` sequence whose beginning the prefix spells (a model that has learnt those identifiers: a complete
+// title key of 3-4 tokens needs that to outweigh its corpus probability in a small index).
 class MockModel : public Seq2SeqScorer {
  public:
   explicit MockModel(double boost) : boost_(boost) {}
@@ -304,6 +306,10 @@ class MockModel : public Seq2SeqScorer {
     for (int32_t v = 0; v < kVocab; ++v) {
       double l = static_cast<double>(mix(h ^ static_cast<uint64_t>(v + 1000)) % 4001) / 1000.0 - 2.0;
       if (v == E || std::find(source.begin(), source.end(), v) != source.end()) l += boost_;
+      for (const auto& seq : known) {  // the next token of a known sequence the prefix (after bos) starts
+        const size_t n = prefix.size() - 1;
+        if (n < seq.size() && seq[n] == v && std::equal(prefix.begin() + 1, prefix.end(), seq.begin())) l += 8.0;
+      }
       logits[static_cast<size_t>(v)] = l;
     }
     const double max = *std::max_element(logits.begin(), logits.end());
@@ -354,6 +360,7 @@ class MockModel : public Seq2SeqScorer {
     return out;
   }
   int score_calls = 0;
+  std::vector<std::vector<int32_t>> known;
 
  private:
   double boost_;
@@ -437,24 +444,100 @@ TEST(Retriever, NgramKeysAreRescoredUnderTheBodySourceInOneBatch) {
   for (const auto& p : retrieval_corpus()) sequences.push_back(index_sequence(p, specials()));
   const FMIndex index = build(sequences);
   RetrieverOptions options;
-  options.title_view = options.body_view = options.pq_view = options.unigram_keys = false;
+  options.title_view = options.pq_view = options.unigram_keys = false;
+  options.beam.beam_size = 1;
   const Retriever retriever(index, specials(), word_starts(), options);
   MockModel model(1.0);
   // Words [10 13] [14] [15 19]; the n-grams that occur: "10 13" (doc 2's title) and "14".
   const std::vector<int32_t> query{10, 13, 14, 15, 19};
   const auto keys = retriever.keys(model, query);
   EXPECT_EQ(model.score_calls, 1);
-  ASSERT_EQ(keys.size(), 2u);
   const std::vector<std::vector<int32_t>> grams{{10, 13}, {14}};
   const auto body_source = make_source(query, View::body, specials(), options.limits);
   const auto forced = model.score(body_source, grams);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(keys[i].origin, KeyOrigin::query_ngram);
-    EXPECT_EQ(keys[i].view, View::body);
-    EXPECT_EQ(keys[i].tokens, grams[i]);
-    EXPECT_EQ(keys[i].string, grams[i]);
-    EXPECT_EQ(keys[i].count, index.count(grams[i]));
-    EXPECT_EQ(keys[i].score, forced[i]);
+  int ngram_keys = 0;
+  for (size_t i = 0; i < grams.size(); ++i) {
+    auto key = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return k.string == grams[i]; });
+    ASSERT_NE(key, keys.end()) << "n-gram " << i << " is a key";
+    EXPECT_EQ(key->view, View::body);
+    EXPECT_EQ(key->tokens, grams[i]);
+    EXPECT_EQ(key->count, index.count(grams[i]));
+    EXPECT_NEAR(key->score, forced[i], 1e-5);
+    ngram_keys += key->origin == KeyOrigin::query_ngram ? 1 : 0;
+  }
+  EXPECT_GT(ngram_keys, 0) << "at least one n-gram the body beam did not produce";
+  for (const Key& key : keys) {
+    if (key.origin == KeyOrigin::query_ngram) {
+      EXPECT_TRUE(std::find(grams.begin(), grams.end(), key.string) != grams.end());
+    }
+  }
+}
+
+// The n-gram and unigram keys are body-view keys (method.md section 4): a search without the body view has
+// none, whatever their switches say, so a "title only" run has title keys only.
+TEST(Retriever, NgramAndUnigramKeysExistOnlyWithTheBodyView) {
+  std::vector<std::vector<int32_t>> sequences;
+  for (const auto& p : retrieval_corpus()) sequences.push_back(index_sequence(p, specials()));
+  const FMIndex index = build(sequences);
+  RetrieverOptions options;
+  options.body_view = options.pq_view = false;
+  options.ngram_keys = options.unigram_keys = true;
+  const Retriever retriever(index, specials(), word_starts(), options);
+  MockModel model(1.0);
+  const auto keys = retriever.keys(model, std::vector<int32_t>{10, 13, 14, 15, 19});
+  ASSERT_FALSE(keys.empty());
+  EXPECT_EQ(model.score_calls, 0);
+  for (const Key& key : keys) {
+    EXPECT_EQ(key.view, View::title);
+    EXPECT_EQ(key.origin, KeyOrigin::beam);
+  }
+}
+
+// method.md section 4: title keys are complete titles. Doc 0's title "10 11" is a prefix of doc 1's
+// "10 11 12": with prefix keys the key "B 10 11" matched both and they could tie (then ordered by doc
+// index); now each is matched by its own complete title only and scored by it.
+TEST(Retriever, ATitleThatIsAPrefixOfAnotherDoesNotTieWithIt) {
+  // The five passages, then 300 of tokens 30..39 only: an index of ~4500 tokens, as the corpus probability
+  // of a key falls with the index's size and a complete title of 4 tokens must outweigh it.
+  std::vector<std::vector<int32_t>> sequences;
+  for (const auto& p : retrieval_corpus()) sequences.push_back(index_sequence(p, specials()));
+  for (int i = 0; i < 300; ++i) {
+    PassageTokens filler;
+    filler.title = {30 + i % 10, 30 + (i / 10) % 10};
+    for (int t = 0; t < 12; ++t) filler.body.push_back(30 + static_cast<int32_t>(mix(static_cast<uint64_t>(i * 31 + t)) % 10));
+    sequences.push_back(index_sequence(filler, specials()));
+  }
+  const FMIndex index = build(sequences);
+  RetrieverOptions options;
+  options.body_view = options.pq_view = false;
+  options.beam.beam_size = 10;
+  options.scoring.top_k = 5;
+  const Retriever retriever(index, specials(), word_starts(), options);
+  for (double boost : {0.0, 1.0, 2.0}) {  // (a larger one gives "@@" after "10 11" most of the mass: no doc 1)
+    MockModel model(boost);
+    model.known = {{10, 11, E}, {10, 11, 12, E}};
+    const std::vector<int32_t> query{10, 11, 20};
+    const auto got = retriever.retrieve(model, query);
+    const RetrievedPassage* doc0 = nullptr;
+    const RetrievedPassage* doc1 = nullptr;
+    for (const auto& p : got) {
+      ASSERT_EQ(p.keys.size(), 1u) << "one complete title key per passage";
+      if (p.doc >= 5) continue;  // a filler passage
+      const std::vector<int32_t> title = retrieval_corpus()[static_cast<size_t>(p.doc)].title;
+      std::vector<int32_t> expected(title);
+      expected.push_back(E);
+      EXPECT_EQ(p.keys[0].key.tokens, expected) << "doc " << p.doc << " is matched by its own title only";
+      if (p.doc == 0) doc0 = &p;
+      if (p.doc == 1) doc1 = &p;
+    }
+    ASSERT_NE(doc0, nullptr) << "boost " << boost;
+    ASSERT_NE(doc1, nullptr) << "boost " << boost;
+    EXPECT_NE(doc0->score, doc1->score) << "boost " << boost;
+    const auto source = make_source(query, View::title, specials(), options.limits);
+    const std::vector<std::vector<int32_t>> titles{std::vector<int32_t>{10, 11, E}, std::vector<int32_t>{10, 11, 12, E}};
+    const std::vector<float> forced = model.score(source, titles);
+    EXPECT_NEAR(doc0->keys[0].key.score, forced[0], 1e-5);
+    EXPECT_NEAR(doc1->keys[0].key.score, forced[1], 1e-5);
   }
 }
 
@@ -466,6 +549,7 @@ TEST(Retriever, RetrievesTheCopiedTitleFirstAndReportsItsKeys) {
   options.scoring.top_k = 3;
   const Retriever retriever(index, specials(), word_starts(), options);
   MockModel model(6.0);
+  model.known = {{10, 13, E}};
   // The query spells doc 2's title (10 13) and the start of its body.
   const auto got = retriever.retrieve(model, std::vector<int32_t>{10, 13, 14, 15, 16});
   ASSERT_FALSE(got.empty());
@@ -487,12 +571,10 @@ TEST(Retriever, RetrievesTheCopiedTitleFirstAndReportsItsKeys) {
     }
     EXPECT_NEAR(sum, got[i].score, 1e-9);
   }
-  // A title key of doc 2 scored it (which prefix wins is up to the greedy order: a heavier "B 10" takes
-  // the positions a longer title key would need).
+  // Doc 2's complete title scored it (title keys are complete titles: method.md section 4).
   bool title_key = false;
   for (const MatchedKey& m : got[0].keys) {
-    title_key |= m.key.view == View::title && m.offset == -1 && m.key.tokens.size() <= 3 &&
-                 std::equal(m.key.tokens.begin(), m.key.tokens.end(), std::vector<int32_t>{10, 13, E}.begin());
+    title_key |= m.key.view == View::title && m.offset == -1 && m.key.tokens == std::vector<int32_t>{10, 13, E};
   }
   EXPECT_TRUE(title_key);
 }

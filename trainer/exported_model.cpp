@@ -56,6 +56,7 @@ ExportedScorer load_exported_scorer(const std::string& path, int threads, const 
   ExportedScorer out;
   out.scorer = make_model_scorer(model);
   out.limits = parse_view_limits(config["view_limits"].dump(), path);
+  out.trained_views = config.value("trained_views", std::vector<std::string>{});
   out.tokenizer_sha256 = exported.info.tokenizer_sha256;
   out.index_sha256 = exported.info.index_sha256;
   out.model_config_json = exported.info.model_config_json;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "checkpoints/store.h"
 #include "retrieval/seq2seq.h"
@@ -20,6 +21,7 @@ struct ExportedScorer {
   std::unique_ptr<retrieval::Seq2SeqScorer> scorer;  // the model in eval mode, no gradients
   retrieval::ViewLimits limits;
   std::string tokenizer_sha256, index_sha256, model_config_json;
+  std::vector<std::string> trained_views;  // the views it learnt to generate (empty: an export from before dgr recorded them)
 };
 
 // Reads and verifies an export file and builds the model on `device` (LibTorch set to `threads` threads):

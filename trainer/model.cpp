@@ -5,6 +5,7 @@
 // reproduces the teacher-forced log-probabilities.
 #include "trainer/model.h"
 
+#include <atomic>
 #include <algorithm>
 #include <cmath>
 
@@ -193,6 +194,18 @@ std::pair<Tensor, Tensor> softmax_and_logsumexp(const Tensor& logits) {
   return {e.div_(sum), sum.log_().add_(max).squeeze(1)};
 }
 
+std::atomic<bool> keep_softmax{false};  // Note [Backward twice]
+
+// The softmax kept by a forward pass, for its backward to overwrite: the kept one itself (released, so a
+// second backward of the graph fails loudly) or, under KeepSoftmaxForSecondBackward, a copy.
+Tensor take_softmax(torch::autograd::AutogradContext* ctx, const char* who) {
+  Tensor g = ctx->saved_data["probs"].toTensor();
+  DGR_CHECK(g.defined(), "{}: backward called twice on the same graph", who);
+  if (keep_softmax.load()) return g.clone();
+  ctx->saved_data["probs"] = Tensor();
+  return g;
+}
+
 // Differentiable, for the paths that are not the training loss.
 Tensor fast_log_softmax(const Tensor& logits) { return logits - logits.logsumexp(1, true); }
 
@@ -213,9 +226,7 @@ struct SmoothedCrossEntropy : public torch::autograd::Function<SmoothedCrossEntr
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                   torch::autograd::variable_list grads) {
-    Tensor g = ctx->saved_data["probs"].toTensor();
-    DGR_CHECK(g.defined(), "SmoothedCrossEntropy: backward called twice on the same graph");
-    ctx->saved_data["probs"] = Tensor();
+    Tensor g = take_softmax(ctx, "SmoothedCrossEntropy");
     Tensor labels = ctx->saved_data["labels"].toTensor();
     double eps = ctx->saved_data["eps"].toDouble();
     if (eps > 0) g.sub_(eps / static_cast<double>(g.size(1)));
@@ -239,9 +250,7 @@ struct LabelLogProb : public torch::autograd::Function<LabelLogProb> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                   torch::autograd::variable_list grads) {
-    Tensor g = ctx->saved_data["probs"].toTensor();
-    DGR_CHECK(g.defined(), "LabelLogProb: backward called twice on the same graph");
-    ctx->saved_data["probs"] = Tensor();
+    Tensor g = take_softmax(ctx, "LabelLogProb");
     Tensor labels = ctx->saved_data["labels"].toTensor();
     Tensor upstream = grads[0].unsqueeze(1);  // [N, 1]
     g.mul_(upstream.neg());
@@ -251,6 +260,9 @@ struct LabelLogProb : public torch::autograd::Function<LabelLogProb> {
 };
 
 }  // namespace
+
+KeepSoftmaxForSecondBackward::KeepSoftmaxForSecondBackward() { keep_softmax.store(true); }
+KeepSoftmaxForSecondBackward::~KeepSoftmaxForSecondBackward() { keep_softmax.store(false); }
 
 // ---------------------------------------------------------------------------------------------------
 // Modules

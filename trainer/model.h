@@ -62,6 +62,18 @@ struct DecoderState {
   int64_t sources() const { return src_bias.size(0); }
 };
 
+// Note [Backward twice]: the model's loss functions write their gradient into the softmax kept from the
+// forward pass, so a graph runs backward once. While one of these is alive, they copy it instead, so that
+// torch::autograd::grad(..., retain_graph = true) can run before the backward of the same graph (the
+// Trainer's step diagnostics). Process-wide (backward may run on another thread); not nested.
+class KeepSoftmaxForSecondBackward {
+ public:
+  KeepSoftmaxForSecondBackward();
+  ~KeepSoftmaxForSecondBackward();
+  KeepSoftmaxForSecondBackward(const KeepSoftmaxForSecondBackward&) = delete;
+  KeepSoftmaxForSecondBackward& operator=(const KeepSoftmaxForSecondBackward&) = delete;
+};
+
 class Seq2Seq : public torch::nn::Module {
  public:
   explicit Seq2Seq(const ModelConfig& config);

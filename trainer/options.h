@@ -15,9 +15,19 @@ struct RetrievalSettings {
   std::vector<std::string> views = {"title"};  // views searched at retrieval time
   int beam = 10;
   int top_k = 100;
-  bool ngram_keys = true;        // body view: query word n-grams as extra keys
-  bool unigram_keys = true;      // body view: top unigrams of the first decoding step
+  // Extra keys of the body view (method.md section 4): they exist only when "body" is among `views`.
+  bool ngram_keys = true;        // the query's word n-grams
+  bool unigram_keys = true;      // top unigrams of the first decoding step
   bool overlapped_keys = false;  // also report keys found only on positions heavier keys took (mining)
+
+  bool searches(const std::string& view) const {
+    for (const auto& v : views)
+      if (v == view) return true;
+    return false;
+  }
+  // As they take effect: a search without the body view has neither.
+  bool uses_ngram_keys() const { return ngram_keys && searches("body"); }
+  bool uses_unigram_keys() const { return unigram_keys && searches("body"); }
 };
 
 // AdamW and gradient clipping.

@@ -61,6 +61,42 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
 
 }  // namespace
 
+nlohmann::json retrieval_settings_json(const RetrievalSettings& s) {
+  return {{"views", s.views}, {"beam", s.beam}, {"depth", s.top_k},
+          {"keys", {{"title", "complete titles (ending with @@)"}, {"pq", "complete pseudo-queries (ending with @@)"},
+                    {"body", "every prefix of the beam history"}}},
+          {"ngram_keys", s.uses_ngram_keys()}, {"unigram_keys", s.uses_unigram_keys()},
+          {"overlapped_keys", s.overlapped_keys}};
+}
+
+std::string describe_retrieval(const RetrievalSettings& s) {
+  std::string views, kinds;
+  for (const auto& v : s.views) {
+    views += (views.empty() ? "" : ",") + v;
+    const char* kind = v == "title" ? "complete titles" : v == "pq" ? "complete pseudo-queries" : "body prefixes";
+    kinds += (kinds.empty() ? "" : ", ") + std::string(kind);
+  }
+  return fmt::format("views {}, beam {}, depth {}; keys: {}; {}, {}{}", views, s.beam, s.top_k, kinds,
+                     s.uses_ngram_keys() ? "query n-gram keys" : "no n-gram keys",
+                     s.uses_unigram_keys() ? "unigram keys" : "no unigram keys",
+                     s.overlapped_keys ? ", overlapped keys reported" : "");
+}
+
+void check_searched_views_trained(const RetrievalSettings& settings, const std::vector<std::string>& trained_views,
+                                  const std::string& model) {
+  if (trained_views.empty()) return;
+  std::string trained;
+  for (const auto& v : trained_views) trained += (trained.empty() ? "" : ",") + v;
+  for (const auto& view : settings.views) {
+    if (std::find(trained_views.begin(), trained_views.end(), view) != trained_views.end()) continue;
+    const bool body = view == "body";
+    throw ConfigError(fmt::format(
+        "{} learnt to generate the views {} only, but this search uses the {} view{}: its keys would be scored "
+        "under a view the model never learnt; search --views {} or train stage 1 with --views {},{}",
+        model, trained, view, body ? " (and with it the query n-gram and unigram keys)" : "", trained, trained, view));
+  }
+}
+
 std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                                  const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,

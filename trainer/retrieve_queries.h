@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "comm/communicator.h"
 #include "common/world.h"
 #include "retrieval/index_dir.h"
@@ -20,6 +22,21 @@
 #include "trainer/stage1.h"
 
 namespace dgr::trainer {
+
+// The settings as config.json, mined manifests and the run sidecars of `dgr retrieve` record them: views,
+// beam, depth, and every kind of key as it takes effect (title and pseudo-query keys are complete
+// identifiers, body keys every prefix; the n-gram and unigram keys are body-view keys, off without it).
+nlohmann::json retrieval_settings_json(const RetrievalSettings& settings);
+// One line for logs and reports, e.g. "views title, beam 10, depth 100; keys: complete titles; no n-gram keys,
+// no unigram keys".
+std::string describe_retrieval(const RetrievalSettings& settings);
+
+// Throws ConfigError unless every view `settings` searches (the n-gram and unigram keys count as the body
+// view's) is among `trained_views`, the views the model at `model` learnt to generate: keys scored under a
+// view the model never learnt are noise. `trained_views` empty: an export from before dgr recorded them
+// (not checked).
+void check_searched_views_trained(const RetrievalSettings& settings, const std::vector<std::string>& trained_views,
+                                  const std::string& model);
 
 struct RetrievalStats {
   size_t queries = 0;       // over all ranks

@@ -116,7 +116,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
   if (device.cuda) model->to(torch_device(device));  // initialised on the CPU: every device starts from the same weights
 
   PairsObjective objective(pairs, *model, o.label_smoothing, device);
-  StageInfo stage{"stage 1", "during training", false, stage1_options_json(options), options.data.limits};
+  StageInfo stage{"stage 1", "during training", false, stage1_options_json(options), options.data.limits, {}};
+  for (int v = 0; v < retrieval::kNumViews; ++v) {
+    if (options.data.views[v]) stage.trained_views.emplace_back(retrieval::view_name(static_cast<retrieval::View>(v)));
+  }
   Trainer trainer(o, world, device, model, data, std::move(stage), objective);
   return trainer.run();
 }

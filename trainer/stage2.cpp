@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "checkpoints/export.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -83,12 +85,15 @@ class ListsObjective : public Objective {
                         int world_size) override {
     rank_sum_ = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(torch_device_));
     head_first_ = gen_sum_ = 0;
+    pairs_ = {};
+    rank_part_ = torch::Tensor();
     if (s_.loss.kind != DistillLossKind::generation) {  // generation only: no surrogate pass at all
       for (size_t i = 0; i < examples_.size(); ++i) rank_example(examples_[i], draws_of_[i]);
     }
     if (examples_.empty()) return {};
     const double global_queries = static_cast<double>(std::max<int64_t>(1, step.global_count));
     torch::Tensor total = (rank_sum_ / global_queries).to(torch::kFloat32);
+    rank_part_ = total * static_cast<double>(world_size);
     for (size_t slot = 0; slot < 2; ++slot) {
       if (gen_sources_[slot].empty()) continue;
       torch::Tensor sum = model_.loss(to_device(pad_batch(pointers(gen_sources_[slot]), device_.cuda), torch_device_),
@@ -101,10 +106,19 @@ class ListsObjective : public Objective {
     return total * static_cast<double>(world_size);
   }
 
-  // Statistics: [ranking loss sum, generation loss sum, lists whose head outscores every negative].
+  // Statistics: [ranking loss sum, generation loss sum, lists whose head outscores every negative, then the
+  // pair counts of Note [Step diagnostics]: head pairs violated, head pairs, negative pairs violated,
+  // negative pairs, negative pairs misordered].
   std::vector<float> statistics() override {
-    return {static_cast<float>(rank_sum_.item<double>()), static_cast<float>(gen_sum_), static_cast<float>(head_first_)};
+    return {static_cast<float>(rank_sum_.item<double>()), static_cast<float>(gen_sum_), static_cast<float>(head_first_),
+            static_cast<float>(pairs_.head_violated), static_cast<float>(pairs_.head), static_cast<float>(pairs_.violated),
+            static_cast<float>(pairs_.negative), static_cast<float>(pairs_.misordered)};
   }
+
+  bool has_diagnosed_part() const override { return s_.loss.kind != DistillLossKind::generation; }
+  torch::Tensor diagnosed_part() override { return rank_part_; }
+  std::string diagnosed_part_name() const override { return "rank"; }
+  std::string rest_name() const override { return "gen"; }
 
   double step_loss(const std::vector<double>& statistics, const std::vector<double>& counts,
                    double examples) const override {
@@ -114,10 +128,16 @@ class ListsObjective : public Objective {
   Fields window_fields(const std::vector<double>& statistics, const std::vector<double>& counts,
                        double examples) const override {
     const double queries = std::max(1.0, examples), tokens = std::max(1.0, counts[0] + counts[1]);
-    return {{"loss", statistics[0] / queries + gen_weight_ * statistics[1] / tokens},
+    Fields fields{{"loss", statistics[0] / queries + gen_weight_ * statistics[1] / tokens},
             {"rank_loss", statistics[0] / queries},
             {"gen_loss", statistics[1] / tokens},
             {"head_first", statistics[2] / queries}};
+    if (statistics[4] > 0) {  // pairs were scored (not in the generation-only control)
+      fields.push_back({"viol_head", statistics[3] / statistics[4]});
+      fields.push_back({"viol_neg", statistics[6] > 0 ? statistics[5] / statistics[6] : 0.0});
+      fields.push_back({"misordered_neg", statistics[6] > 0 ? statistics[7] / statistics[6] : 0.0});
+    }
+    return fields;
   }
 
  private:
@@ -137,6 +157,30 @@ class ListsObjective : public Objective {
     rank_sum_ = rank_sum_ + ranking_loss(scores_a, scores_b, draw, s_.loss);
     torch::NoGradGuard no_grad;
     head_first_ += (scores_a.slice(0, 1, n).max().item<double>() < scores_a[0].item<double>()) ? 1 : 0;
+    count_pairs(scores_a);
+    count_pairs(scores_b);
+  }
+
+  // Note [Step diagnostics]: the pairs (i < j) of one list in list order (the positive head, then the
+  // negatives in the teacher's order). Violated iff S_j - S_i + M + (j-i-1) D > 0 (the distilled RankNet's
+  // margins, method.md section 7, whatever the loss kind); misordered iff S_j >= S_i. Head pairs have i = 0.
+  void count_pairs(const torch::Tensor& scores) {
+    const torch::Tensor s = scores.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    const double* v = s.data_ptr<double>();
+    const int64_t n = s.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = i + 1; j < n; ++j) {
+        const bool violated = v[j] - v[i] + s_.loss.margin + static_cast<double>(j - i - 1) * s_.loss.margin_step > 0;
+        if (i == 0) {
+          ++pairs_.head;
+          pairs_.head_violated += violated ? 1 : 0;
+        } else {
+          ++pairs_.negative;
+          pairs_.violated += violated ? 1 : 0;
+          pairs_.misordered += v[j] >= v[i] ? 1 : 0;
+        }
+      }
+    }
   }
 
   data::DistillDataset& dataset_;  // load() reads shards through a cache
@@ -150,8 +194,11 @@ class ListsObjective : public Objective {
   std::vector<data::DistillExample> examples_;  // this step's, with their draws
   std::vector<DistillDraw> draws_of_;
   std::vector<std::vector<int32_t>> gen_sources_[2], gen_targets_[2];  // [title, body]
-  torch::Tensor rank_sum_;
+  torch::Tensor rank_sum_, rank_part_;
   double head_first_ = 0, gen_sum_ = 0;
+  struct {
+    int64_t head = 0, head_violated = 0, negative = 0, violated = 0, misordered = 0;
+  } pairs_;
 };
 
 DistillLossOptions loss_options(const Stage2Options& o) {
@@ -179,7 +226,7 @@ nlohmann::json stage2_options_json(const Stage2Options& o, const DistillLossOpti
 
 // The student: the stage-1 export's architecture and weights (dropout from the options when given).
 std::shared_ptr<Seq2Seq> load_student(const Stage2Options& options, const IndexedCorpus& data,
-                                      retrieval::ViewLimits& limits) {
+                                      retrieval::ViewLimits& limits, std::vector<std::string>& trained_views) {
   checkpoints::ExportedModel init = checkpoints::read_export(options.init_model);
   DGR_CHECK_AS(CheckpointError, init.info.tokenizer_sha256 == data.index.tokenizer.sha256(),
                "{} was trained with another tokenizer than {} has: use the index it was trained with", options.init_model,
@@ -188,6 +235,7 @@ std::shared_ptr<Seq2Seq> load_student(const Stage2Options& options, const Indexe
   ModelConfig config = ModelConfig::from_json_string(init_config.at("model").dump());
   if (options.train.dropout >= 0) config.dropout = options.train.dropout;
   limits = parse_view_limits(init_config.at("view_limits").dump(), options.init_model);
+  trained_views = init_config.value("trained_views", std::vector<std::string>{});
   torch::manual_seed(options.train.seed);
   auto model = std::make_shared<Seq2Seq>(config);
   load_model_arrays(init.weights, *model, options.init_model);
@@ -219,18 +267,21 @@ int run_stage2(const Stage2Options& options, const World& world) {
                "{} was mined with another tokenizer or FM-index than {} (tokenizer {} vs {}): prepare it again from "
                "this index, or pass the index it was mined with (--index)", options.prepared_dir, data.index_path,
                dataset.manifest().tokenizer_sha256, data.index.tokenizer.sha256());
-  auto model = load_student(options, data, setup.limits);
+  std::vector<std::string> trained_views;  // the stage-1 model's, then the generation loss's
+  auto model = load_student(options, data, setup.limits, trained_views);
+  if (!trained_views.empty()) {
+    for (const auto& view : options.gen_views)
+      if (std::find(trained_views.begin(), trained_views.end(), view) == trained_views.end()) trained_views.push_back(view);
+  }
   if (device.cuda) model->to(torch_device(device));  // loaded on the CPU, then moved: parameters and buffers
-  setup.surrogate.limits = setup.limits;
-  setup.surrogate.special = data.index.tokenizer.special();
-  setup.surrogate.total_tokens = data.index.fm.total_tokens();
-  setup.surrogate.max_keys = options.max_keys;
-  setup.surrogate.validate();
+  setup.surrogate = stage2_surrogate_options(data.index.tokenizer.special(), data.index.fm.total_tokens(), setup.limits,
+                                             options.max_keys);
   if (world.is_root())
     log::get("train")->info("stage 2: {} queries from {}, loss {} (gen weight {})", dataset.size(), options.prepared_dir,
                             options.loss, generation_weight(setup.loss));
 
-  StageInfo stage{"stage 2", "during distillation", true, stage2_options_json(options, setup.loss), setup.limits};
+  StageInfo stage{"stage 2", "during distillation", true, stage2_options_json(options, setup.loss), setup.limits,
+                  std::move(trained_views)};
   ListsObjective objective(dataset, data, *model, std::move(setup), device);
   Trainer trainer(o, world, device, model, data, std::move(stage), objective);
   return trainer.run();

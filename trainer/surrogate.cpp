@@ -48,6 +48,17 @@ void SurrogateOptions::validate() const {
                "surrogate: coverage_alpha must be in [0, 1], found {}", scoring.coverage_alpha);
 }
 
+SurrogateOptions stage2_surrogate_options(const retrieval::SpecialTokens& special, uint64_t total_tokens,
+                                          const retrieval::ViewLimits& limits, int max_keys) {
+  SurrogateOptions o;
+  o.limits = limits;
+  o.special = special;
+  o.total_tokens = total_tokens;
+  o.max_keys = max_keys;
+  o.validate();
+  return o;
+}
+
 torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_tokens,
                                std::span<const std::span<const data::CachedKey>> passages,
                                const SurrogateOptions& options) {

@@ -51,6 +51,11 @@ struct SurrogateOptions {
   void validate() const;
 };
 
+// The options `dgr train --stage distill` scores with: the retrieval-time scoring defaults, the run's view
+// limits, the index's special tokens and size, `max_keys` keys per passage.
+SurrogateOptions stage2_surrogate_options(const retrieval::SpecialTokens& special, uint64_t total_tokens,
+                                          const retrieval::ViewLimits& limits, int max_keys);
+
 // S of each passage, given by its cached keys: [passages.size()] float64, differentiable w.r.t. the
 // model's parameters, under the caller's grad and train/eval mode. One encoder pass per view present and
 // one batched decoder pass over the view's distinct keys ((view, tokens) shared by passages score once).

@@ -17,6 +17,7 @@
 #include "trainer/model_scorer.h"
 #include "trainer/placement.h"
 #include "trainer/progress.h"
+#include "trainer/retrieve_queries.h"
 #include "trainer/run_common.h"
 #include "trainer/stop.h"
 #include "trainer/train_state.h"
@@ -161,6 +162,11 @@ struct Trainer::State {
   double epoch() const {
     return static_cast<double>(progress.step) / static_cast<double>(sampler.steps_per_epoch());
   }
+  struct GradientNorms {
+    double total = 0, part = 0, rest = 0;
+  };
+  std::vector<torch::Tensor> local_part_gradients(const torch::Tensor& part);
+  GradientNorms split_gradient_norms(const std::vector<torch::Tensor>& part_gradients);
   void plan_steps();
   void write_config();
   void open_checkpoints();
@@ -185,10 +191,14 @@ void Trainer::State::plan_steps() {
 // OUT/config.json and the checkpoints' config: the options, and what an export of any step needs (`dgr export`).
 void Trainer::State::write_config() {
   export_section = {{"model_config", {{"model", nlohmann::json::parse(model->config().to_json_string())},
-                                      {"view_limits", nlohmann::json::parse(view_limits_json(stage.limits))}}},
+                                      {"view_limits", nlohmann::json::parse(view_limits_json(stage.limits))},
+                                      {"trained_views", stage.trained_views}}},
                     {"tokenizer_id", data.index.tokenizer.path()}, {"tokenizer_sha256", data.index.tokenizer.sha256()},
                     {"index_id", data.index_path}, {"index_sha256", data.index_sha256}};
   nlohmann::json train = train_options_json(options, device);
+  train["eval"] = {{"every", options.eval.every}, {"splits", options.eval.splits},
+                   {"max_queries", options.eval.max_queries},
+                   {"retrieval", retrieval_settings_json(options.eval.retrieval)}};
   train.update(stage.options);
   config_json = nlohmann::json{{"train", train}, {"export", export_section}}.dump();
   save_effective_config(options.out_dir, config_json, world);
@@ -259,6 +269,7 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
                 world.size(), torch::get_num_threads(), device.kind(), options.device.precision,
                 s.model->config().to_json_string());
   }
+  check_searched_views_trained(options.eval.retrieval, s.stage.trained_views, "the model of this run");
   s.write_config();
   s.open_checkpoints();
   s.eval_sets = load_eval_sets(options.data_dir, options.eval.splits, options.eval.max_queries, data.corpus);
@@ -269,6 +280,42 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
 }
 
 Trainer::~Trainer() = default;
+
+// Note [Step diagnostics]: the gradient of the objective's diagnosed part on this rank, one tensor per
+// parameter (zeros where it has none). torch::autograd::grad returns the gradients without accumulating
+// them, so the reducer's accumulation hooks do not fire; the graph is kept for the backward of the loss.
+std::vector<torch::Tensor> Trainer::State::local_part_gradients(const torch::Tensor& part) {
+  std::vector<torch::Tensor> out;
+  std::vector<torch::Tensor> got;
+  if (part.defined() && part.requires_grad()) {
+    KeepSoftmaxForSecondBackward keep;  // Note [Backward twice]: the loss's backward follows
+    got = torch::autograd::grad({part}, parameters, {}, /*retain_graph=*/true, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+  }
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const bool has = i < got.size() && got[i].defined();
+    out.push_back(has ? got[i].detach().to(torch::kCPU, torch::kFloat32).reshape({-1})
+                      : torch::zeros({parameters[i].numel()}, torch::kFloat32));
+  }
+  return out;
+}
+
+// The norms of the global gradient (the parameters' .grad after the reducer, before clipping), of the
+// diagnosed part's gradient averaged over the ranks (one allreduce through the communicator), and of the
+// rest (total minus part).
+Trainer::State::GradientNorms Trainer::State::split_gradient_norms(const std::vector<torch::Tensor>& part_gradients) {
+  torch::Tensor part = torch::cat(part_gradients);
+  allreduce_host(*communicator, comm::Buffer{part.data_ptr<float>(), static_cast<size_t>(part.numel()), comm::DType::kFloat32},
+                 comm::ReduceOp::kAverage, device);
+  std::vector<torch::Tensor> totals;
+  for (const auto& p : parameters) {
+    totals.push_back(p.grad().defined() ? p.grad().detach().to(torch::kCPU, torch::kFloat32).reshape({-1})
+                                        : torch::zeros({p.numel()}, torch::kFloat32));
+  }
+  const torch::Tensor total = torch::cat(totals).to(torch::kDouble);
+  const torch::Tensor part64 = part.to(torch::kDouble);
+  return {total.norm().item<double>(), part64.norm().item<double>(), (total - part64).norm().item<double>()};
+}
 
 // One optimizer step on every rank: the batch's counts summed over the ranks, forward, backward with the
 // allreduce overlapped, clipping, AdamW, the moving average; the step's statistics summed over the ranks
@@ -287,8 +334,12 @@ double Trainer::State::step(const sharding::EpochSampler::Step& batch, double lr
     AutocastScope scope(options.device.precision == "bf16");  // forward and loss only
     loss = objective.forward(batch, counts, world.size());
   }
+  std::vector<torch::Tensor> part_gradients;  // Note [Step diagnostics]: this rank's, before backward
+  if (objective.has_diagnosed_part()) part_gradients = local_part_gradients(objective.diagnosed_part());
   if (loss.defined()) loss.backward();
   reducer->finish_backward();
+  GradientNorms norms;
+  if (objective.has_diagnosed_part()) norms = split_gradient_norms(part_gradients);
   if (options.optimizer.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, options.optimizer.clip);
   store->wait_for_copies();  // the last checkpoint's writer has copied the parameters: they may change
   adamw_step(optimizer);     // Note [Fused AdamW]
@@ -301,6 +352,17 @@ double Trainer::State::step(const sharding::EpochSampler::Step& batch, double lr
                  comm::ReduceOp::kSum, device);
   const std::vector<double> step_statistics(statistics.begin(), statistics.end()), step_counts(counts.begin(), counts.end());
   window.add(step_statistics, step_counts, static_cast<double>(batch.global_count), reducer->timers());
+  if (objective.has_diagnosed_part() && world.is_root()) {
+    Fields event = objective.window_fields(step_statistics, step_counts, static_cast<double>(batch.global_count));
+    event.insert(event.end(), {{"grad_norm", norms.total}, {objective.diagnosed_part_name() + "_grad_norm", norms.part},
+                               {objective.rest_name() + "_grad_norm", norms.rest},
+                               {objective.diagnosed_part_name() + "_grad_share",
+                                norms.part + norms.rest > 0 ? norms.part / (norms.part + norms.rest) : 0.0},
+                               {"lr", lr}});
+    nlohmann::json json = {{"event", "step"}, {"step", progress.step}, {"epoch", epoch()}};
+    for (const auto& [key, value] : event) json[key] = value;
+    jsonl << json.dump() << "\n" << std::flush;
+  }
   return objective.step_loss(step_statistics, step_counts, static_cast<double>(batch.global_count));
 }
 

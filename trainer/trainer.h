@@ -65,6 +65,16 @@ class Objective {
                               double /*seconds*/) const {
     return {};
   }
+  // Note [Step diagnostics]: an objective whose loss is a sum of two terms names the first here (a part of
+  // the tensor forward() returned, scaled the same way; undefined or without a graph on a rank that has
+  // none of it: counted as zero). The Trainer then writes one `step` event per optimizer step into
+  // OUT/train.jsonl: window_fields() of that step alone, the global gradient norm before clipping, and the
+  // norms of the two terms' gradients (the part's by torch::autograd::grad, averaged over the ranks as the
+  // gradients are; the rest's as the total minus it, exact by linearity). Same answer on every rank.
+  virtual bool has_diagnosed_part() const { return false; }
+  virtual torch::Tensor diagnosed_part() { return {}; }
+  virtual std::string diagnosed_part_name() const { return "part"; }  // field prefix: "<name>_grad_norm"
+  virtual std::string rest_name() const { return "rest"; }
 };
 
 // What a stage tells the Trainer about itself.
@@ -74,6 +84,7 @@ struct StageInfo {
   bool evaluate_at_start = false;        // evaluate once before the first step ("before <eval_when>")
   nlohmann::json options;                // the stage's own options, for OUT/config.json and checkpoints
   retrieval::ViewLimits limits;          // identifier lengths of the views (evaluation, export)
+  std::vector<std::string> trained_views;  // views the model has learnt to generate (export: trained_views)
 };
 
 // The index directory of a run, loaded and checked against the corpus, with its tokenized passages.
