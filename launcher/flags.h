@@ -42,7 +42,7 @@ class StagedDefaults {
 };
 
 // Which retrieval flags a command has: the views flag's name (`train` searches --eval-views, as --views
-// names the views it trains), --depth, and --no-overlapped-keys (mining).
+// names the views it trains), --depth, and --overlapped-keys (mining).
 struct RetrievalFlags {
   std::string views_flag = "--views";
   bool depth = true;

@@ -7,8 +7,8 @@
 # (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
 # control, LTRGR and DGR on dev, test and both pooled, LTRGR and DGR marked where a paired test (Holm) finds
 # them different from the control or from stage 1.
-# Usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data]
-#                        [-- extra stage-1 `dgr train` flags]
+# Usage: [DGR=binary] scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data]
+#                                     [-- extra stage-1 `dgr train` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset=tiny
@@ -30,10 +30,16 @@ while [[ $# -gt 0 ]]; do
     *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
   esac
 done
-scripts/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"$(nproc)" --target dgr
-dgr=build/launcher/dgr
+# DGR=/path/to/dgr: run that binary instead of installing and building (e.g. a copy kept for a series of
+# seeds while the checkout changes).
+if [[ -n ${DGR:-} ]]; then
+  dgr=$DGR
+else
+  scripts/install-deps.sh
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+  cmake --build build -j"$(nproc)" --target dgr
+  dgr=build/launcher/dgr
+fi
 data=data/debian-$subset
 run=runs/stage1-$subset${seed:+-seed$seed}
 run2=runs/distill-$subset${seed:+-seed$seed}

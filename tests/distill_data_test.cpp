@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -16,6 +17,7 @@
 #include "common/error.h"
 #include "data/distill_data.h"
 #include "data/mined.h"
+#include "data/mined_writer.h"
 #include "sharding/sampler.h"
 #include "tests/temp_dir.h"
 
@@ -413,4 +415,133 @@ TEST(Mined, TeacherListRanksUnscoredLastBelowEveryScore) {
   EXPECT_EQ(none.score, (std::vector<double>{-1.0, -2.0}));
   auto empty = teacher_list({}, {});
   EXPECT_TRUE(empty.rank.empty());
+}
+
+// `dgr prepare`'s filter (method.md section 7), rule by rule: a query is kept with >= min_positives
+// positives, >= min_negatives negatives and retriever score(top positive) < score(top negative) +
+// max_score_gap; a dropped query counts under the first rule it fails, and the kept ones are exactly those
+// that pass every rule, with their candidates, labels and teacher ranks.
+namespace prepare_filter {
+
+MinedQuery mined(const std::string& qid, const std::vector<std::pair<double, bool>>& scored) {
+  MinedQuery q;
+  q.qid = qid;
+  q.text = "query " + qid;
+  q.tokens = {10, 11};
+  for (size_t i = 0; i < scored.size(); ++i) {
+    MinedCandidate c;
+    c.pid = "p" + std::to_string(i);
+    c.doc = static_cast<int32_t>(i);
+    c.score = scored[i].first;
+    c.positive = scored[i].second;
+    c.keys = {CachedKey{{static_cast<int32_t>(20 + i), 7}, 0, 1, -0.5f}};
+    c.key_texts = {"key"};
+    q.candidates.push_back(std::move(c));
+  }
+  return q;
+}
+
+// n candidates with scores start, start - 1, ...; the ones at `positives` are positive.
+std::vector<std::pair<double, bool>> list(int n, double start, std::set<int> positives) {
+  std::vector<std::pair<double, bool>> out;
+  for (int i = 0; i < n; ++i) out.emplace_back(start - i, positives.count(i) > 0);
+  return out;
+}
+
+}  // namespace prepare_filter
+
+TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
+  using namespace prepare_filter;
+  dgr::testing::TempDir tmp("dgr_prepare");
+  {
+    std::ofstream corpus(tmp.file("corpus.tsv"));
+    corpus << "pid\ttitle\ttext\n";
+    for (int i = 0; i < 12; ++i) corpus << "p" << i << "\ttitle " << i << "\ttext " << i << "\n";
+  }
+  // With min_positives 1, min_negatives 4, max_score_gap 5:
+  const std::vector<MinedQuery> queries = {
+      mined("keep_a", list(8, 100, {2})),            // positive below 2 negatives: kept
+      mined("no_pos", list(8, 100, {})),             // no positive (and enough negatives): rule 1
+      mined("no_pos_few", list(2, 100, {})),         // fails rules 1 and 2: counted under rule 1 only
+      mined("few_neg", list(4, 100, {0, 1})),        // 2 negatives: rule 2
+      mined("gap", {{100, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 100 >= 90 + 5: rule 3
+      mined("gap_edge", {{95, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 95 < 95 fails: rule 3
+      mined("keep_b", {{94.5, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 94.5 < 95: kept
+      mined("keep_c", list(6, 50, {5})),             // positive last: kept (gap negative)
+  };
+  const std::string mined_dir = tmp.file("mined");
+  {
+    MinedWriter writer(mined_dir, false, {tmp.file("corpus.tsv"), "", tmp.path().string()}, 40);
+    for (size_t i = 0; i < queries.size(); ++i) writer.add(i, mined_query_json(queries[i]));
+    const nlohmann::json provenance = {
+        {"split", "train"},
+        {"model", {{"path", "model.h5"}, {"sha256", "0"}}},
+        {"index", {{"dir", ""}, {"tokenizer_sha256", "t"}, {"fm_index_sha256", "f"}, {"pids_sha256", "p"}}},
+        {"retrieval", {{"max_keys", 40}}}};
+    writer.commit(provenance.dump(), 1, 1.0, 8.0);
+  }
+  {
+    std::ofstream run(tmp.file("teacher.trec"));
+    for (const auto& q : queries) {
+      for (size_t c = 0; c < q.candidates.size(); ++c) {  // the teacher reverses the retriever's order
+        const size_t rank = q.candidates.size() - c;
+        run << q.qid << " Q0 " << q.candidates[c].pid << " " << rank << " " << 10.0 - static_cast<double>(rank) << " t\n";
+      }
+    }
+  }
+  PrepareOptions options;
+  options.mined_dir = mined_dir;
+  options.teacher_run = tmp.file("teacher.trec");
+  options.out_dir = tmp.file("prep");
+  options.min_positives = 1;
+  options.min_negatives = 4;
+  options.max_score_gap = 5;
+  const PrepareSummary s = prepare_distill_data(options);
+  EXPECT_EQ(s.mined_queries, 8);
+  EXPECT_EQ(s.dropped_no_positive, 2);
+  EXPECT_EQ(s.dropped_few_negatives, 1);
+  EXPECT_EQ(s.dropped_score_gap, 2);
+  EXPECT_EQ(s.kept, 3);
+  EXPECT_EQ(s.candidates, 8 + 5 + 6);
+
+  DistillDataset data(options.out_dir);
+  ASSERT_EQ(data.size(), 3);
+  const std::vector<std::string> kept = {"keep_a", "keep_b", "keep_c"};
+  const std::vector<const MinedQuery*> sources = {&queries[0], &queries[6], &queries[7]};
+  for (int64_t i = 0; i < data.size(); ++i) {
+    const DistillExample e = data.load(i);
+    EXPECT_EQ(e.qid, kept[static_cast<size_t>(i)]);
+    const MinedQuery& q = *sources[static_cast<size_t>(i)];
+    ASSERT_EQ(e.candidates.size(), q.candidates.size());
+    for (size_t c = 0; c < e.candidates.size(); ++c) {
+      EXPECT_EQ(e.candidates[c].positive, q.candidates[c].positive);
+      EXPECT_EQ(e.candidates[c].retriever_score, q.candidates[c].score);
+      EXPECT_EQ(e.candidates[c].teacher_rank, static_cast<int32_t>(q.candidates.size() - c));
+    }
+  }
+  // The manifest records the filter and the counts per rule.
+  const auto manifest = nlohmann::json::parse(std::ifstream(tmp.file("prep/manifest.json")));
+  EXPECT_EQ(manifest.at("counts").at("dropped_no_positive"), 2);
+  EXPECT_EQ(manifest.at("counts").at("dropped_few_negatives"), 1);
+  EXPECT_EQ(manifest.at("counts").at("dropped_score_gap"), 2);
+  EXPECT_EQ(manifest.at("filter").at("min_negatives"), 4);
+
+  // Each rule alone: loosening it keeps the queries it dropped (and only those).
+  auto kept_with = [&](int min_positives, int min_negatives, double gap, const std::string& out) {
+    PrepareOptions o = options;
+    o.min_positives = min_positives;
+    o.min_negatives = min_negatives;
+    o.max_score_gap = gap;
+    o.out_dir = tmp.file(out);
+    return prepare_distill_data(o).kept;
+  };
+  EXPECT_EQ(kept_with(0, 4, 5, "p1"), 4);   // + no_pos
+  EXPECT_EQ(kept_with(1, 2, 5, "p2"), 4);   // + few_neg
+  EXPECT_EQ(kept_with(1, 4, std::numeric_limits<double>::infinity(), "p3"), 5);  // + gap, gap_edge
+  // Nothing passes: an error naming the counts, and no output directory.
+  PrepareOptions none = options;
+  none.min_negatives = 100;
+  none.out_dir = tmp.file("none");
+  EXPECT_THROW(prepare_distill_data(none), DataError);
+  EXPECT_FALSE(fs::exists(none.out_dir));
 }

@@ -58,6 +58,25 @@ grep -q "4 panels: training loss, learning rate, R@10 (evaluation), MRR@10 (eval
   fail "unexpected panels: $out"
 [[ -z $(ls "$work/plots" | grep -v '^ab.png$') ]] || fail "left temporary files in plots/: $(ls "$work/plots")"
 
+# A stage-2 run: per-step diagnostics ("step" events: violated pairs, gradient norms and shares) get their
+# own panels beside the losses.
+mkdir -p "$work/runs/d"
+python3 - "$work/runs/d/train.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for step in range(1, 31):
+        f.write(json.dumps({"event": "step", "step": step, "epoch": step / 10, "loss": 20 - step / 3, "rank_loss": 10 - step / 6,
+                            "gen_loss": 0.2, "head_first": 0.9, "viol_head": 0.3 - step / 200, "viol_neg": 0.6,
+                            "misordered_neg": 0.4, "grad_norm": 3.0, "rank_grad_norm": 2.5, "gen_grad_norm": 1.0,
+                            "rank_grad_share": 2.5 / 3.5, "lr": 1e-4}) + "\n")
+    f.write(json.dumps({"event": "eval", "split": "dev", "step": 30, "epoch": 3, "metrics": {"R@5": 0.7}}) + "\n")
+PY
+out=$("$dgr" plot "$work/runs/d/train.jsonl" 2>"$work/err.txt") || { cat "$work/err.txt"; fail "plot of a stage-2 run failed"; }
+echo "$out"
+is_png "$work/runs/d/plot.png" || fail "runs/d/plot.png is not a PNG"
+grep -q "6 panels: training loss, learning rate, pairs per step (fraction), gradient norm per step (before clipping), share of the gradient norm, R@5 (evaluation)" <<<"$out" ||
+  fail "unexpected panels for stage-2 diagnostics: $out"
+
 # expect_error EXIT_CODE TEXT ARGS...: fails unless dgr plot exits EXIT_CODE with TEXT on stderr.
 expect_error() {
   local code=$1 text=$2; shift 2
