@@ -172,7 +172,7 @@ std::vector<Key> constrained_beam_search(Seq2SeqScorer& model, std::span<const i
     // Title and pseudo-query keys are complete identifiers only (method.md section 4): an unfinished
     // title is a prefix shared by other titles, not a name of this passage. An identifier longer than the
     // view's limit is complete at the limit (its training target is cut there too).
-    if (!node.emit || (view != View::body && !node.finished && node.length < max_length)) continue;
+    if (!node.emit || (view != View::body && !options.partial_keys && !node.finished && node.length < max_length)) continue;
     Key key;
     key.view = view;
     key.origin = KeyOrigin::beam;

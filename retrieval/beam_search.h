@@ -49,6 +49,9 @@ struct Key {
 
 struct BeamOptions {
   int beam_size = 10;  // method.md: 15 in the paper (7 on MS MARCO), 10 in the CPU probe
+  // Title and pseudo-query views also return every unfinished prefix of the beam history as a key (SEAL's
+  // `partial_titles` True; dgr's behaviour before 2026-12-07). Off: complete identifiers only (the method).
+  bool partial_keys = false;
 };
 
 // Runs the constrained beam search for `source` (built with make_source for `view`) and returns the keys

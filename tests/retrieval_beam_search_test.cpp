@@ -247,6 +247,30 @@ TEST(BeamSearch, TitleKeysAreCompleteTitlesAnchoredAtABoundary) {
   }
 }
 
+// BeamOptions::partial_keys (SEAL's partial_titles): every prefix of the title history is a key, so a beam
+// wider than the corpus returns every title prefix up to max_title tokens.
+TEST(BeamSearch, PartialKeysReturnEveryTitlePrefix) {
+  const Fixture f = make_fixture(corpus_passages());
+  const SpecialTokens s = specials();
+  const ViewLimits limits;
+  const auto source = make_source(std::vector<int32_t>{20, 21, 12}, View::title, s, limits);
+  MockModel model;
+  BeamOptions options{100};
+  options.partial_keys = true;
+  const auto keys = constrained_beam_search(model, source, View::title, f.index, s, limits, options);
+  check_common(f, model, source, View::title, keys, 100, 1);
+  std::set<std::vector<int32_t>> got, expected;
+  for (const Key& key : keys) got.insert(key.tokens);
+  for (const auto& p : f.passages) {
+    std::vector<int32_t> title_end = p.title;
+    title_end.push_back(s.end_id);
+    for (size_t n = 1; n <= std::min(title_end.size(), static_cast<size_t>(limits.max_title)); ++n) {
+      expected.insert(std::vector<int32_t>(title_end.begin(), title_end.begin() + static_cast<std::ptrdiff_t>(n)));
+    }
+  }
+  EXPECT_EQ(got, expected);
+}
+
 TEST(BeamSearch, BodyKeysHaveExactLengthAndNoReservedToken) {
   const Fixture f = make_fixture(corpus_passages());
   const SpecialTokens s = specials();

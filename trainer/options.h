@@ -19,6 +19,7 @@ struct RetrievalSettings {
   bool ngram_keys = true;        // the query's word n-grams
   bool unigram_keys = true;      // top unigrams of the first decoding step
   bool overlapped_keys = false;  // also report keys found only on positions heavier keys took (mining)
+  bool partial_keys = false;     // title/pq keys also every unfinished prefix (SEAL's partial_titles; off: the method)
 
   bool searches(const std::string& view) const {
     for (const auto& v : views)

@@ -51,6 +51,7 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
     }
   }
   o.beam.beam_size = settings.beam;
+  o.beam.partial_keys = settings.partial_keys;
   o.ngram_keys = settings.ngram_keys;
   o.unigram_keys = settings.unigram_keys;
   o.limits = limits;
@@ -63,7 +64,10 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
 
 nlohmann::json retrieval_settings_json(const RetrievalSettings& s) {
   return {{"views", s.views}, {"beam", s.beam}, {"depth", s.top_k},
-          {"keys", {{"title", "complete titles (ending with @@)"}, {"pq", "complete pseudo-queries (ending with @@)"},
+          {"keys", {{"title", s.partial_keys ? "every prefix of the beam history (--partial-keys)"
+                                             : "complete titles (ending with @@)"},
+                    {"pq", s.partial_keys ? "every prefix of the beam history (--partial-keys)"
+                                          : "complete pseudo-queries (ending with @@)"},
                     {"body", "every prefix of the beam history"}}},
           {"ngram_keys", s.uses_ngram_keys()}, {"unigram_keys", s.uses_unigram_keys()},
           {"overlapped_keys", s.overlapped_keys}};
@@ -73,7 +77,10 @@ std::string describe_retrieval(const RetrievalSettings& s) {
   std::string views, kinds;
   for (const auto& v : s.views) {
     views += (views.empty() ? "" : ",") + v;
-    const char* kind = v == "title" ? "complete titles" : v == "pq" ? "complete pseudo-queries" : "body prefixes";
+    const char* kind = v == "body"    ? "body prefixes"
+                       : s.partial_keys ? (v == "title" ? "title prefixes" : "pseudo-query prefixes")
+                       : v == "title"   ? "complete titles"
+                                        : "complete pseudo-queries";
     kinds += (kinds.empty() ? "" : ", ") + std::string(kind);
   }
   return fmt::format("views {}, beam {}, depth {}; keys: {}; {}, {}{}", views, s.beam, s.top_k, kinds,
