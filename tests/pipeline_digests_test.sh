@@ -56,7 +56,7 @@ for np in 1 2; do
   quiet "$work/s2-$np.log" "${mpiexec[@]}" -n $np "$dgr" train --stage distill "${common[@]}" --out "$work/s2-$np" \
       --prepared "$work/prep" --init-model "$work/s1-1/model.h5" --loss $loss --epochs 2 --batch 4 --views title
   quiet "$work/r2-$np.log" "${mpiexec[@]}" -n $np "$dgr" retrieve --data "$data" --model "$work/s2-$np/model.h5" \
-      --split dev --split test --views title --beam 2 --depth 10 --threads 1 --out "$work/s2-$np"
+      --split dev --split test --views title,body --beam 2 --depth 10 --threads 1 --out "$work/s2-$np"
 done
 
 /usr/bin/python3 -I - "$work" > "$work/digests.txt" <<'PY'
