@@ -179,6 +179,7 @@ int run_retrieval(const ProbeOptions& options, const dgr::World& world) {
   for (size_t i = 0; i < texts.size(); ++i) queries.push_back({fmt::format("q{}", i), texts[i]});
   dgr::trainer::RetrievalSettings settings;
   settings.top_k = 5;
+  settings.views = {"title", "body"};  // complete title keys alone weigh 0 under this scorer: body keys hit
   const dgr::retrieval::ViewLimits limits;
   const bool faulty = options.mode == "stall" && world.rank() == options.fault_rank;
   ProbeScorer scorer(index.tokenizer.vocab_size(), [&] {
@@ -197,8 +198,8 @@ int run_retrieval(const ProbeOptions& options, const dgr::World& world) {
   retriever_options.beam.beam_size = settings.beam;
   retriever_options.limits = limits;
   retriever_options.scoring.top_k = static_cast<size_t>(settings.top_k);
-  retriever_options.title_view = true;  // settings.views: title only
-  retriever_options.body_view = retriever_options.pq_view = false;
+  retriever_options.title_view = retriever_options.body_view = true;  // settings.views: title and body
+  retriever_options.pq_view = false;
   retriever_options.ngram_keys = settings.ngram_keys;
   retriever_options.unigram_keys = settings.unigram_keys;
   retriever_options.scoring.report_overlapped = settings.overlapped_keys;
