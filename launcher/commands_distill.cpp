@@ -71,8 +71,8 @@ struct TeacherBm25Options {
 
 std::string absolute(const std::string& path) { return fs::absolute(path).lexically_normal().string(); }
 
-// The mined candidate of one retrieved passage: its keys in matching order, then the overlapped ones (Note
-// [Overlapped keys] in retrieval/scoring.h), at most `max_keys` in all. Labels come later (label_candidates).
+// The mined candidate of one retrieved passage: its keys in matching order, at most `max_keys` (Note
+// [Overlapped keys] in retrieval/scoring.h). Labels come later (label_candidates).
 data::MinedCandidate mined_candidate(const retrieval::RetrievedPassage& p, const retrieval::IndexDir& index,
                                      int max_keys) {
   data::MinedCandidate c;
@@ -85,7 +85,6 @@ data::MinedCandidate mined_candidate(const retrieval::RetrievedPassage& p, const
     c.key_texts.push_back(retrieval::key_text(key, index.tokenizer));
   };
   for (const auto& m : p.keys) add_key(m.key);
-  for (const auto& key : p.overlapped) add_key(key);
   return c;
 }
 
@@ -339,7 +338,7 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--split", m->split, "Split whose queries are mined (labels from its qrels)");
   mine->add_option("--max-keys", m->max_keys, "Keys kept per candidate, in matching order")->check(at_least(1));
   mine->add_option("--out", m->out_dir, "Mined directory to write (candidates.jsonl, candidates.tsv, run.trec, manifest.json)");
-  add_retrieval_flags(*mine, m->settings, {.views_flag = "--views", .depth = true, .overlapped_keys = true});
+  add_retrieval_flags(*mine, m->settings, {.views_flag = "--views", .depth = true});
   add_device_flags(*mine, m->device, false);
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(at_least(1));

@@ -96,11 +96,6 @@ void add_retrieval_flags(CLI::App& app, trainer::RetrievalSettings& settings, co
   app.add_flag("--partial-keys", settings.partial_keys,
                "Title and pseudo-query keys also every unfinished prefix of the beam history (SEAL's partial_titles, "
                "dgr before 2026-12-07; default: complete identifiers only, method.md section 4)");
-  if (which.overlapped_keys) {
-    app.add_flag("--overlapped-keys", settings.overlapped_keys,
-                 "Also keep the keys found in the passage only on positions a heavier key took, after the ones its "
-                 "score used (body keys; off: the surrogate then equals the retrieval score, Note [Overlapped keys])");
-  }
 }
 
 void add_device_flags(CLI::App& app, trainer::DeviceOptions& options, bool precision) {

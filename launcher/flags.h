@@ -42,11 +42,10 @@ class StagedDefaults {
 };
 
 // Which retrieval flags a command has: the views flag's name (`train` searches --eval-views, as --views
-// names the views it trains), --depth, and --overlapped-keys (mining).
+// names the views it trains) and --depth.
 struct RetrievalFlags {
   std::string views_flag = "--views";
   bool depth = true;
-  bool overlapped_keys = false;
 };
 
 void add_retrieval_flags(CLI::App& app, trainer::RetrievalSettings& settings, const RetrievalFlags& which = {});

@@ -44,8 +44,7 @@ std::vector<double> key_weights(std::span<const Key> keys, uint64_t total_tokens
 
 PassageScorer::PassageScorer(std::span<const Key> keys, std::span<const double> weights, int32_t boundary,
                              const ScoringOptions& options)
-    : keys_(keys), weights_(weights), boundary_(boundary), alpha_(options.coverage_alpha),
-      report_overlapped_(options.report_overlapped) {
+    : keys_(keys), weights_(weights), boundary_(boundary), alpha_(options.coverage_alpha) {
   DGR_CHECK(keys.size() == weights.size(), "{} keys but {} weights", keys.size(), weights.size());
   DGR_CHECK(keys.size() < std::numeric_limits<uint32_t>::max(), "too many keys ({})", keys.size());
   int32_t max_token = -1;
@@ -120,7 +119,6 @@ PassageScore PassageScorer::score(std::span<const int32_t> passage) const {
     while (end < occurrences.size() && occurrences[end].first == rank) ++end;
     const uint32_t key_index = greedy_[rank];
     const std::vector<int32_t>& string = keys_[key_index].string;
-    const size_t matched_before = result.matches.size();
     for (size_t o = at; o < end; ++o) {
       const uint32_t pos = occurrences[o].second;
       bool free = true;
@@ -148,8 +146,6 @@ PassageScore PassageScorer::score(std::span<const int32_t> passage) const {
       covered.swap(merged);
       break;  // one occurrence per key
     }
-    if (report_overlapped_ && result.matches.size() == matched_before && weights_[key_index] > 0)
-      result.overlapped.push_back(key_index);
     at = end;
   }
 
@@ -229,7 +225,6 @@ std::vector<RetrievedPassage> score_passages(const FMIndex& index, std::span<con
     for (const KeyMatch& m : score.matches) {
       passage.keys.push_back({keys[m.key], m.weight, m.coverage, m.contribution, m.offset});
     }
-    for (uint32_t k : score.overlapped) passage.overlapped.push_back(keys[k]);
     out.push_back(std::move(passage));
   }
   return out;

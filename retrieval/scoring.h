@@ -48,10 +48,6 @@ struct ScoringOptions {
   bool unigrams_locate_candidates = false;  // see above: off for speed
   size_t max_candidates = 1500;    // candidates fully scored, best by the cheap bound
   size_t top_k = 100;              // passages returned
-  // Also report, per passage, the keys that occur in it but took nothing because every occurrence
-  // overlapped a position an earlier (heavier) key had taken. They add nothing to the score; mining keeps
-  // them so that distillation can re-score them (Note [Overlapped keys]).
-  bool report_overlapped = false;
 };
 
 // The corpus-corrected weight of a key with log-probability `s` (already offset for pq keys) and corpus
@@ -74,7 +70,6 @@ struct KeyMatch {
 struct PassageScore {
   double score = 0;
   std::vector<KeyMatch> matches;  // greedy order (descending w), then unigram keys by position
-  std::vector<uint32_t> overlapped;  // keys (indices) found only on taken positions, greedy order (report_overlapped)
 };
 
 // Scores passages against one query's keys. Built once per query (it sorts the keys and indexes them by
@@ -93,7 +88,6 @@ class PassageScorer {
   std::span<const double> weights_;
   int32_t boundary_;
   double alpha_;
-  bool report_overlapped_;
   std::vector<uint32_t> greedy_;           // greedy keys by (w desc, index asc)
   std::vector<uint32_t> greedy_rank_;      // key index -> rank in greedy_
   std::vector<uint32_t> by_first_offsets_; // CSR: first token t -> by_first_[offsets[t] .. offsets[t+1])
@@ -113,18 +107,16 @@ struct MatchedKey {
   double contribution = 0;
   int32_t offset = 0;
 };
-// Note [Overlapped keys]: keys that occur in a passage only on positions a heavier key took add nothing to
-// its score. Reporting them after the matched ones (ScoringOptions::report_overlapped; `dgr mine
-// --overlapped-keys`) lets distillation re-score them, with coverage discounting them as DGR's surrogate
-// does, but then the surrogate no longer equals the retrieval score. It was needed while title keys were
-// every prefix of a title (a passage matched one shared short prefix, its longer prefixes overlapped it);
-// with complete title keys (method.md section 4) a passage matches at most one title key, so only body keys
-// can overlap. Off by default; docs/results.md ("Complete-title keys") has the measurement.
+// Note [Overlapped keys]: a key that occurs in a passage only on positions a heavier key took adds nothing
+// to its score and is not among its keys. Until 2026-12-07 mining could also keep such keys for the
+// surrogate to re-score: a workaround for title keys that were every prefix of a title (a passage matched
+// one shared short prefix). With complete title keys it was a no-op for titles, made the surrogate differ
+// from the retrieval score through body keys, and did not change DGR's results (4 seeds on tiny,
+// docs/results.md, "Complete-title keys"), so it was removed.
 struct RetrievedPassage {
   int32_t doc = 0;  // passage index in the FM-index (order of FMIndex::build)
   double score = 0;
   std::vector<MatchedKey> keys;  // in greedy order, as PassageScore::matches
-  std::vector<Key> overlapped;   // with ScoringOptions::report_overlapped: PassageScore::overlapped
 };
 
 // The whole scoring stage: weights, candidates by the keys with count <= max_key_count, the best

@@ -202,7 +202,6 @@ int run_retrieval(const ProbeOptions& options, const dgr::World& world) {
   retriever_options.pq_view = false;
   retriever_options.ngram_keys = settings.ngram_keys;
   retriever_options.unigram_keys = settings.unigram_keys;
-  retriever_options.scoring.report_overlapped = settings.overlapped_keys;
   dgr::retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options);
   ProbeScorer local(index.tokenizer.vocab_size(), nullptr);
   // The expected run, with its tied scores written apart as retrieve_queries writes them (Note [Written scores]).

@@ -170,24 +170,6 @@ TEST(ScorePassage, TitleKeyMatchesOnlyAtThePassageStart) {
   EXPECT_DOUBLE_EQ(got.score, 1.0);
 }
 
-TEST(ScorePassage, OverlappedKeysAreReportedOnlyWhenAskedAndScoreNothing) {
-  // Two title prefixes: the heavier "B 20" takes the title's first position, so "B 20 21 E" (found in the
-  // passage) overlaps it and scores nothing; "B 31" does not occur at all and is never reported.
-  const std::vector<Key> keys{make_key({B, 20}, View::title, -0.5, 3), make_key({B, 20, 21, E}, View::title, -2.0, 1),
-                              make_key({B, 31}, View::title, -1.0, 1)};
-  const std::vector<double> w{4.0, 2.0, 3.0};
-  const PassageScore plain = score_passage(kPassage, keys, w, B, {});
-  EXPECT_TRUE(plain.overlapped.empty());
-  ScoringOptions o;
-  o.report_overlapped = true;
-  const PassageScore got = score_passage(kPassage, keys, w, B, o);
-  ASSERT_EQ(got.matches.size(), 1u);
-  EXPECT_EQ(got.matches[0].key, 0u);
-  EXPECT_DOUBLE_EQ(got.score, plain.score);
-  ASSERT_EQ(got.overlapped.size(), 1u);
-  EXPECT_EQ(got.overlapped[0], 1u);
-}
-
 TEST(ScorePassage, ZeroWeightKeysTakeNoPosition) {
   // w = 0 for "30 31 32": it must not block the unigram 30 at offset 3 (nor anything else).
   const std::vector<Key> keys{make_key({30, 31, 32}, View::body, -9.0, 1),

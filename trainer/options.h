@@ -18,7 +18,6 @@ struct RetrievalSettings {
   // Extra keys of the body view (method.md section 4): they exist only when "body" is among `views`.
   bool ngram_keys = true;        // the query's word n-grams
   bool unigram_keys = true;      // top unigrams of the first decoding step
-  bool overlapped_keys = false;  // also report keys found only on positions heavier keys took (mining)
   bool partial_keys = false;     // title/pq keys also every unfinished prefix (SEAL's partial_titles; off: the method)
 
   bool searches(const std::string& view) const {

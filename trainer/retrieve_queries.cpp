@@ -56,7 +56,6 @@ retrieval::RetrieverOptions retriever_options(const RetrievalSettings& settings,
   o.unigram_keys = settings.unigram_keys;
   o.limits = limits;
   o.scoring.top_k = static_cast<size_t>(settings.top_k);
-  o.scoring.report_overlapped = settings.overlapped_keys;
   return o;
 }
 
@@ -69,8 +68,7 @@ nlohmann::json retrieval_settings_json(const RetrievalSettings& s) {
                     {"pq", s.partial_keys ? "every prefix of the beam history (--partial-keys)"
                                           : "complete pseudo-queries (ending with @@)"},
                     {"body", "every prefix of the beam history"}}},
-          {"ngram_keys", s.uses_ngram_keys()}, {"unigram_keys", s.uses_unigram_keys()},
-          {"overlapped_keys", s.overlapped_keys}};
+          {"ngram_keys", s.uses_ngram_keys()}, {"unigram_keys", s.uses_unigram_keys()}};
 }
 
 std::string describe_retrieval(const RetrievalSettings& s) {
@@ -83,10 +81,9 @@ std::string describe_retrieval(const RetrievalSettings& s) {
                                         : "complete pseudo-queries";
     kinds += (kinds.empty() ? "" : ", ") + std::string(kind);
   }
-  return fmt::format("views {}, beam {}, depth {}; keys: {}; {}, {}{}", views, s.beam, s.top_k, kinds,
+  return fmt::format("views {}, beam {}, depth {}; keys: {}; {}, {}", views, s.beam, s.top_k, kinds,
                      s.uses_ngram_keys() ? "query n-gram keys" : "no n-gram keys",
-                     s.uses_unigram_keys() ? "unigram keys" : "no unigram keys",
-                     s.overlapped_keys ? ", overlapped keys reported" : "");
+                     s.uses_unigram_keys() ? "unigram keys" : "no unigram keys");
 }
 
 void check_searched_views_trained(const RetrievalSettings& settings, const std::vector<std::string>& trained_views,
