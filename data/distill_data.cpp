@@ -296,6 +296,7 @@ PrepareSummary prepare_distill_data(const PrepareOptions& options) {
   MinedReader reader(options.mined_dir, /*with_keys=*/true);
   MinedQuery q;
   size_t index = 0;
+  std::vector<double> abs_gaps;
   while (reader.next(q)) {
     DGR_CHECK_AS(DataError, index < lists.size() && lists[index].qid == q.qid,
                  "{}: changed while it was read (line {}): run dgr prepare again", reader.path(), reader.line());
@@ -311,6 +312,11 @@ PrepareSummary prepare_distill_data(const PrepareOptions& options) {
         ++negatives;
         if (top_negative == nullptr) top_negative = &c;
       }
+    }
+    if (top_positive != nullptr && top_negative != nullptr) {
+      const double gap = top_positive->score - top_negative->score;
+      abs_gaps.push_back(std::abs(gap));
+      summary.positive_first += gap > 0 ? 1 : 0;
     }
     if (positives < options.min_positives) {
       ++summary.dropped_no_positive;
@@ -352,6 +358,13 @@ PrepareSummary prepare_distill_data(const PrepareOptions& options) {
                options.mined_dir, summary.mined_queries, summary.dropped_no_positive, options.min_positives,
                summary.dropped_few_negatives, options.min_negatives, summary.dropped_score_gap, options.max_score_gap);
 
+  summary.gap_queries = static_cast<int64_t>(abs_gaps.size());
+  if (!abs_gaps.empty()) {
+    std::sort(abs_gaps.begin(), abs_gaps.end());
+    const size_t n = abs_gaps.size();
+    summary.median_abs_gap = n % 2 == 1 ? abs_gaps[n / 2] : (abs_gaps[n / 2 - 1] + abs_gaps[n / 2]) / 2;
+    summary.positive_first /= static_cast<double>(n);
+  }
   DistillProvenance provenance;
   provenance.max_keys = mined.max_keys;
   provenance.tokenizer_sha256 = mined.tokenizer_sha256;
@@ -364,6 +377,11 @@ PrepareSummary prepare_distill_data(const PrepareOptions& options) {
                   {"rule", "keep a query with >= min_positives positives, >= min_negatives negatives and retriever "
                            "score(top positive) < score(top negative) + max_score_gap; a dropped query counts under "
                            "the first rule it fails"}}},
+      {"score_gaps", {{"queries", summary.gap_queries}, {"median_abs_gap", summary.median_abs_gap},
+                      {"positive_first", summary.positive_first},
+                      {"rule", "over the mined queries with a positive and a negative: gap = retriever score(top "
+                               "positive) - score(top negative); constants by trainer/distill_loss.h: M = median "
+                               "|gap| / 2, D = M / 3, LTRGR margins M and 4M/3, gen weight 500 M / 300"}}},
       {"counts", {{"mined_queries", summary.mined_queries}, {"kept", summary.kept},
                   {"dropped_no_positive", summary.dropped_no_positive},
                   {"dropped_few_negatives", summary.dropped_few_negatives},

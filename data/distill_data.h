@@ -79,6 +79,12 @@ struct PrepareSummary {
   int64_t mined_queries = 0, kept = 0;
   int64_t dropped_no_positive = 0, dropped_few_negatives = 0, dropped_score_gap = 0;  // first rule that fails
   int64_t candidates = 0, keys = 0, shards = 0;
+  // Over the mined queries with a positive and a negative (before the filter): the retriever score gap
+  // score(top positive) - score(top negative). Its median absolute value g sets the distillation constants
+  // (the rule in trainer/distill_loss.h: M = g / 2, D = M / 3, ...).
+  int64_t gap_queries = 0;
+  double median_abs_gap = 0;
+  double positive_first = 0;  // fraction of them whose gap is > 0
 };
 
 // `dgr prepare`: reads the mined candidates and the teacher run (checked against each other like

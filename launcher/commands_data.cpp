@@ -12,6 +12,7 @@
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "data/debian_dataset.h"
+#include "data/query_split.h"
 #include "data/readers.h"
 #include "data/trec.h"
 
@@ -63,6 +64,19 @@ void check_manifest(const std::string& data_dir) {
                  manifest_path.string(), expected.get<std::string>());
   }
   std::cout << fmt::format("{}: {} files match their SHA-256\n", manifest_path.string(), manifest.at("files").size());
+}
+
+int run_split(const data::QuerySplitOptions& opts, const World& world) {
+  auto control = comm::make_host_communicator(world);  // rank 0 writes; the others wait in its barrier
+  if (world.is_root()) {
+    const auto r = data::split_queries(opts);
+    std::cout << fmt::format("{}/queries.{}.tsv: {} queries ({} judgements) -> {}: {} queries ({} judgements), {}: "
+                             "{} queries ({} judgements)\n", opts.data_dir, opts.from, r.first_queries + r.second_queries,
+                             r.first_qrels + r.second_qrels, opts.first, r.first_queries, r.first_qrels, opts.second,
+                             r.second_queries, r.second_qrels);
+  }
+  control->barrier();
+  return 0;
 }
 
 int run_check(CheckOptions opts, const World& world) {
@@ -129,6 +143,20 @@ void add_data_commands(CLI::App& app, CommandTable& table) {
                     "Word 5-gram Jaccard similarity from which a passage is a near duplicate")
       ->check(between(0, 1));
   table[build] = [cfg](const World& world) { return run_build_debian(*cfg, world); };
+
+  auto split = std::make_shared<data::QuerySplitOptions>();
+  CLI::App* split_cmd = data->add_subcommand(
+      "split", "Split a query set in two by a seeded hash of the query ids (e.g. stage 1's and stage 2's training "
+      "queries): writes queries/qrels.FIRST.tsv and queries/qrels.SECOND.tsv beside FROM's");
+  split_cmd->add_option("--data", split->data_dir, "Data set directory (corpus.tsv, queries.FROM.tsv, qrels.FROM.tsv)")
+      ->required();
+  split_cmd->add_option("--from", split->from, "The split to divide");
+  split_cmd->add_option("--first", split->first, "Name of the part that keeps the queries not drawn");
+  split_cmd->add_option("--second", split->second, "Name of the part that gets round(fraction * n) drawn queries");
+  split_cmd->add_option("--fraction", split->fraction, "Fraction of the queries drawn into SECOND")->check(between(0, 1));
+  split_cmd->add_option("--seed", split->seed, "Seed of the hash that orders the queries");
+  split_cmd->add_flag("--force", split->force, "Replace the parts if they exist");
+  table[split_cmd] = [split](const World& world) { return run_split(*split, world); };
 
   auto check = std::make_shared<CheckOptions>();
   CLI::App* check_cmd = data->add_subcommand(

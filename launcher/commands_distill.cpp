@@ -322,6 +322,16 @@ int run_prepare(const data::PrepareOptions& opts, const World& world) {
                            opts.min_positives, s.dropped_few_negatives, opts.min_negatives, s.dropped_score_gap,
                            opts.max_score_gap, s.candidates, s.keys, s.shards)
             << std::flush;
+  if (s.gap_queries > 0) {
+    const double m = s.median_abs_gap / 2;
+    std::cout << fmt::format("score gaps over {} mined queries: the top positive outscores the top negative in {:.1f}%, "
+                             "median |gap| {:.1f}; constants by the rule of trainer/distill_loss.h: --margin {:.1f} "
+                             "--margin-step {:.1f} --second-margin {:.1f} --temperature {:.1f} --gen-weight {:.1f}, "
+                             "prepare --max-score-gap {:.1f}\n",
+                             s.gap_queries, 100 * s.positive_first, s.median_abs_gap, m, m / 3, 4 * m / 3, m / 3,
+                             500 * m / 300, m)
+              << std::flush;
+  }
   return 0;
 }
 

@@ -179,6 +179,8 @@ void add_train_command(CLI::App& app, CommandTable& table) {
   add_train_flags(*train, s.train, t->staged);
   train->add_option("--preset", s.preset, "generate: model preset: test, cpu, bart-base, bart-large");
   train->add_option("--views", t->views, "generate: identifier views to train: title, body, pq")->delimiter(',');
+  train->add_option("--train-split", s.train_split,
+                    "generate: training queries DATA/queries.SPLIT.tsv (e.g. a part from `dgr data split`)");
   train->add_option("--title-copies", s.data.title_copies, "generate: title pairs per training query per epoch");
   train->add_option("--body-spans", s.data.body_spans, "generate: body-span pairs per training query per epoch");
   train->add_option("--pq-copies", s.data.pq_copies, "generate: pseudo-query pairs per training query per epoch");

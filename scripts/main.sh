@@ -7,8 +7,11 @@
 # (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
 # control, LTRGR and DGR on dev, test and both pooled, LTRGR and DGR marked where a paired test (Holm) finds
 # them different from the control or from stage 1.
-# Usage: [DGR=binary] scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data]
-#                                     [-- extra stage-1 `dgr train` flags]
+# Usage: [DGR=binary] scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--hold-out F]
+#                                     [--rebuild-data] [-- extra stage-1 `dgr train` flags]
+# --hold-out F: the fraction of the training queries held out of stage 1 for mining and stage 2 (`dgr data
+# split`; default 0.5: a student that trained on a query ranks its positive first, docs/results.md "Held-out
+# distillation queries"); 0: stage 1 trains on every training query and stage 2 mines them all again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset=tiny
@@ -16,6 +19,7 @@ ranks=2
 extra=()
 extra2=()
 seed=""
+hold_out=0.5
 rebuild_data=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -25,9 +29,11 @@ while [[ $# -gt 0 ]]; do
     --ranks=*) ranks="${1#*=}"; shift ;;
     --seed) seed="$2"; shift 2 ;;
     --seed=*) seed="${1#*=}"; shift ;;
+    --hold-out) hold_out="$2"; shift 2 ;;
+    --hold-out=*) hold_out="${1#*=}"; shift ;;
     --rebuild-data) rebuild_data=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
+    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--hold-out F] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
   esac
 done
 # DGR=/path/to/dgr: run that binary instead of installing and building (e.g. a copy kept for a series of
@@ -59,9 +65,18 @@ fi
 $dgr data check --data "$data"
 $dgr bm25 --data "$data" --split dev --split test | tee "$data/bm25.txt"
 $dgr index --data "$data" --out "$data/index"
+# The training queries of each stage: with --hold-out F, stage 1 trains on train-stage1 and stage 2 mines and
+# trains on train-stage2 (a fraction F drawn by a hash of the query ids, the same for every seed).
+if awk "BEGIN{exit !($hold_out > 0)}"; then
+  $dgr data split --data "$data" --from train --first train-stage1 --second train-stage2 --fraction "$hold_out" --force
+  split1=train-stage1 split2=train-stage2
+else
+  split1=train split2=train
+fi
 rm -rf "$run" "$run2"  # a fresh run each time (to resume an interrupted one, run its `dgr train` line yourself)
 start=$(date +%s)
-"${mpi[@]}" -n "$ranks" $dgr train --stage generate --data "$data" --out "$run" --config "configs/stage1-$subset.toml" "${extra[@]}"
+"${mpi[@]}" -n "$ranks" $dgr train --stage generate --data "$data" --out "$run" --config "configs/stage1-$subset.toml" \
+  --train-split "$split1" "${extra[@]}"
 echo "stage 1: $(( $(date +%s) - start )) s on $ranks ranks"
 "${mpi[@]}" -n "$ranks" $dgr retrieve --data "$data" --model "$run/model.h5" --split dev --split test --out "$run" \
   --config "configs/stage1-$subset.toml"
@@ -71,7 +86,7 @@ echo "stage 1: $(( $(date +%s) - start )) s on $ranks ranks"
 # same queries with the same schedule and seed: the generation loss only (the control that isolates the
 # ranking loss, method.md section 11), LTRGR's loss and DGR's.
 start=$(date +%s)
-"${mpi[@]}" -n "$ranks" $dgr mine --data "$data" --model "$run/model.h5" --split train --out "$run2/mined" \
+"${mpi[@]}" -n "$ranks" $dgr mine --data "$data" --model "$run/model.h5" --split "$split2" --out "$run2/mined" \
   --config "configs/distill-$subset.toml"
 $dgr teacher bm25 --mined "$run2/mined" --data "$data" --out "$run2/teacher.bm25.trec"
 $dgr prepare --mined "$run2/mined" --teacher "$run2/teacher.bm25.trec" --out "$run2/prepared"

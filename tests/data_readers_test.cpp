@@ -6,13 +6,16 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "common/error.h"
 #include "data/line_reader.h"
+#include "data/query_split.h"
 #include "data/readers.h"
 #include "data/trec.h"
 
@@ -542,6 +545,106 @@ TEST_F(ReadersTest, ErrorMessagesStayOnOneLine) {
   // A control character inside a reported value is escaped, not copied into the message.
   std::string path = write("c.jsonl", "{\"pid\":\"p\\n1\",\"text\":\"x\"}\n");
   EXPECT_DATA_ERROR(read_corpus(path), path, 1, "passage id 'p\\x0A1' contains whitespace");
+}
+
+// `dgr data split`: the two parts partition the queries and their judgements, the drawn part has
+// round(fraction * n) queries, the hash order depends on the seed and the ids only (not on the other queries
+// or the file order), each part keeps the file's order, and a refused split writes nothing.
+TEST_F(ReadersTest, QuerySplitPartitionsQueriesAndJudgementsByAHashOfTheIds) {
+  std::string corpus, queries = "qid\ttext\n", qrels;
+  for (int i = 0; i < 40; ++i) {
+    corpus += fmt::format("p{}\tt{}\tbody {}\n", i, i, i);
+    queries += fmt::format("q{}\tquery {}\n", i, i);
+    qrels += fmt::format("q{}\tp{}\t1\nq{}\tp{}\t2\n", i, i, i, (i + 1) % 40);
+  }
+  write("corpus.tsv", corpus);
+  write("queries.train.tsv", queries);
+  write("qrels.train.tsv", qrels);
+  QuerySplitOptions o;
+  o.data_dir = dir_;
+  o.fraction = 0.3;
+  const QuerySplitReport report = split_queries(o);
+  EXPECT_EQ(report.second_queries, 12u);
+  EXPECT_EQ(report.first_queries, 28u);
+  const auto first = read_queries(dir_ + "/queries.train-stage1.tsv");
+  const auto second = read_queries(dir_ + "/queries.train-stage2.tsv");
+  ASSERT_EQ(first.size(), 28u);
+  ASSERT_EQ(second.size(), 12u);
+  std::set<std::string> all;
+  for (const auto& part : {first, second}) {
+    int last = -1;
+    for (const auto& q : part) {
+      EXPECT_TRUE(all.insert(q.qid).second) << q.qid << " is in both parts";
+      const int number = std::stoi(q.qid.substr(1));
+      EXPECT_GT(number, last) << "a part is not in the file's order";
+      last = number;
+      EXPECT_EQ(q.text, "query " + q.qid.substr(1));
+    }
+  }
+  EXPECT_EQ(all.size(), 40u);
+  for (const auto& [split, part] : {std::pair{std::string("train-stage1"), first}, std::pair{std::string("train-stage2"), second}}) {
+    const auto judged = read_qrels(dir_ + "/qrels." + split + ".tsv", nullptr, &part);  // every qid in the part
+    EXPECT_EQ(judged.size(), 2 * part.size()) << split;
+    for (const auto& r : judged) {
+      const int number = std::stoi(r.qid.substr(1));
+      EXPECT_EQ(r.pid, fmt::format("p{}", r.grade == 1 ? number : (number + 1) % 40)) << r.qid;
+    }
+  }
+  // Another seed draws other queries; the same seed on a reversed file with fewer queries draws from the
+  // same order: the queries it draws come first among the remaining ones.
+  o.seed = 2;
+  o.force = true;
+  split_queries(o);
+  std::set<std::string> drawn, drawn_seed2;
+  for (const auto& q : second) drawn.insert(q.qid);
+  for (const auto& q : read_queries(dir_ + "/queries.train-stage2.tsv")) drawn_seed2.insert(q.qid);
+  EXPECT_EQ(drawn_seed2.size(), 12u);
+  EXPECT_NE(drawn_seed2, drawn);
+  std::string reversed = "qid\ttext\n";
+  for (int i = 39; i >= 0; --i) if (i % 3 != 0) reversed += fmt::format("q{}\tquery {}\n", i, i);
+  write("queries.more.tsv", reversed);
+  std::string more_qrels;
+  for (int i = 39; i >= 0; --i) if (i % 3 != 0) more_qrels += fmt::format("q{}\tp{}\n", i, i);
+  write("qrels.more.tsv", more_qrels);
+  o.seed = 1;
+  o.from = "more";
+  o.first = "a";
+  o.second = "b";
+  o.fraction = 12.0 / 40;
+  split_queries(o);
+  const auto a = read_queries(dir_ + "/queries.a.tsv");
+  const auto b = read_queries(dir_ + "/queries.b.tsv");
+  EXPECT_EQ(b.size(), 8u);  // round(0.3 * 26)
+  std::set<std::string> drawn_from_more;
+  for (const auto& q : b) drawn_from_more.insert(q.qid);
+  size_t kept_drawn = 0;  // the queries drawn from all 40 that remain: first in the order, so drawn again
+  for (int i = 0; i < 40; ++i) {
+    const std::string qid = fmt::format("q{}", i);
+    if (i % 3 == 0 || drawn.count(qid) == 0) continue;
+    ++kept_drawn;
+    EXPECT_EQ(drawn_from_more.count(qid), 1u) << qid << " was drawn from all queries but not from a subset";
+  }
+  EXPECT_GT(kept_drawn, 4u);
+
+  // Refused: parts that exist (without force), a fraction that leaves a part empty, the same name twice.
+  o.force = false;
+  EXPECT_THROW(split_queries(o), ConfigError);
+  o.force = true;
+  o.first = "c";
+  o.second = "d";
+  o.fraction = 0.01;
+  EXPECT_THROW(split_queries(o), ConfigError);
+  o.fraction = 0.5;
+  o.second = "c";
+  EXPECT_THROW(split_queries(o), ConfigError);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/queries.c.tsv"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/queries.d.tsv"));
+  // A judgement of a passage the corpus lacks is a DataError naming the file and line; nothing is written.
+  write("qrels.more.tsv", more_qrels + "q1\tnowhere\n");
+  o.second = "d";
+  EXPECT_DATA_ERROR(split_queries(o), dir_ + "/qrels.more.tsv", 27, "nowhere");
+  for (const auto& entry : std::filesystem::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().filename().string().find(".c."), std::string::npos) << entry.path();
 }
 
 }  // namespace

@@ -503,6 +503,11 @@ TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
   EXPECT_EQ(s.dropped_score_gap, 2);
   EXPECT_EQ(s.kept, 3);
   EXPECT_EQ(s.candidates, 8 + 5 + 6);
+  // Score gaps, before the filter, over the 6 queries with a positive and a negative: -2 (keep_a), +2
+  // (few_neg), +10, +5, +4.5, -5 (keep_c): median |gap| (4.5 + 5) / 2, positive first in 4 of 6.
+  EXPECT_EQ(s.gap_queries, 6);
+  EXPECT_DOUBLE_EQ(s.median_abs_gap, 4.75);
+  EXPECT_DOUBLE_EQ(s.positive_first, 4.0 / 6);
 
   DistillDataset data(options.out_dir);
   ASSERT_EQ(data.size(), 3);
@@ -525,6 +530,7 @@ TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
   EXPECT_EQ(manifest.at("counts").at("dropped_few_negatives"), 1);
   EXPECT_EQ(manifest.at("counts").at("dropped_score_gap"), 2);
   EXPECT_EQ(manifest.at("filter").at("min_negatives"), 4);
+  EXPECT_DOUBLE_EQ(manifest.at("score_gaps").at("median_abs_gap").get<double>(), 4.75);
 
   // Each rule alone: loosening it keeps the queries it dropped (and only those).
   auto kept_with = [&](int min_positives, int min_negatives, double gap, const std::string& out) {

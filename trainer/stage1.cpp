@@ -75,17 +75,17 @@ class PairsObjective : public Objective {
 
 nlohmann::json stage1_options_json(const Stage1Options& o) {
   const Stage1DataOptions& d = o.data;
-  return {{"stage", "generate"}, {"preset", o.preset}, {"views", {d.views[0], d.views[1], d.views[2]}},
+  return {{"stage", "generate"}, {"preset", o.preset}, {"train_split", o.train_split}, {"views", {d.views[0], d.views[1], d.views[2]}},
           {"title_copies", d.title_copies}, {"body_spans", d.body_spans}, {"pq_copies", d.pq_copies},
           {"indexing_pairs", d.indexing_pairs},
           {"indexing_source", {d.indexing_source_min, d.indexing_source_max, d.indexing_prefix_probability}}};
 }
 
 // The training queries with a relevant passage, each with its first relevant passage's document number.
-std::vector<TrainingQuery> training_queries(const TrainOptions& o, const IndexedCorpus& data) {
-  const std::string dir = o.data_dir + "/";
-  auto queries = data::read_queries(dir + "queries.train.tsv");
-  auto qrels = data::read_qrels(dir + "qrels.train.tsv", &data.corpus, &queries);
+std::vector<TrainingQuery> training_queries(const Stage1Options& options, const IndexedCorpus& data) {
+  const std::string dir = options.train.data_dir + "/";
+  auto queries = data::read_queries(dir + "queries." + options.train_split + ".tsv");
+  auto qrels = data::read_qrels(dir + "qrels." + options.train_split + ".tsv", &data.corpus, &queries);
   std::unordered_map<std::string, int32_t> first_positive;
   for (const auto& q : qrels)
     if (q.grade > 0) first_positive.emplace(q.qid, data.index.doc_of.at(q.pid));
@@ -104,10 +104,10 @@ int run_stage1(const Stage1Options& options, const World& world) {
   const DeviceChoice device = prepare_run(o, world);
   // Data: every rank reads the same files and builds the same pair list.
   IndexedCorpus data = load_indexed_corpus(o);
-  std::vector<TrainingQuery> queries = training_queries(o, data);
+  std::vector<TrainingQuery> queries = training_queries(options, data);
   const size_t num_queries = queries.size();
   Stage1Data pairs(std::move(data.passages), std::move(queries), data.index.tokenizer.special(), options.data, o.seed);
-  if (world.is_root()) log::get("train")->info("stage 1 data: {} training queries; {}", num_queries, pairs.describe());
+  if (world.is_root()) log::get("train")->info("stage 1 data: {} training queries ({}); {}", num_queries, options.train_split, pairs.describe());
 
   ModelConfig config = model_preset(options.preset, data.index.tokenizer.vocab_size());
   if (o.dropout >= 0) config.dropout = o.dropout;

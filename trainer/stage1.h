@@ -18,6 +18,9 @@ namespace dgr::trainer {
 struct Stage1Options {
   TrainOptions train = generate_defaults();
   std::string preset = "cpu";  // model preset (trainer/model.h)
+  // The training queries: DATA/queries.SPLIT.tsv with DATA/qrels.SPLIT.tsv (e.g. a part from `dgr data split`,
+  // holding the rest out for stage 2).
+  std::string train_split = "train";
   Stage1DataOptions data;
 };
 
