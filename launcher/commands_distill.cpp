@@ -3,6 +3,7 @@
 // import|bm25` (a teacher run over exactly the mined candidates) and `dgr prepare` (the filtered, sharded
 // HDF5 data set stage 2 reads). The work is in trainer/retrieve_queries.h and data/ (the mined directory's
 // writer, teacher runs, the prepared shards); this file maps the options onto it.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -52,7 +53,33 @@ struct MineOptions {
   trainer::DeviceOptions device;  // --device, --threads
   bool force = false;
   trainer::RetrievalSettings settings;
+  std::string add_run;  // a TREC run over the split's queries (e.g. the teacher's): its top add_top passages join
+  int add_top = 10;     // each query's list when the model's keys match them (retrieval::score_passages)
 };
+
+// Each query's first `top` passages of `run_path` (by rank) as FM-index documents; a query the run lacks gets
+// none. DataError for a pid the index lacks.
+std::vector<std::vector<int32_t>> top_passages_of_run(const std::string& run_path, int top,
+                                                      const std::vector<data::Query>& queries,
+                                                      const retrieval::IndexDir& index) {
+  const auto entries = data::read_trec_run(run_path, nullptr, &queries);
+  std::unordered_map<std::string, int32_t> doc_of;
+  for (size_t d = 0; d < index.pids.size(); ++d) doc_of.emplace(index.pids[d], static_cast<int32_t>(d));
+  std::unordered_map<std::string, std::vector<std::pair<int, int32_t>>> ranked;  // qid -> (rank, doc)
+  for (const auto& e : entries) {
+    auto it = doc_of.find(e.pid);
+    DGR_CHECK_AS(DataError, it != doc_of.end(), "{}: passage '{}' (query {}) is not in the index: give a run over "
+                 "the corpus the model was mined with", run_path, e.pid, e.qid);
+    ranked[e.qid].emplace_back(e.rank, it->second);
+  }
+  std::vector<std::vector<int32_t>> out(queries.size());
+  for (size_t q = 0; q < queries.size(); ++q) {
+    auto& list = ranked[queries[q].qid];
+    std::sort(list.begin(), list.end());
+    for (size_t i = 0; i < list.size() && i < static_cast<size_t>(top); ++i) out[q].push_back(list[i].second);
+  }
+  return out;
+}
 
 struct TeacherImportOptions {
   std::string mined_dir;
@@ -109,6 +136,12 @@ json mine_provenance(const MineOptions& opts, const std::string& queries_path, c
       {"retrieval", [&] {
          json r = trainer::retrieval_settings_json(opts.settings);
          r["max_keys"] = opts.max_keys;
+         if (!opts.add_run.empty()) {
+           r["added"] = {{"run", absolute(opts.add_run)}, {"run_sha256", files::sha256_file(opts.add_run)},
+                         {"top", opts.add_top},
+                         {"rule", "each query's top passages of the run are scored by the model's keys and listed "
+                                  "besides the retrieved top_k when a key matches them"}};
+         }
          r["view_limits"] = json::parse(trainer::view_limits_json(exported.limits));
          return r;
        }()},
@@ -179,6 +212,8 @@ int run_mine(const MineOptions& opts, const World& world) {
   if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries)) {
     queries.resize(static_cast<size_t>(opts.max_queries));
   }
+  std::vector<std::vector<int32_t>> added;  // [query] the --add-run passages scored besides the top_k
+  if (!opts.add_run.empty()) added = top_passages_of_run(opts.add_run, opts.add_top, queries, index);
   // Every rank: one mined line per query of its share. Rank 0: the files, streamed in query order.
   auto encode = [&](size_t q, const std::vector<int32_t>& tokens, const std::vector<retrieval::RetrievedPassage>& passages) {
     data::MinedQuery mined{queries[q].qid, queries[q].text, tokens, {}};
@@ -198,7 +233,7 @@ int run_mine(const MineOptions& opts, const World& world) {
   trainer::RetrievalSettings settings = opts.settings;
   auto control = comm::make_host_communicator(world);  // the rounds' gathers (comm/communicator.h)
   auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, *control,
-                                           opts.round_size, encode, consume);
+                                           opts.round_size, encode, consume, opts.add_run.empty() ? nullptr : &added);
   if (!world.is_root()) return 0;
   const data::MinedCounts counts = writer->counts();
   if (counts.without_candidates > 0) {
@@ -353,6 +388,9 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(at_least(1));
   mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");
+  mine->add_option("--add-run", m->add_run, "A TREC run over the split's queries (e.g. `dgr bm25`'s, the teacher's): "
+                   "its top --add-top passages per query join the candidates when the model's keys match them");
+  mine->add_option("--add-top", m->add_top, "Passages per query taken from --add-run")->check(at_least(1));
   table[mine] = [m](const World& world) { return run_mine(*m, world); };
 
   CLI::App* teacher = app.add_subcommand("teacher", "Teacher runs over exactly the mined candidates");

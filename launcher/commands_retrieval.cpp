@@ -106,7 +106,7 @@ void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   CLI::App* bm25_cmd = app.add_subcommand("bm25", "BM25 baseline (Xapian): run the queries of a data set, write "
                                                   "TREC runs and print their metrics");
   bm25_cmd->add_option("--data", bm25->data_dir, "Data set directory (corpus.tsv, queries.SPLIT.tsv, qrels.SPLIT.tsv)");
-  bm25_cmd->add_option("--split", bm25->splits, "Splits to run; repeatable")->check(CLI::IsMember({"train", "dev", "test"}));
+  bm25_cmd->add_option("--split", bm25->splits, "Splits to run (DATA/queries.SPLIT.tsv with its qrels); repeatable");
   bm25_cmd->add_option("--out", bm25->out, "Run file for a single split ('' = DATA/bm25.SPLIT.trec)");
   bm25_cmd->add_option("--k1", bm25->k1, "BM25 k1")->check(at_least(0));
   bm25_cmd->add_option("--b", bm25->b, "BM25 b")->check(between(0, 1));

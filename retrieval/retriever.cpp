@@ -148,9 +148,10 @@ std::vector<Key> Retriever::keys(Seq2SeqScorer& model, std::span<const int32_t> 
   return merged;
 }
 
-std::vector<RetrievedPassage> Retriever::retrieve(Seq2SeqScorer& model, std::span<const int32_t> query) const {
+std::vector<RetrievedPassage> Retriever::retrieve(Seq2SeqScorer& model, std::span<const int32_t> query,
+                                                 std::span<const int32_t> also_docs) const {
   const std::vector<Key> all = keys(model, query);
-  return score_passages(index_, all, options_.scoring);
+  return score_passages(index_, all, options_.scoring, also_docs);
 }
 
 std::vector<RetrievedPassage> retrieve(Seq2SeqScorer& model, const FMIndex& index, const Tokenizer& tokenizer,

@@ -42,7 +42,9 @@ class Retriever {
   // Reads the word starts from the tokenizer's pieces.
   Retriever(const FMIndex& index, const Tokenizer& tokenizer, RetrieverOptions options);
 
-  std::vector<RetrievedPassage> retrieve(Seq2SeqScorer& model, std::span<const int32_t> query_tokens) const;
+  // `also_docs`: passages scored by the query's keys and listed besides the top_k (score_passages).
+  std::vector<RetrievedPassage> retrieve(Seq2SeqScorer& model, std::span<const int32_t> query_tokens,
+                                         std::span<const int32_t> also_docs = {}) const;
   // Every key of the query, merged by (view, string), before scoring (for inspection and tests).
   std::vector<Key> keys(Seq2SeqScorer& model, std::span<const int32_t> query_tokens) const;
 

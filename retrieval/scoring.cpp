@@ -172,7 +172,7 @@ PassageScore score_passage(std::span<const int32_t> passage, std::span<const Key
 }
 
 std::vector<RetrievedPassage> score_passages(const FMIndex& index, std::span<const Key> keys,
-                                             const ScoringOptions& options) {
+                                             const ScoringOptions& options, std::span<const int32_t> also_docs) {
   const std::vector<double> weights = key_weights(keys, index.total_tokens(), options);
 
   // Candidates: the passages located by the rare keys; bound = sum of w over the distinct keys locating it.
@@ -214,9 +214,19 @@ std::vector<RetrievedPassage> score_passages(const FMIndex& index, std::span<con
   const size_t keep = std::min(scored.size(), options.top_k);
   std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(keep), scored.end(), by_score);
   scored.resize(keep);
+  for (int32_t doc : also_docs) {
+    DGR_CHECK(doc >= 0 && static_cast<size_t>(doc) < index.num_passages(), "also_docs: passage {} of {}", doc,
+              index.num_passages());
+    bool listed = false;
+    for (const auto& s : scored) listed = listed || s.first == doc;
+    if (listed) continue;
+    PassageScore score = scorer.score(index.passage(doc));
+    if (score.score > 0) scored.emplace_back(doc, std::move(score));
+  }
+  std::sort(scored.begin(), scored.end(), by_score);
 
   std::vector<RetrievedPassage> out;
-  out.reserve(keep);
+  out.reserve(scored.size());
   for (auto& [doc, score] : scored) {
     RetrievedPassage passage;
     passage.doc = doc;

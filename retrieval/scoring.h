@@ -122,7 +122,11 @@ struct RetrievedPassage {
 // The whole scoring stage: weights, candidates by the keys with count <= max_key_count, the best
 // max_candidates by the cheap bound fully scored, the top_k returned best first (ties: lower doc first).
 // `keys` must not hold two keys with the same (view, string) (the retriever merges them).
+// `also_docs` (e.g. a teacher's top passages, `dgr mine --add-run`): each is scored by the same keys and
+// joins the list when it is not among the top_k already and at least one key matches it (score > 0: a
+// passage no key matches has a score no model can move); the list stays in score order, so it may then
+// hold more than top_k passages.
 std::vector<RetrievedPassage> score_passages(const FMIndex& index, std::span<const Key> keys,
-                                             const ScoringOptions& options);
+                                             const ScoringOptions& options, std::span<const int32_t> also_docs = {});
 
 }  // namespace dgr::retrieval

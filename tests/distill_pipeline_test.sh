@@ -151,6 +151,41 @@ print(f"checks: {len(mined_q)} mined queries, {n_cands} candidates, {n_keys} key
       f"{cn['dropped_score_gap']}")
 PY
 
+# --add-run: the teacher's top passages (here `dgr bm25`'s top 5) join each list when the model's keys match
+# them. The retrieved top 20 stay as they were (same docs, scores and order); every added passage is among
+# the run's top 5, has a key and a score > 0; each list stays in score order.
+"$dgr" bm25 --data "$data" --split train --out "$work/bm25.train.trec" > /dev/null
+"${mpiexec[@]}" -n 2 "$dgr" mine --data "$data" --model "$work/run/model.h5" --split train --depth 20 --max-keys 6 \
+    --views title,body --beam 3 --threads 1 --round-size 4 --out "$work/mined-added" \
+    --add-run "$work/bm25.train.trec" --add-top 5 | tee "$work/mine-added.log"
+python3 - "$mined" "$work/mined-added" "$work/bm25.train.trec" <<'PY' || fail "--add-run checks"
+import json, os, sys
+mined, added_dir, run = sys.argv[1:]
+top = {}
+for line in open(run):
+    qid, _, pid, rank, _, _ = line.split()
+    if int(rank) <= 5: top.setdefault(qid, set()).add(pid)
+old = [json.loads(l) for l in open(os.path.join(mined, "candidates.jsonl"))]
+new = [json.loads(l) for l in open(os.path.join(added_dir, "candidates.jsonl"))]
+assert [q["qid"] for q in old] == [q["qid"] for q in new]
+n_added = 0
+for o, n in zip(old, new):
+    before = [(c["pid"], c["score"]) for c in o["candidates"]]
+    kept = [(c["pid"], c["score"]) for c in n["candidates"] if c["pid"] in dict(before)]
+    assert kept == before, (o["qid"], before, kept)
+    scores = [c["score"] for c in n["candidates"]]
+    assert scores == sorted(scores, reverse=True), o["qid"]
+    for c in n["candidates"]:
+        if c["pid"] in dict(before): continue
+        n_added += 1
+        assert c["pid"] in top.get(o["qid"], set()), (o["qid"], c["pid"])
+        assert c["score"] > 0 and c["keys"], (o["qid"], c["pid"])
+assert n_added > 0, "no passage added"
+manifest = json.load(open(os.path.join(added_dir, "manifest.json")))
+assert manifest["retrieval"]["added"]["top"] == 5, manifest["retrieval"]
+print(f"--add-run: {n_added} passages added to {len(new)} lists")
+PY
+
 # The filter's defaults on this small set (depth 20): whatever is kept, the counts add up; when nothing
 # passes, the error says which rules dropped the queries.
 set +e

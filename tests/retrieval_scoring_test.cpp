@@ -260,6 +260,41 @@ TEST(ScorePassages, TopKOrderingAndDeterministicTies) {
   EXPECT_EQ(got[1].doc, 1);
 }
 
+// Passages asked for besides the top_k (`dgr mine --add-run`): scored by the same keys, listed in score
+// order when a key matches them, and neither repeated nor listed when no key matches.
+TEST(ScorePassages, AlsoDocsJoinTheListWhenAKeyMatchesThem) {
+  // Doc 2 has the liked title, doc 1 and 3 the body key (tied), doc 0 nothing.
+  const FMIndex index = build({{16, E, 40, 41}, {10, E, 20, 21, 22}, {12, E, 20, 21, 23}, {10, E, 20, 21, 22}});
+  const std::vector<Key> keys{indexed_key(index, {B, 12, E}, View::title, -0.1),
+                              indexed_key(index, {20, 21}, View::body, -0.3)};
+  ScoringOptions o;
+  o.top_k = 1;
+  const auto full = [&] {
+    ScoringOptions all = o;
+    all.top_k = 10;
+    return score_passages(index, keys, all);
+  }();
+  ASSERT_EQ(full.size(), 3u);
+  const std::vector<int32_t> also{3, 0, 2, 3};  // 3 twice, 0 unmatched, 2 already in the top_k
+  const auto got = score_passages(index, keys, o, also);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].doc, 2);
+  EXPECT_EQ(got[1].doc, 3);
+  EXPECT_EQ(got[1].score, full[2].score);  // the same score as when it is a candidate itself
+  ASSERT_EQ(got[1].keys.size(), full[2].keys.size());
+  EXPECT_EQ(got[1].keys[0].key.string, full[2].keys[0].key.string);
+  // An added passage that outscores a retrieved one is listed before it (the list stays in score order).
+  o.max_key_count = 1;  // only the title key (count 1) locates candidates: doc 2; "21 22" (docs 1, 3) does not
+  const std::vector<Key> weak_title{indexed_key(index, {B, 12, E}, View::title, -0.5),
+                                    indexed_key(index, {21, 22}, View::body, -0.01)};
+  ASSERT_EQ(score_passages(index, weak_title, o).size(), 1u);
+  const auto ordered = score_passages(index, weak_title, o, std::vector<int32_t>{1});
+  ASSERT_EQ(ordered.size(), 2u);
+  EXPECT_EQ(ordered[0].doc, 1);
+  EXPECT_EQ(ordered[1].doc, 2);
+  EXPECT_GT(ordered[0].score, ordered[1].score);
+}
+
 // ---- the retriever end to end, with a hand-made model ----
 
 constexpr int32_t kVocab = 40;

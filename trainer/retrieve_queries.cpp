@@ -159,7 +159,10 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
-                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume) {
+                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume,
+                                  const std::vector<std::vector<int32_t>>* also_docs) {
+  DGR_CHECK(also_docs == nullptr || also_docs->size() == queries.size(), "also_docs: {} lists for {} queries",
+            also_docs == nullptr ? 0 : also_docs->size(), queries.size());
   DGR_CHECK_AS(ConfigError, queries_per_rank > 0, "queries per rank and round must be positive, got {}", queries_per_rank);
   const auto start = std::chrono::steady_clock::now();
   retrieval::Retriever retriever(index.fm, index.tokenizer, retriever_options(settings, limits));
@@ -173,7 +176,8 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
     std::string blob;
     for (size_t q = begin + static_cast<size_t>(control.rank()); q < end; q += ranks) {
       auto tokens = index.tokenizer.encode(queries[q].text);
-      auto passages = retriever.retrieve(model, tokens);
+      auto passages = also_docs == nullptr ? retriever.retrieve(model, tokens)
+                                           : retriever.retrieve(model, tokens, (*also_docs)[q]);
       std::string bytes = encode(q, tokens, passages);
       append_field(blob, static_cast<uint64_t>(q));
       append_field(blob, static_cast<uint64_t>(bytes.size()));

@@ -59,13 +59,15 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
 // `queries_per_rank` x world size; within a round query i goes to rank i % world size. Each rank turns each
 // of its results into bytes with `encode(query index, query tokens, passages)`; after every round rank 0
 // receives the round's bytes and calls `consume(query index, bytes)` in query order, so rank 0 holds one
-// round at a time. `consume` is called on rank 0 only. Returns the stats (on every rank).
+// round at a time. `consume` is called on rank 0 only. `also_docs` ([query] passages, or null): each query's
+// are scored too and listed besides its top_k (retrieval::score_passages). Returns the stats (on every rank).
 using EncodeRetrieved = std::function<std::string(size_t query, const std::vector<int32_t>& query_tokens,
                                                   const std::vector<retrieval::RetrievedPassage>& passages)>;
 using ConsumeRetrieved = std::function<void(size_t query, std::string bytes)>;
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
-                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume);
+                                  int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume,
+                                  const std::vector<std::vector<int32_t>>* also_docs = nullptr);
 
 }  // namespace dgr::trainer
