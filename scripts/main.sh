@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The README's main command: installs the dependencies, builds dgr and runs the main job on the embedded
 # default data set: copy the pinned data set (datasets/; built from the Debian lists with --rebuild-data or
-# for full) and validate it, the BM25 baseline, `dgr index` (tokenizer + FM-index),
-# stage 1 (MINDER) on 2 ranks, retrieval of dev and test, then stage 2: mining of the training queries,
+# for full) and validate it, the BM25 baseline, `dgr index` (tokenizer + FM-index), the split of the training
+# queries between the stages (`dgr data split`), stage 1 (MINDER) on 2 ranks on its part, retrieval of dev
+# and test, then stage 2: mining of the held-out training queries,
 # the built-in BM25 teacher, the prepared distillation data set, stage 2 with the generation loss only
 # (the control), LTRGR's and DGR's losses, retrieval with each, and one table of BM25, stage 1, the
 # control, LTRGR and DGR on dev, test and both pooled, LTRGR and DGR marked where a paired test (Holm) finds
-# them different from the control or from stage 1.
+# them different from the control or from stage 1, and DGR where it differs from LTRGR.
 # Usage: [DGR=binary] scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--hold-out F]
-#                                     [--rebuild-data] [-- extra stage-1 `dgr train` flags]
+#                                     [--add-top K] [--rebuild-data] [-- extra stage-1 `dgr train` flags]
 # --hold-out F: the fraction of the training queries held out of stage 1 for mining and stage 2 (`dgr data
 # split`; default 0.5: a student that trained on a query ranks its positive first, docs/results.md "Held-out
 # distillation queries"); 0: stage 1 trains on every training query and stage 2 mines them all again.
+# --add-top K: BM25's top K passages of each stage-2 query join its mined list (`dgr mine --add-run`; default
+# 10, as the released code's teacher top-10 option); 0: the retrieved lists only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset=tiny
@@ -20,6 +23,7 @@ extra=()
 extra2=()
 seed=""
 hold_out=0.5
+add_top=10
 rebuild_data=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -31,9 +35,11 @@ while [[ $# -gt 0 ]]; do
     --seed=*) seed="${1#*=}"; shift ;;
     --hold-out) hold_out="$2"; shift 2 ;;
     --hold-out=*) hold_out="${1#*=}"; shift ;;
+    --add-top) add_top="$2"; shift 2 ;;
+    --add-top=*) add_top="${1#*=}"; shift ;;
     --rebuild-data) rebuild_data=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--hold-out F] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
+    *) echo "main.sh: unknown argument '$1' (usage: scripts/main.sh [--subset tiny|small|full] [--ranks N] [--seed N] [--hold-out F] [--add-top K] [--rebuild-data] [-- dgr train flags])" >&2; exit 2 ;;
   esac
 done
 # DGR=/path/to/dgr: run that binary instead of installing and building (e.g. a copy kept for a series of
@@ -81,13 +87,18 @@ echo "stage 1: $(( $(date +%s) - start )) s on $ranks ranks"
 "${mpi[@]}" -n "$ranks" $dgr retrieve --data "$data" --model "$run/model.h5" --split dev --split test --out "$run" \
   --config "configs/stage1-$subset.toml"
 
-# Stage 2: mine the training queries with the stage-1 model, let the teacher (BM25, built in) order the
+# Stage 2: mine stage 2's training queries with the stage-1 model, let the teacher (BM25, built in) order the
 # candidates, prepare the distillation data set, then train stage 2 three times from the stage-1 model on the
 # same queries with the same schedule and seed: the generation loss only (the control that isolates the
 # ranking loss, method.md section 11), LTRGR's loss and DGR's.
 start=$(date +%s)
+added=()
+if [[ $add_top -gt 0 ]]; then
+  $dgr bm25 --data "$data" --split "$split2"  # -> $data/bm25.$split2.trec
+  added=(--add-run "$data/bm25.$split2.trec" --add-top "$add_top")
+fi
 "${mpi[@]}" -n "$ranks" $dgr mine --data "$data" --model "$run/model.h5" --split "$split2" --out "$run2/mined" \
-  --config "configs/distill-$subset.toml"
+  --config "configs/distill-$subset.toml" "${added[@]}"
 $dgr teacher bm25 --mined "$run2/mined" --data "$data" --out "$run2/teacher.bm25.trec"
 $dgr prepare --mined "$run2/mined" --teacher "$run2/teacher.bm25.trec" --out "$run2/prepared"
 for loss in generation ltrgr dgr; do
@@ -104,6 +115,6 @@ $dgr report --data "$data" --split dev --split test --out "$run2/report.md" \
   --system "BM25=$data/bm25.{split}.trec" --system "stage 1 (MINDER)=$run/run.{split}.trec" \
   --system "generation only=$run2/generation/run.{split}.trec" --system "LTRGR=$run2/ltrgr/run.{split}.trec" \
   --system "DGR=$run2/dgr/run.{split}.trec" \
-  --compare "LTRGR:generation only" --compare "DGR:generation only" \
+  --compare "LTRGR:generation only" --compare "DGR:generation only" --compare "DGR:LTRGR" \
   --compare "LTRGR:stage 1 (MINDER)" --compare "DGR:stage 1 (MINDER)"
 echo "(table saved in $run2/report.md; every run's curves: $dgr plot $run/train.jsonl $run2/dgr/train.jsonl --out plot.png)"
