@@ -63,12 +63,10 @@ std::vector<std::vector<int32_t>> top_passages_of_run(const std::string& run_pat
                                                       const std::vector<data::Query>& queries,
                                                       const retrieval::IndexDir& index) {
   const auto entries = data::read_trec_run(run_path, nullptr, &queries);
-  std::unordered_map<std::string, int32_t> doc_of;
-  for (size_t d = 0; d < index.pids.size(); ++d) doc_of.emplace(index.pids[d], static_cast<int32_t>(d));
   std::unordered_map<std::string, std::vector<std::pair<int, int32_t>>> ranked;  // qid -> (rank, doc)
   for (const auto& e : entries) {
-    auto it = doc_of.find(e.pid);
-    DGR_CHECK_AS(DataError, it != doc_of.end(), "{}: passage '{}' (query {}) is not in the index: give a run over "
+    auto it = index.doc_of.find(e.pid);
+    DGR_CHECK_AS(DataError, it != index.doc_of.end(), "{}: passage '{}' (query {}) is not in the index: give a run over "
                  "the corpus the model was mined with", run_path, e.pid, e.qid);
     ranked[e.qid].emplace_back(e.rank, it->second);
   }
