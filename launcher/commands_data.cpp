@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "data/corpus_queries.h"
 #include "data/debian_dataset.h"
 #include "data/query_split.h"
 #include "data/readers.h"
@@ -74,6 +75,18 @@ int run_split(const data::QuerySplitOptions& opts, const World& world) {
                              "{} queries ({} judgements)\n", opts.data_dir, opts.from, r.first_queries + r.second_queries,
                              r.first_qrels + r.second_qrels, opts.first, r.first_queries, r.first_qrels, opts.second,
                              r.second_queries, r.second_qrels);
+  }
+  control->barrier();
+  return 0;
+}
+
+int run_corpus_queries(const data::CorpusQueryOptions& opts, const World& world) {
+  auto control = comm::make_host_communicator(world);  // rank 0 writes; the others wait in its barrier
+  if (world.is_root()) {
+    const auto r = data::make_corpus_queries(opts);
+    std::cout << fmt::format("{}/queries.{}.tsv: {} {} queries from {} of the {} passages (one judgement each: its "
+                             "source passage)\n", opts.data_dir, opts.split, r.queries, opts.kind, r.passages_tried,
+                             r.passages);
   }
   control->barrier();
   return 0;
@@ -157,6 +170,23 @@ void add_data_commands(CLI::App& app, CommandTable& table) {
   split_cmd->add_option("--seed", split->seed, "Seed of the hash that orders the queries");
   split_cmd->add_flag("--force", split->force, "Replace the parts if they exist");
   table[split_cmd] = [split](const World& world) { return run_split(*split, world); };
+
+  auto made = std::make_shared<data::CorpusQueryOptions>();
+  CLI::App* made_cmd = data->add_subcommand(
+      "corpus-queries", "Make distillation queries from the corpus itself (keyword sets or sentences of passages, "
+      "the source passage the positive): writes queries/qrels.SPLIT.tsv");
+  made_cmd->add_option("--data", made->data_dir, "Data set directory (corpus.tsv)")->required();
+  made_cmd->add_option("--split", made->split, "Name of the split written");
+  made_cmd->add_option("--count", made->count, "Queries to make (one per passage, passages drawn by hash)")
+      ->check(at_least(1));
+  made_cmd->add_option("--kind", made->kind, "keywords (words of the body, not of the title) or sentence (one body "
+                       "sentence)")->check(CLI::IsMember({"keywords", "sentence"}));
+  made_cmd->add_option("--words", made->words, "keywords: words per query")->check(at_least(1));
+  made_cmd->add_option("--min-sentence-words", made->min_sentence_words, "sentence: fewest words")->check(at_least(1));
+  made_cmd->add_option("--max-sentence-words", made->max_sentence_words, "sentence: most words")->check(at_least(1));
+  made_cmd->add_option("--seed", made->seed, "Seed of the hashes that draw passages, words and sentences");
+  made_cmd->add_flag("--force", made->force, "Replace the split if it exists");
+  table[made_cmd] = [made](const World& world) { return run_corpus_queries(*made, world); };
 
   auto check = std::make_shared<CheckOptions>();
   CLI::App* check_cmd = data->add_subcommand(

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "data/corpus_queries.h"
 #include "data/line_reader.h"
 #include "data/query_split.h"
 #include "data/readers.h"
@@ -645,6 +647,105 @@ TEST_F(ReadersTest, QuerySplitPartitionsQueriesAndJudgementsByAHashOfTheIds) {
   EXPECT_DATA_ERROR(split_queries(o), dir_ + "/qrels.more.tsv", 27, "nowhere");
   for (const auto& entry : std::filesystem::directory_iterator(dir_))
     EXPECT_EQ(entry.path().filename().string().find(".c."), std::string::npos) << entry.path();
+}
+
+// `dgr data corpus-queries`: one query per drawn passage, judged by its source passage only; keywords are
+// distinct body words in body order, never function words, short words, numbers or title words; a sentence
+// query is one whole body sentence within the length bounds; passages that qualify are taken in hash order
+// (a passage that does not qualify is skipped, not counted); a refused call writes nothing.
+TEST_F(ReadersTest, CorpusQueriesComeFromTheirPassagesBodies) {
+  std::string corpus = "pid\ttitle\ttext\n";
+  for (int i = 0; i < 30; ++i)
+    corpus += fmt::format("p{}\tzebra{} tool\tThe zebra{} tool parses alpha{} beta{} and gamma{} with 12345 of "
+                          "delta{} files. It is fast; very fast indeed for epsilon{} loads!\n", i, i, i, i, i, i, i, i, i);
+  corpus += "short\tshort\tTiny, the and of it.\n";  // one eligible word, one short sentence: skipped
+  write("corpus.tsv", corpus);
+  CorpusQueryOptions o;
+  o.data_dir = dir_;
+  o.count = 100;  // more than qualify: every passage is tried
+  o.words = 3;
+  const CorpusQueryReport report = make_corpus_queries(o);
+  EXPECT_EQ(report.queries, 30u);
+  EXPECT_EQ(report.passages, 31u);
+  EXPECT_EQ(report.passages_tried, 31u);
+  const auto queries = read_queries(dir_ + "/queries.corpus.tsv");
+  const auto judged = read_qrels(dir_ + "/qrels.corpus.tsv", nullptr, &queries);
+  ASSERT_EQ(queries.size(), 30u);
+  ASSERT_EQ(judged.size(), 30u);
+  std::set<std::string> words_seen;
+  for (size_t k = 0; k < queries.size(); ++k) {
+    const auto& q = queries[k];
+    ASSERT_EQ(q.qid.rfind("c:p", 0), 0u) << q.qid;
+    const std::string i = q.qid.substr(3);
+    EXPECT_EQ(judged[k].qid, q.qid);
+    EXPECT_EQ(judged[k].pid, "p" + i);
+    // The eligible words of passage i, in body order ("zebraI" and "tool" are title words).
+    const std::vector<std::string> eligible = {"parses", "alpha" + i, "beta" + i, "gamma" + i, "delta" + i,
+                                               "files", "fast", "indeed", "epsilon" + i, "loads"};
+    std::vector<std::string> words;
+    std::string w;
+    for (char c : q.text + " ") {
+      if (c != ' ') { w += c; continue; }
+      words.push_back(w);
+      w.clear();
+    }
+    ASSERT_EQ(words.size(), 3u) << q.text;
+    size_t last = 0;
+    for (const auto& word : words) {
+      const auto at = std::find(eligible.begin(), eligible.end(), word);
+      ASSERT_NE(at, eligible.end()) << "'" << word << "' is not an eligible body word of p" << i;
+      const auto pos = static_cast<size_t>(at - eligible.begin()) + 1;
+      EXPECT_GT(pos, last) << q.text << ": not in body order";
+      last = pos;
+      words_seen.insert(word.rfind("alpha", 0) == 0 ? "alpha" : word);
+    }
+  }
+  EXPECT_GT(words_seen.size(), 5u);  // the hash draws different words for different passages
+
+  // Fewer than asked: the first `count` qualifying passages in hash order, a subset of the above.
+  o.count = 7;
+  o.force = true;
+  o.split = "few";
+  EXPECT_EQ(make_corpus_queries(o).queries, 7u);
+  std::set<std::string> all;
+  for (const auto& q : queries) all.insert(q.qid + "\t" + q.text);
+  for (const auto& q : read_queries(dir_ + "/queries.few.tsv")) EXPECT_EQ(all.count(q.qid + "\t" + q.text), 1u) << q.qid;
+
+  // Sentences of 13, 3 and 6 words ("12345" counts): with bounds 7..13 only the first qualifies.
+  o.kind = "sentence";
+  o.split = "sentences";
+  o.count = 100;
+  o.min_sentence_words = 7;
+  o.max_sentence_words = 13;
+  EXPECT_EQ(make_corpus_queries(o).queries, 30u);
+  for (const auto& q : read_queries(dir_ + "/queries.sentences.tsv")) {
+    const std::string i = q.qid.substr(3);
+    EXPECT_EQ(q.text, fmt::format("The zebra{} tool parses alpha{} beta{} and gamma{} with 12345 of delta{} files", i, i,
+                                  i, i, i));
+  }
+  o.min_sentence_words = 3;
+  o.max_sentence_words = 3;
+  o.split = "shortest";
+  EXPECT_EQ(make_corpus_queries(o).queries, 30u);
+  for (const auto& q : read_queries(dir_ + "/queries.shortest.tsv")) EXPECT_EQ(q.text, "It is fast");
+  o.min_sentence_words = 6;  // 13 and 6 words qualify: the hash picks each for some of the 30 passages
+  o.max_sentence_words = 13;
+  o.split = "any";
+  EXPECT_EQ(make_corpus_queries(o).queries, 30u);
+  std::set<std::string> kinds;
+  for (const auto& q : read_queries(dir_ + "/queries.any.tsv")) kinds.insert(q.text.substr(0, 4));
+  EXPECT_EQ(kinds, (std::set<std::string>{"The ", "very"}));
+
+  // Refused: an existing split without force; no passage qualifying. Nothing written.
+  o.force = false;
+  EXPECT_THROW(make_corpus_queries(o), ConfigError);
+  o.force = true;
+  o.kind = "keywords";
+  o.words = 11;
+  o.split = "none";
+  EXPECT_THROW(make_corpus_queries(o), ConfigError);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/queries.none.tsv"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/qrels.none.tsv"));
 }
 
 }  // namespace

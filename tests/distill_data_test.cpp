@@ -464,7 +464,7 @@ TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
       mined("no_pos", list(8, 100, {})),             // no positive (and enough negatives): rule 1
       mined("no_pos_few", list(2, 100, {})),         // fails rules 1 and 2: counted under rule 1 only
       mined("few_neg", list(4, 100, {0, 1})),        // 2 negatives: rule 2
-      mined("gap", {{100, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 100 >= 90 + 5: rule 3
+      mined("gap", {{101, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 101 >= 90 + 5: rule 3
       mined("gap_edge", {{95, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 95 < 95 fails: rule 3
       mined("keep_b", {{94.5, true}, {90, false}, {89, false}, {88, false}, {87, false}}),  // 94.5 < 95: kept
       mined("keep_c", list(6, 50, {5})),             // positive last: kept (gap negative)
@@ -504,7 +504,8 @@ TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
   EXPECT_EQ(s.kept, 3);
   EXPECT_EQ(s.candidates, 8 + 5 + 6);
   // Score gaps, before the filter, over the 6 queries with a positive and a negative: -2 (keep_a), +2
-  // (few_neg), +10, +5, +4.5, -5 (keep_c): median |gap| (4.5 + 5) / 2, positive first in 4 of 6.
+  // (few_neg), +11, +5, +4.5, -5 (keep_c): median |gap| (4.5 + 5) / 2 (the mean would be 29.5 / 6), positive
+  // first in 4 of 6.
   EXPECT_EQ(s.gap_queries, 6);
   EXPECT_DOUBLE_EQ(s.median_abs_gap, 4.75);
   EXPECT_DOUBLE_EQ(s.positive_first, 4.0 / 6);
