@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev
-  libsentencepiece-dev sentencepiece libsdsl-dev libxapian-dev nlohmann-json3-dev
+  libsentencepiece-dev sentencepiece libsdsl-dev libxapian-dev nlohmann-json3-dev libpcre2-dev
   zlib1g-dev libssl-dev
   apt-utils
   gnuplot-nox
@@ -22,9 +22,11 @@ packages+=(python3-torch python3-h5py python3-numpy python3-scipy python3-venv p
 # Reference implementations from PyPI, in a virtual environment of Debian's python3 (tests that need them
 # skip, exit 77, without it): module pytrec_eval is trec_eval's own code (tests/evaluate_trec_eval_test.sh),
 # from the pytrec-eval-terrier distribution, which ships wheels (the original pytrec_eval sdist downloads
-# trec_eval from GitHub while it builds). Each entry: "module=distribution".
+# trec_eval from GitHub while it builds); transformers and tokenizers are the references of BART's tokenizer
+# (tests/bart_bpe_test.sh), pinned to the 4.x line whose BartTokenizer is still GPT-2's Python algorithm beside
+# the Rust BartTokenizerFast (in 5.x both are the Rust one). Each entry: "module=distribution".
 venv="${DGR_VENV:-/opt/dgr-venv}"
-python_packages=(pytrec_eval=pytrec-eval-terrier)
+python_packages=(pytrec_eval=pytrec-eval-terrier transformers=transformers==4.46.3 tokenizers=tokenizers==0.20.3)
 
 # Creates $venv and pip-installs the missing python_packages there (needs python3-venv and the network).
 install_venv() {
@@ -34,7 +36,13 @@ install_venv() {
   fi
   local wanted=()
   for p in "${python_packages[@]}"; do
-    "$venv/bin/python" -c "import ${p%%=*}" 2>/dev/null || wanted+=("${p#*=}")
+    local module=${p%%=*} dist=${p#*=}
+    if [[ $dist == *==* ]]; then  # pinned: the installed version must be that one
+      "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version(\"${dist%%==*}\") != \"${dist#*==}\")" \
+        2>/dev/null || wanted+=("$dist")
+    else
+      "$venv/bin/python" -c "import $module" 2>/dev/null || wanted+=("$dist")
+    fi
   done
   [[ ${#wanted[@]} -eq 0 ]] && return 0
   echo "install-deps: pip-installing ${wanted[*]} into $venv"
