@@ -24,9 +24,10 @@ packages+=(python3-torch python3-h5py python3-numpy python3-scipy python3-venv p
 # from the pytrec-eval-terrier distribution, which ships wheels (the original pytrec_eval sdist downloads
 # trec_eval from GitHub while it builds); transformers and tokenizers are the references of BART's tokenizer
 # (tests/bart_bpe_test.sh), pinned to the 4.x line whose BartTokenizer is still GPT-2's Python algorithm beside
-# the Rust BartTokenizerFast (in 5.x both are the Rust one). Each entry: "module=distribution".
+# the Rust BartTokenizerFast (in 5.x both are the Rust one); safetensors is the reference of data/safetensors.h
+# (tests/safetensors_test.sh). Each entry: "module=distribution".
 venv="${DGR_VENV:-/opt/dgr-venv}"
-python_packages=(pytrec_eval=pytrec-eval-terrier transformers=transformers==4.46.3 tokenizers=tokenizers==0.20.3)
+python_packages=(pytrec_eval=pytrec-eval-terrier transformers=transformers==4.46.3 tokenizers=tokenizers==0.20.3 safetensors=safetensors==0.4.5)
 
 # Creates $venv and pip-installs the missing python_packages there (needs python3-venv and the network).
 install_venv() {
