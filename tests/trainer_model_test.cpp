@@ -124,6 +124,29 @@ TEST_F(ModelTest, ConfigJsonRoundTripAndErrors) {
   std::string bad_scale = json;
   bad_scale.replace(bad_scale.find("\"scale_embedding\":true"), 22, "\"scale_embedding\":1");
   expect_error(bad_scale, "scale_embedding");
+
+  // BART's keys (Note [BART exactly]): written only when they differ from dgr's defaults, read back exactly,
+  // and checked.
+  EXPECT_EQ(json.find("pad_id"), std::string::npos);
+  EXPECT_EQ(json.find("position_offset"), std::string::npos);
+  ModelConfig bart = model_preset("bart-base", 50265);
+  bart.pad_id = 1;
+  bart.position_offset = 2;
+  bart.final_logits_bias = true;
+  bart.attention_dropout = 0.1;
+  bart.activation_dropout = 0.05;
+  bart.decoder_start_id = 7;
+  EXPECT_EQ(ModelConfig::from_json_string(bart.to_json_string()), bart);
+  const std::string bart_json = bart.to_json_string();
+  std::string bad_pad = bart_json;
+  bad_pad.replace(bad_pad.find("\"pad_id\":1"), 10, "\"pad_id\":50265");
+  expect_error(bad_pad, "pad_id");
+  std::string bad_offset = bart_json;
+  bad_offset.replace(bad_offset.find("\"position_offset\":2"), 19, "\"position_offset\":-1");
+  expect_error(bad_offset, "position_offset");
+  std::string bad_bias = bart_json;
+  bad_bias.replace(bad_bias.find("\"final_logits_bias\":true"), 24, "\"final_logits_bias\":\"yes\"");
+  expect_error(bad_bias, "final_logits_bias");
 }
 
 // scale_embedding: tokens drawn from N(0, 1/d) enter both stacks multiplied by sqrt(d). The encoder sees
@@ -201,11 +224,19 @@ void check_decoding_matches_teacher_forcing(Seq2Seq& model, const torch::Tensor&
 }
 
 TEST_F(ModelTest, IncrementalDecodingEqualsTeacherForcing) {
-  for (int variant : {0, 1, 2}) {  // pre-norm, post-norm, pre-norm with scaled embeddings
-    ModelConfig config = small_config(variant != 1);
+  for (int variant : {0, 1, 2, 3}) {  // pre-norm, post-norm, pre-norm with scaled embeddings, BART's conventions
+    ModelConfig config = small_config(variant == 0 || variant == 2);
     config.scale_embedding = variant == 2;
+    if (variant == 3) {  // pad 0 kept (the inputs below pad with 0); positions offset, a final logits bias
+      config.position_offset = 2;
+      config.final_logits_bias = true;
+    }
     Seq2Seq model(config);
     randomise(model);
+    if (variant == 3) {
+      torch::NoGradGuard no_grad;
+      for (auto& b : model.named_buffers()) b.value().normal_(0, 1);
+    }
     model.eval();
     // Padding on the right and on the left of sources, one beam per source, then beams cross sources.
     auto src = ids({{5, 6, 7, 8, 9, 10}, {11, 12, 13}, {0, 0, 14, 15, 16, 17}});

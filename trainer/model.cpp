@@ -21,10 +21,15 @@ namespace dgr::trainer {
 // Config
 
 namespace {
-const std::vector<std::string> kConfigKeys = {"vocab_size", "d_model", "heads", "encoder_layers", "decoder_layers",
-                                              "ffn", "max_positions", "dropout", "pre_norm", "scale_embedding"};
-// Keys a file may lack (it was written before they existed), read as the value that matched its model.
-const std::vector<std::string> kOptionalConfigKeys = {"scale_embedding"};
+const std::vector<std::string> kConfigKeys = {
+    "vocab_size", "d_model", "heads", "encoder_layers", "decoder_layers", "ffn", "max_positions", "dropout",
+    "pre_norm", "scale_embedding", "pad_id", "decoder_start_id", "position_offset", "final_logits_bias",
+    "attention_dropout", "activation_dropout"};
+// Keys a file may lack (it was written before they existed, or they have their defaults), read as the value
+// that matched its model.
+const std::vector<std::string> kOptionalConfigKeys = {"scale_embedding", "pad_id", "decoder_start_id", "position_offset",
+                                                      "final_logits_bias", "attention_dropout", "activation_dropout"};
+const ModelConfig kDefaults;
 }
 
 std::string ModelConfig::to_json_string() const {
@@ -39,6 +44,12 @@ std::string ModelConfig::to_json_string() const {
   j["dropout"] = dropout;
   j["pre_norm"] = pre_norm;
   j["scale_embedding"] = scale_embedding;
+  if (pad_id != kDefaults.pad_id) j["pad_id"] = pad_id;
+  if (decoder_start_id != kDefaults.decoder_start_id) j["decoder_start_id"] = decoder_start_id;
+  if (position_offset != kDefaults.position_offset) j["position_offset"] = position_offset;
+  if (final_logits_bias != kDefaults.final_logits_bias) j["final_logits_bias"] = final_logits_bias;
+  if (attention_dropout != kDefaults.attention_dropout) j["attention_dropout"] = attention_dropout;
+  if (activation_dropout != kDefaults.activation_dropout) j["activation_dropout"] = activation_dropout;
   return j.dump();
 }
 
@@ -79,11 +90,25 @@ ModelConfig ModelConfig::from_json_string(const std::string& text) {
   DGR_CHECK_AS(ConfigError, j.at("pre_norm").is_boolean(), "model config: key 'pre_norm' must be true or false, found {}",
                j.at("pre_norm").dump());
   c.pre_norm = j.at("pre_norm").get<bool>();
-  if (j.contains("scale_embedding")) {
-    DGR_CHECK_AS(ConfigError, j.at("scale_embedding").is_boolean(),
-                 "model config: key 'scale_embedding' must be true or false, found {}", j.at("scale_embedding").dump());
-    c.scale_embedding = j.at("scale_embedding").get<bool>();
-  }
+  auto get_bool = [&](const char* key, bool& out) {
+    if (!j.contains(key)) return;
+    DGR_CHECK_AS(ConfigError, j.at(key).is_boolean(), "model config: key '{}' must be true or false, found {}", key,
+                 j.at(key).dump());
+    out = j.at(key).get<bool>();
+  };
+  auto get_number = [&](const char* key, double& out) {
+    if (!j.contains(key)) return;
+    DGR_CHECK_AS(ConfigError, j.at(key).is_number(), "model config: key '{}' must be a number, found {}", key,
+                 j.at(key).dump());
+    out = j.at(key).get<double>();
+  };
+  get_bool("scale_embedding", c.scale_embedding);
+  get_bool("final_logits_bias", c.final_logits_bias);
+  for (const auto& [key, field] : {std::pair{"pad_id", &c.pad_id}, std::pair{"decoder_start_id", &c.decoder_start_id},
+                                   std::pair{"position_offset", &c.position_offset}})
+    if (j.contains(key)) get_int(key, *field);
+  get_number("attention_dropout", c.attention_dropout);
+  get_number("activation_dropout", c.activation_dropout);
   c.validate();
   return c;
 }
@@ -98,6 +123,14 @@ void ModelConfig::validate() const {
   DGR_CHECK_AS(ConfigError, ffn > 0, "model config: ffn must be positive, found {}", ffn);
   DGR_CHECK_AS(ConfigError, max_positions > 0, "model config: max_positions must be positive, found {}", max_positions);
   DGR_CHECK_AS(ConfigError, dropout >= 0 && dropout < 1, "model config: dropout must be in [0, 1), found {}", dropout);
+  DGR_CHECK_AS(ConfigError, attention_dropout >= 0 && attention_dropout < 1 && activation_dropout >= 0 &&
+               activation_dropout < 1, "model config: attention_dropout ({}) and activation_dropout ({}) must be in "
+               "[0, 1)", attention_dropout, activation_dropout);
+  DGR_CHECK_AS(ConfigError, pad_id >= 0 && pad_id < vocab_size && decoder_start_id >= 0 && decoder_start_id < vocab_size,
+               "model config: pad_id ({}) and decoder_start_id ({}) must be token ids below vocab_size {}", pad_id,
+               decoder_start_id, vocab_size);
+  DGR_CHECK_AS(ConfigError, position_offset >= 0, "model config: position_offset must be >= 0, found {}",
+               position_offset);
 }
 
 std::vector<std::string> model_preset_names() { return {"test", "cpu", "bart-base", "bart-large"}; }
@@ -152,7 +185,7 @@ struct Packing {
 
 // Real tokens are the non-pad entries of `mask_of`; positions count real tokens from 0 in each row, so a
 // source may be padded on either side.
-Packing pack(const Tensor& mask_of, const Tensor& tokens, int max_positions) {
+Packing pack(const Tensor& mask_of, const Tensor& tokens, int max_positions, int64_t pad_id) {
   DGR_CHECK(mask_of.dim() == 2 && mask_of.scalar_type() == torch::kLong,
             "token batch must be a 2-d int64 tensor, found {}-d {}", mask_of.dim(), c10::toString(mask_of.scalar_type()));
   Packing p;
@@ -160,7 +193,7 @@ Packing pack(const Tensor& mask_of, const Tensor& tokens, int max_positions) {
   p.length = mask_of.size(1);
   DGR_CHECK(p.length <= max_positions, "sequence length {} exceeds the model's max_positions {}", p.length,
             max_positions);
-  Tensor mask = mask_of.ne(kPadId);
+  Tensor mask = mask_of.ne(pad_id);
   Tensor positions = mask.cumsum(1).sub_(1).reshape(-1);
   Tensor flat_mask = mask.reshape(-1);
   p.index = flat_mask.nonzero().squeeze(1);
@@ -179,8 +212,8 @@ Tensor per_head(const Tensor& bias, int64_t heads) {
   return b.expand({b.size(0), heads, b.size(2), b.size(3)}).reshape({-1, b.size(2), b.size(3)});
 }
 
-Tensor decoder_input(const Tensor& tgt) {
-  auto bos = torch::full({tgt.size(0), 1}, kBosId, tgt.options());
+Tensor decoder_input(const Tensor& tgt, int64_t start_id) {
+  auto bos = torch::full({tgt.size(0), 1}, start_id, tgt.options());
   return torch::cat({bos, tgt.slice(1, 0, tgt.size(1) - 1)}, 1);
 }
 
@@ -271,22 +304,28 @@ namespace detail {
 
 class Attention : public torch::nn::Module {
  public:
-  Attention(int d_model, int heads) : d_(d_model), heads_(heads), head_dim_(d_model / heads) {
+  Attention(int d_model, int heads, double dropout)
+      : d_(d_model), heads_(heads), head_dim_(d_model / heads), dropout_(dropout) {
     scale_ = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   }
 
  protected:
   // q [G, Lq, hd], k/v [G, Lk, hd], bias broadcastable to [G, Lq, Lk].
   Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& bias) const {
+    if (dropout_ > 0 && is_training()) {  // on the probabilities (BART's attention_dropout): the plain path
+      Tensor probs = torch::softmax(torch::baddbmm(bias.expand({q.size(0), q.size(1), k.size(1)}), q, k.transpose(1, 2),
+                                                   1.0, scale_), -1);
+      return torch::bmm(torch::dropout(probs, dropout_, true), v);
+    }
     return attention(q, k, v, bias, scale_);  // Note [Small-matrix attention]
   }
   int64_t d_, heads_, head_dim_;
-  double scale_;
+  double scale_, dropout_;
 };
 
 class SelfAttention : public Attention {
  public:
-  SelfAttention(int d_model, int heads) : Attention(d_model, heads) {
+  SelfAttention(int d_model, int heads, double dropout) : Attention(d_model, heads, dropout) {
     qkv_proj = register_module("qkv_proj", torch::nn::Linear(d_model, 3 * d_model));
     out_proj = register_module("out_proj", torch::nn::Linear(d_model, d_model));
   }
@@ -315,7 +354,7 @@ class SelfAttention : public Attention {
 
 class CrossAttention : public Attention {
  public:
-  CrossAttention(int d_model, int heads) : Attention(d_model, heads) {
+  CrossAttention(int d_model, int heads, double dropout) : Attention(d_model, heads, dropout) {
     q_proj = register_module("q_proj", torch::nn::Linear(d_model, d_model));
     kv_proj = register_module("kv_proj", torch::nn::Linear(d_model, 2 * d_model));
     out_proj = register_module("out_proj", torch::nn::Linear(d_model, d_model));
@@ -364,12 +403,17 @@ class CrossAttention : public Attention {
 
 class FeedForward : public torch::nn::Module {
  public:
-  FeedForward(int d_model, int ffn) {
+  FeedForward(int d_model, int ffn, double dropout) : dropout_(dropout) {
     fc1 = register_module("fc1", torch::nn::Linear(d_model, ffn));
     fc2 = register_module("fc2", torch::nn::Linear(ffn, d_model));
   }
-  Tensor forward(const Tensor& x) { return fc2(torch::gelu(fc1(x))); }
+  Tensor forward(const Tensor& x) {
+    Tensor h = torch::gelu(fc1(x));
+    if (dropout_ > 0 && is_training()) h = torch::dropout(h, dropout_, true);  // BART's activation_dropout
+    return fc2(h);
+  }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  double dropout_;
 };
 
 // Residual block: pre-norm x + f(LN(x)) or post-norm LN(x + f(x)), dropout on f's output.
@@ -384,9 +428,9 @@ Tensor residual(const Tensor& x, torch::nn::LayerNorm& norm, bool pre_norm, doub
 class EncoderLayer : public torch::nn::Module {
  public:
   explicit EncoderLayer(const ModelConfig& c) : c_(c) {
-    self_attn = register_module("self_attn", std::make_shared<SelfAttention>(c.d_model, c.heads));
+    self_attn = register_module("self_attn", std::make_shared<SelfAttention>(c.d_model, c.heads, c.attention_dropout));
     self_attn_layer_norm = register_module("self_attn_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
-    ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.ffn));
+    ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.ffn, c.activation_dropout));
     final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
   }
   Tensor forward(Tensor x, const Packing& p, const Tensor& bias) {
@@ -405,11 +449,11 @@ class EncoderLayer : public torch::nn::Module {
 class DecoderLayer : public torch::nn::Module {
  public:
   explicit DecoderLayer(const ModelConfig& c) : c_(c) {
-    self_attn = register_module("self_attn", std::make_shared<SelfAttention>(c.d_model, c.heads));
+    self_attn = register_module("self_attn", std::make_shared<SelfAttention>(c.d_model, c.heads, c.attention_dropout));
     self_attn_layer_norm = register_module("self_attn_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
-    encoder_attn = register_module("encoder_attn", std::make_shared<CrossAttention>(c.d_model, c.heads));
+    encoder_attn = register_module("encoder_attn", std::make_shared<CrossAttention>(c.d_model, c.heads, c.attention_dropout));
     encoder_attn_layer_norm = register_module("encoder_attn_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
-    ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.ffn));
+    ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.ffn, c.activation_dropout));
     final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
   }
   Tensor forward(Tensor x, const Packing& tp, const Tensor& self_bias, const Tensor& k, const Tensor& v,
@@ -444,14 +488,15 @@ class DecoderLayer : public torch::nn::Module {
 class Stack : public torch::nn::Module {
  public:
   explicit Stack(const ModelConfig& c) : c_(c) {
-    embed_positions = register_module("embed_positions", torch::nn::Embedding(c.max_positions, c.d_model));
+    embed_positions =
+        register_module("embed_positions", torch::nn::Embedding(c.max_positions + c.position_offset, c.d_model));
     norm = register_module(c.pre_norm ? "layer_norm" : "layernorm_embedding",
                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model})));
   }
   Tensor embed(const Tensor& tokens, const Tensor& positions, const Tensor& token_embedding) {
     Tensor x = torch::embedding(token_embedding, tokens);
     if (c_.scale_embedding) x = x * std::sqrt(static_cast<double>(c_.d_model));
-    x = x + embed_positions(positions);
+    x = x + embed_positions(c_.position_offset == 0 ? positions : positions + c_.position_offset);
     if (!c_.pre_norm) x = norm(x);
     if (c_.dropout > 0 && is_training()) x = torch::dropout(x, c_.dropout, true);
     return x;
@@ -516,11 +561,31 @@ class Decoder : public Stack {
 // tiny, stage 1's pooled dev+test R@10 rose from 0.71 to 0.76 on average over four seeds, and the title view
 // leaves chance within a few epochs instead of ten (docs/results.md). The bart presets keep BART's scheme.
 
+// Note [BART exactly]
+// ~~~~~~~~~~~~~~~~~~~
+// With the config that `import` reads from a Hugging Face BART config.json, Seq2Seq computes what
+// BartForConditionalGeneration computes (Lewis et al. 2020; read from transformers' modeling_bart.py and
+// fairseq's models/bart and models/transformer; tests/bart_import_test.sh holds the logits to 1e-5):
+//  - post-norm layers (pre_norm false: LN(x + f(x))) with `layernorm_embedding` after the embedding sum and no
+//    final layer norm; GELU (the exact erf form, activation_function "gelu") in the FFN;
+//  - learned positions looked up at position + 2 (BartLearnedPositionalEmbedding's offset; the table has
+//    max_position_embeddings + 2 rows); dgr counts positions over real tokens, which is the same for inputs
+//    padded on the right (BART counts every slot);
+//  - token embeddings scaled by sqrt(d_model) only when config.json says scale_embedding (false for bart-base
+//    and bart-large); one shared embedding for encoder, decoder and the tied LM head, plus final_logits_bias;
+//  - attention: q scaled by head_dim^-0.5 (dgr scales q.k, the same product); separate q/k/v projections are
+//    stored fused (qkv_proj: q, k, v rows; cross-attention kv_proj: k, v rows);
+//  - pad id 1 and decoder start </s> = 2 (decoder_start_token_id); dropout after each sublayer and the
+//    embedding, attention_dropout on the attention probabilities, activation_dropout after GELU, all in
+//    training only. LayerNorm eps 1e-5 in both.
+
 Seq2Seq::Seq2Seq(const ModelConfig& config) : config_(config) {
   config_.validate();
   embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config_.vocab_size, config_.d_model));
   encoder_ = register_module("encoder", std::make_shared<detail::Encoder>(config_));
   decoder_ = register_module("decoder", std::make_shared<detail::Decoder>(config_));
+  if (config_.final_logits_bias)
+    final_logits_bias_ = register_buffer("final_logits_bias", torch::zeros({1, config_.vocab_size}));
   // BART's initialisation: N(0, 0.02) for embeddings and projections, zero biases, unit norms; with
   // scale_embedding the token embeddings N(0, 1/d_model) instead (Note [Embedding scale]).
   torch::NoGradGuard no_grad;
@@ -542,32 +607,34 @@ Seq2Seq::Seq2Seq(const ModelConfig& config) : config_(config) {
 }
 
 torch::Tensor Seq2Seq::encode(const torch::Tensor& src) {
-  Packing sp = pack(src, src, config_.max_positions);
+  Packing sp = pack(src, src, config_.max_positions, config_.pad_id);
   Tensor memory = encoder_->forward(sp, embed_tokens_->weight);
   return sp.pad(memory).view({sp.batch, sp.length, config_.d_model});
 }
 
 namespace {
-void check_targets(const Tensor& src, const Tensor& tgt) {
+void check_targets(const Tensor& src, const Tensor& tgt, int64_t pad_id) {
   DGR_CHECK(tgt.dim() == 2 && tgt.scalar_type() == torch::kLong && tgt.size(1) > 0,
             "targets must be a non-empty 2-d int64 tensor, found {}-d {}", tgt.dim(), c10::toString(tgt.scalar_type()));
   DGR_CHECK(src.dim() == 2 && (src.size(0) == tgt.size(0) || src.size(0) == 1),
             "source batch {} must equal the target batch {} or be 1", src.dim() == 2 ? src.size(0) : -1, tgt.size(0));
   // The decoder input at t is the label at t-1, so a pad followed by a real token would feed the pad.
-  auto real = tgt.ne(kPadId);
+  auto real = tgt.ne(pad_id);
   DGR_CHECK(!real.slice(1, 1).logical_and(real.slice(1, 0, -1).logical_not()).any().item<bool>(),
-            "targets must be padded on the right only (pad id {})", kPadId);
+            "targets must be padded on the right only (pad id {})", pad_id);
 }
 }  // namespace
 
 std::pair<torch::Tensor, torch::Tensor> Seq2Seq::target_logits(const torch::Tensor& src, const torch::Tensor& tgt) {
-  check_targets(src, tgt);
-  Packing sp = pack(src, src, config_.max_positions);
-  Packing tp = pack(tgt, decoder_input(tgt), config_.max_positions);
+  check_targets(src, tgt, config_.pad_id);
+  Packing sp = pack(src, src, config_.max_positions, config_.pad_id);
+  Packing tp = pack(tgt, decoder_input(tgt, config_.decoder_start_id), config_.max_positions, config_.pad_id);
   Tensor memory = encoder_->forward(sp, embed_tokens_->weight);
   Tensor hidden = decoder_->forward(tp, memory, sp, embed_tokens_->weight);
   Tensor labels = tp.dense ? tgt.reshape(-1) : tgt.reshape(-1).index_select(0, tp.index);
-  return {torch::mm(hidden, embed_tokens_->weight.t()), labels};
+  Tensor logits = torch::mm(hidden, embed_tokens_->weight.t());
+  if (final_logits_bias_.defined()) logits = logits + final_logits_bias_;
+  return {logits, labels};
 }
 
 torch::Tensor Seq2Seq::loss(const torch::Tensor& src, const torch::Tensor& tgt, double label_smoothing) {
@@ -580,7 +647,7 @@ torch::Tensor Seq2Seq::loss(const torch::Tensor& src, const torch::Tensor& tgt, 
 torch::Tensor Seq2Seq::token_log_probs(const torch::Tensor& src, const torch::Tensor& tgt) {
   auto [logits, labels] = target_logits(src, tgt);
   Tensor lp = logits.gather(1, labels.unsqueeze(1)).squeeze(1) - logits.logsumexp(1);
-  auto real = tgt.ne(kPadId).reshape(-1).nonzero().squeeze(1);
+  auto real = tgt.ne(config_.pad_id).reshape(-1).nonzero().squeeze(1);
   return torch::zeros({tgt.numel()}, lp.options()).index_copy(0, real, lp).view(tgt.sizes());
 }
 
@@ -592,13 +659,13 @@ torch::Tensor Seq2Seq::sequence_log_probs(const torch::Tensor& src, const torch:
 torch::Tensor Seq2Seq::sequence_log_probs_with_grad(const torch::Tensor& src, const torch::Tensor& tgt) {
   auto [logits, labels] = target_logits(src, tgt);
   Tensor lp = LabelLogProb::apply(logits.to(torch::kFloat), labels);  // [Nt] real tokens, row-major; fp32 under autocast
-  Tensor rows = tgt.ne(kPadId).nonzero().select(1, 0);             // [Nt] the row of each real token
+  Tensor rows = tgt.ne(config_.pad_id).nonzero().select(1, 0);     // [Nt] the row of each real token
   return torch::zeros({tgt.size(0)}, lp.options()).index_add(0, rows, lp);
 }
 
 DecoderState Seq2Seq::start(const torch::Tensor& src) {
   torch::NoGradGuard no_grad;
-  Packing sp = pack(src, src, config_.max_positions);
+  Packing sp = pack(src, src, config_.max_positions, config_.pad_id);
   Tensor memory = encoder_->forward(sp, embed_tokens_->weight);
   DecoderState s;
   s.src_bias = sp.key_bias;
@@ -624,7 +691,9 @@ torch::Tensor Seq2Seq::step(DecoderState& state, const torch::Tensor& last_token
   for (size_t i = 0; i < decoder_->layers->size(); ++i) x = decoder_->layer(i).step(x, state, i);
   x = decoder_->finish(x);
   ++state.length;
-  return fast_log_softmax(torch::mm(x, embed_tokens_->weight.t()));
+  Tensor logits = torch::mm(x, embed_tokens_->weight.t());
+  if (final_logits_bias_.defined()) logits = logits + final_logits_bias_;
+  return fast_log_softmax(logits);
 }
 
 void Seq2Seq::reorder(DecoderState& state, const torch::Tensor& parents) {

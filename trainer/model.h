@@ -13,7 +13,9 @@
 
 namespace dgr::trainer {
 
-// Reserved ids of dgr's tokenizer that the model itself relies on.
+// Reserved ids of dgr's SentencePiece tokenizer: the batches of stage 1 and 2 are padded with kPadId and
+// decoding starts with kBosId. A model's own pad and start ids are ModelConfig::pad_id / decoder_start_id
+// (equal to these for every model dgr trains; BART's imported ones have pad 1, start 2 = </s>).
 inline constexpr int64_t kPadId = 0;
 inline constexpr int64_t kBosId = 2;
 
@@ -32,8 +34,17 @@ struct ModelConfig {
   // the positions; the output projection uses them unscaled. false: BART's N(0, 0.02), unscaled. Note
   // [Embedding scale] in model.cpp. Optional in JSON (files written before it existed: false).
   bool scale_embedding = false;
+  // BART's own conventions (Note [BART exactly] in model.cpp), optional in JSON with these defaults (dgr's):
+  int pad_id = 0;                   // padding in sources and targets (BART: 1)
+  int decoder_start_id = 2;         // the decoder's first input (BART: </s> = 2)
+  int position_offset = 0;          // learned positions are looked up at position + offset (BART: 2), so the
+                                    // table has max_positions + offset rows
+  bool final_logits_bias = false;   // a [1, vocab] buffer added to the logits (Hugging Face's BART has it)
+  double attention_dropout = 0.0;   // on the attention probabilities, in training
+  double activation_dropout = 0.0;  // after the FFN's GELU, in training
 
-  // Every key is required and no other is accepted (dgr::ConfigError names the key).
+  // Every key is required (except the optional ones above) and no other is accepted (dgr::ConfigError names
+  // the key). Optional keys are written only when they differ from their defaults.
   std::string to_json_string() const;
   static ModelConfig from_json_string(const std::string& text);
   // Throws dgr::ConfigError naming the first field that cannot work.
@@ -79,10 +90,11 @@ class Seq2Seq : public torch::nn::Module {
   explicit Seq2Seq(const ModelConfig& config);
   const ModelConfig& config() const { return config_; }
 
-  // src [B,S] int64, kPadId = padding anywhere in a row; returns the encoder output [B,S,D] (zero at pads).
+  // src [B,S] int64, config().pad_id = padding anywhere in a row; returns the encoder output [B,S,D] (zero at
+  // pads).
   torch::Tensor encode(const torch::Tensor& src);
 
-  // Teacher forcing: decoder input bos + tgt[:, :-1], labels tgt; pads (0) in tgt are ignored. Returns the
+  // Teacher forcing: decoder input start + tgt[:, :-1], labels tgt; pads in tgt are ignored. Returns the
   // SUM over real target tokens of the label-smoothed cross-entropy (fairseq/PyTorch definition); the
   // caller divides. The output projection runs on real target tokens only.
   torch::Tensor loss(const torch::Tensor& src, const torch::Tensor& tgt, double label_smoothing);
@@ -101,7 +113,7 @@ class Seq2Seq : public torch::nn::Module {
 
   // Incremental decoding (no gradient). start: one beam per source row, nothing fed yet.
   DecoderState start(const torch::Tensor& src);
-  // Feeds last_tokens [N] (the first call feeds kBosId) and returns log p(next token) [N, V].
+  // Feeds last_tokens [N] (the first call feeds config().decoder_start_id) and returns log p(next token) [N, V].
   torch::Tensor step(DecoderState& state, const torch::Tensor& last_tokens);
   // New beam i continues old beam parents[i]; the number of beams may change.
   void reorder(DecoderState& state, const torch::Tensor& parents);
@@ -112,6 +124,7 @@ class Seq2Seq : public torch::nn::Module {
  private:
   ModelConfig config_;
   torch::nn::Embedding embed_tokens_{nullptr};
+  torch::Tensor final_logits_bias_;  // [1, V] buffer, or undefined
   std::shared_ptr<detail::Encoder> encoder_;
   std::shared_ptr<detail::Decoder> decoder_;
 };

@@ -107,11 +107,12 @@ std::vector<float> ModelScorer::score(std::span<const int32_t> source,
       ++end;
     }
     if (longest > 0) {
-      auto tgt = torch::zeros({static_cast<int64_t>(end - begin), static_cast<int64_t>(longest)}, torch::kLong);
+      const int64_t pad = impl_->model->config().pad_id;
+      auto tgt = torch::full({static_cast<int64_t>(end - begin), static_cast<int64_t>(longest)}, pad, torch::kLong);
       auto acc = tgt.accessor<int64_t, 2>();
       for (size_t i = begin; i < end; ++i) {
         for (size_t t = 0; t < targets[i].size(); ++t) {
-          DGR_CHECK(targets[i][t] != kPadId, "target {} contains the pad id {} at position {}", i, kPadId, t);
+          DGR_CHECK(targets[i][t] != pad, "target {} contains the pad id {} at position {}", i, pad, t);
           acc[static_cast<int64_t>(i - begin)][static_cast<int64_t>(t)] = targets[i][t];
         }
       }

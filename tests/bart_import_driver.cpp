@@ -1,0 +1,82 @@
+// Driver of tests/bart_import_test.sh: imports a Hugging Face BART directory (trainer/hf_import.h) into an
+// export file, rebuilds the model from that file alone, and compares with transformers' outputs in
+// DIR/reference.safetensors (bart_reference.py): the encoder output at real source positions, the teacher-forced
+// logits at real target positions, and three steps of cached decoding. Prints the largest absolute difference
+// of each and that difference over max(1, largest |reference value|); exit 1 when the latter exceeds the
+// tolerance (fp32 sums in another order differ by a few ulps of the largest value). Usage:
+// bart_import_driver DIR OUT.h5 [TOLERANCE=1e-5]
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/export.h"
+#include "common/error.h"
+#include "data/safetensors.h"
+#include "trainer/hf_import.h"
+#include "trainer/model.h"
+#include "trainer/train_state.h"
+
+namespace {
+
+torch::Tensor tensor_of(const dgr::data::NamedArray& a) {
+  const auto type = a.dtype == dgr::data::DType::kInt64 ? torch::kLong : torch::kFloat;
+  return torch::from_blob(const_cast<uint8_t*>(a.bytes.data()), a.shape, type).clone();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::cerr << "usage: bart_import_driver DIR OUT.h5 [TOLERANCE]\n";
+    return 2;
+  }
+  const std::string dir = argv[1], out = argv[2];
+  const double tolerance = argc > 3 ? std::stod(argv[3]) : 1e-5;
+  torch::set_num_threads(2);
+  try {
+    const auto report = dgr::trainer::import_hf_bart(dir, out);
+    std::cout << fmt::format("imported {} tensors as {} arrays into {}\n", report.hf_tensors, report.weights, out);
+    const auto exported = dgr::checkpoints::read_export(out);
+    const auto config = dgr::trainer::ModelConfig::from_json_string(
+        nlohmann::json::parse(exported.info.model_config_json).at("model").dump());
+    dgr::trainer::Seq2Seq model(config);
+    dgr::trainer::load_model_arrays(exported.weights, model, out);
+    model.eval();
+    torch::NoGradGuard no_grad;
+
+    std::map<std::string, torch::Tensor> ref;
+    for (const auto& a : dgr::data::read_safetensors(dir + "/reference.safetensors").arrays) ref[a.name] = tensor_of(a);
+    const auto src = ref.at("src"), tgt = ref.at("tgt");
+    const auto src_real = src.ne(config.pad_id), tgt_real = tgt.ne(config.pad_id);
+
+    // Largest |a - b| and that over max(1, largest |b|).
+    auto compare = [](const torch::Tensor& a, const torch::Tensor& b) {
+      const double diff = (a - b).abs().max().item<double>();
+      return std::pair{diff, diff / std::max(1.0, b.abs().max().item<double>())};
+    };
+    const auto enc = compare(model.encode(src).index({src_real}), ref.at("encoder_out").index({src_real}));
+    auto [logits, labels] = model.target_logits(src, tgt);
+    const auto tf = compare(logits, ref.at("logits").index({tgt_real}));
+    auto state = model.start(src.slice(0, 0, 1));
+    std::vector<torch::Tensor> steps;
+    for (int64_t token : {static_cast<int64_t>(config.decoder_start_id), tgt[0][0].item<int64_t>(), tgt[0][1].item<int64_t>()})
+      steps.push_back(model.step(state, torch::full({1}, token, torch::kLong)).squeeze(0));
+    const auto cached = compare(torch::stack(steps), ref.at("step_log_probs"));
+    std::cout << fmt::format("max |dgr - transformers| (scaled): encoder output {:.3g} ({:.3g}), teacher-forced logits "
+                             "{:.3g} ({:.3g}; {} tokens x {}), cached decoding log-probs {:.3g} ({:.3g}; 3 steps); "
+                             "tolerance {:.0e}\n", enc.first, enc.second, tf.first, tf.second, logits.size(0),
+                             logits.size(1), cached.first, cached.second, tolerance);
+    const bool ok = enc.second <= tolerance && tf.second <= tolerance && cached.second <= tolerance;
+    std::cout << (ok ? "ok\n" : "FAILED\n");
+    return ok ? 0 : 1;
+  } catch (const dgr::Error& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}

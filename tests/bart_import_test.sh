@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# BART imported from Hugging Face (trainer/hf_import.h) against transformers' BartForConditionalGeneration:
+# a randomly initialised model of a tiny shape and of the bart-base shape, written with save_pretrained
+# (bart_reference.py), imported into a dgr export file; the encoder output, the teacher-forced logits and
+# three steps of cached decoding must equal transformers' within 1e-5 (of max(1, |reference|)). Malformed
+# directories (a missing tensor, a wrong shape, a truncated safetensors header, a tokenizer whose vocabulary
+# size disagrees with the embedding) must fail naming the problem, leaving no export file.
+# Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
+# transformers and safetensors in scripts/install-deps.sh's venv.
+set -euo pipefail
+driver=$1
+here=$(cd "$(dirname "$0")" && pwd)
+venv=${DGR_VENV:-/opt/dgr-venv}
+if ! DGR_VENV=$venv /usr/bin/python3 -c "import glob, sys; sys.path += glob.glob('$venv/lib/python3*/site-packages'); import torch, transformers, safetensors" 2>/dev/null; then
+  echo "SKIP: /usr/bin/python3 cannot import torch (python3-torch) and transformers/safetensors (venv $venv): run scripts/install-deps.sh"
+  exit 77
+fi
+work=$(mktemp -d /tmp/dgr_bart_import.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+for shape in tiny base; do
+  mkdir "$work/$shape"
+  DGR_VENV=$venv /usr/bin/python3 "$here/bart_reference.py" "$work/$shape" "$shape"
+  "$driver" "$work/$shape" "$work/$shape.h5"
+done
+rm -rf "$work/base" "$work/base.h5"
+
+# Malformed copies of the tiny directory: each must fail with its message and leave no export.
+refuse() {  # refuse NAME NEEDLE PYTHON-EDIT
+  local name=$1 needle=$2 edit=$3
+  cp -r "$work/tiny" "$work/$name"
+  DGR_VENV=$venv /usr/bin/python3 - "$work/$name" <<PY
+import glob, json, os, struct, sys
+sys.path += glob.glob(os.environ["DGR_VENV"] + "/lib/python3*/site-packages")
+from safetensors.numpy import load_file, save_file
+d = sys.argv[1]
+t = load_file(d + "/model.safetensors")
+$edit
+PY
+  if "$driver" "$work/$name" "$work/$name.h5" > "$work/$name.out" 2>&1; then
+    echo "FAIL ($name): imported"; cat "$work/$name.out"; exit 1
+  fi
+  grep -q -- "$needle" "$work/$name.out" || { echo "FAIL ($name): no '$needle' in: $(cat "$work/$name.out")"; exit 1; }
+  test ! -e "$work/$name.h5" || { echo "FAIL ($name): an export file was left"; exit 1; }
+  echo "refused ($name): $(tail -n 1 "$work/$name.out")"
+}
+refuse missing "model.decoder.layers.1.fc2.weight" \
+  'del t["model.decoder.layers.1.fc2.weight"]; save_file(t, d + "/model.safetensors", metadata={"format": "pt"})'
+refuse shape "model.encoder.layers.0.self_attn.k_proj.weight" \
+  't["model.encoder.layers.0.self_attn.k_proj.weight"] = t["model.encoder.layers.0.self_attn.k_proj.weight"][:16]; save_file(t, d + "/model.safetensors", metadata={"format": "pt"})'
+refuse truncated "the header says" \
+  'raw = open(d + "/model.safetensors", "rb").read(); open(d + "/model.safetensors", "wb").write(raw[:40])'
+refuse unexpected "unexpected tensor 'model.encoder.extra.weight'" \
+  't["model.encoder.extra.weight"] = t["model.shared.weight"][:2].copy(); save_file(t, d + "/model.safetensors", metadata={"format": "pt"})'
+refuse vocab "the tokenizer has 261 tokens but the embedding 320 rows" \
+  'from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+tokens = ["<s>", "<pad>", "</s>", "<unk>"] + list(bytes_to_unicode().values()) + ["<mask>"]
+json.dump({s: i for i, s in enumerate(tokens)}, open(d + "/vocab.json", "w")); open(d + "/merges.txt", "w").write("#version: 0.2\\n")'
+echo ok

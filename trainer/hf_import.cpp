@@ -1,0 +1,242 @@
+#include "trainer/hf_import.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoints/export.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "data/safetensors.h"
+#include "retrieval/bart_bpe.h"
+#include "retrieval/views.h"
+#include "trainer/exported_model.h"
+#include "trainer/model.h"
+#include "trainer/train_state.h"
+
+namespace fs = std::filesystem;
+
+namespace dgr::trainer {
+namespace {
+
+// config.json -> ModelConfig (Note [BART exactly]); every key that would change the computation is checked.
+ModelConfig bart_config(const nlohmann::json& hf, const std::string& path) {
+  auto need = [&](const char* key) -> const nlohmann::json& {
+    DGR_CHECK_AS(ConfigError, hf.contains(key), "{}: no '{}' (not a BART config.json)", path, key);
+    return hf.at(key);
+  };
+  DGR_CHECK_AS(ConfigError, need("model_type") == "bart", "{}: model_type {} (dgr imports BART: model_type \"bart\")",
+               path, hf.at("model_type").dump());
+  DGR_CHECK_AS(ConfigError, hf.value("activation_function", "gelu") == "gelu",
+               "{}: activation_function {} (dgr's FFN is GELU, as BART's)", path, hf.at("activation_function").dump());
+  for (const char* key : {"normalize_before", "add_final_layer_norm", "normalize_embedding"}) {
+    const bool expected = std::string(key) == "normalize_embedding";  // BART: layernorm_embedding, post-norm
+    DGR_CHECK_AS(ConfigError, !hf.contains(key) || hf.at(key).get<bool>() == expected,
+                 "{}: {} {} (dgr imports BART's post-norm layers: mBART-style configs are not supported)", path, key,
+                 hf.contains(key) ? hf.at(key).dump() : "");
+  }
+  for (const auto& [a, b] : {std::pair{"encoder_attention_heads", "decoder_attention_heads"},
+                             std::pair{"encoder_ffn_dim", "decoder_ffn_dim"}})
+    DGR_CHECK_AS(ConfigError, need(a) == need(b), "{}: {} {} differs from {} {} (dgr's encoder and decoder share "
+                 "these)", path, a, hf.at(a).dump(), b, hf.at(b).dump());
+  ModelConfig c;
+  c.vocab_size = need("vocab_size").get<int>();
+  c.d_model = need("d_model").get<int>();
+  c.heads = need("encoder_attention_heads").get<int>();
+  c.encoder_layers = need("encoder_layers").get<int>();
+  c.decoder_layers = need("decoder_layers").get<int>();
+  c.ffn = need("encoder_ffn_dim").get<int>();
+  c.max_positions = need("max_position_embeddings").get<int>();
+  c.dropout = hf.value("dropout", 0.1);
+  c.attention_dropout = hf.value("attention_dropout", 0.0);
+  c.activation_dropout = hf.value("activation_dropout", 0.0);
+  c.pre_norm = false;
+  c.scale_embedding = hf.value("scale_embedding", false);
+  c.pad_id = hf.value("pad_token_id", 1);
+  c.decoder_start_id = hf.value("decoder_start_token_id", 2);
+  c.position_offset = 2;
+  c.final_logits_bias = true;
+  try {
+    c.validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}: {}", path, e.what()));
+  }
+  return c;
+}
+
+// "model.encoder.layers.3.self_attn.k_proj.weight" -> where its rows go in dgr's arrays: the dgr name and,
+// for fused projections, the part (0, 1, 2 of q/k/v, or 0, 1 of k/v) and the number of parts.
+struct Target {
+  std::string name;
+  int part = 0, parts = 1;
+};
+
+bool map_name(const std::string& hf, Target& t) {
+  std::string n = hf;
+  if (n.rfind("model.", 0) == 0) n = n.substr(6);
+  if (n == "shared.weight") return t = {"embed_tokens.weight"}, true;
+  if (n == "final_logits_bias") return t = {"final_logits_bias"}, true;
+  for (const char* stack : {"encoder.", "decoder."}) {
+    if (n.rfind(stack, 0) != 0) continue;
+    const std::string rest = n.substr(std::string(stack).size());
+    if (rest == "embed_positions.weight" || rest.rfind("layernorm_embedding.", 0) == 0) return t = {n}, true;
+    if (rest.rfind("layers.", 0) != 0) return false;
+    const size_t dot = rest.find('.', 7);
+    if (dot == std::string::npos) return false;
+    const std::string layer = std::string(stack) + rest.substr(0, dot + 1), sub = rest.substr(dot + 1);
+    for (const char* attn : {"self_attn.", "encoder_attn."}) {
+      if (sub.rfind(attn, 0) != 0) continue;
+      const std::string proj = sub.substr(std::string(attn).size());  // q_proj.weight, out_proj.bias, ...
+      const std::string suffix = proj.substr(proj.find('.'));
+      const std::string kind = proj.substr(0, proj.find('.'));
+      const bool self = std::string(attn) == "self_attn.";
+      if (kind == "out_proj") return t = {layer + attn + proj}, true;
+      if (self && (kind == "q_proj" || kind == "k_proj" || kind == "v_proj"))
+        return t = {layer + attn + "qkv_proj" + suffix, kind == "q_proj" ? 0 : kind == "k_proj" ? 1 : 2, 3}, true;
+      if (!self && kind == "q_proj") return t = {layer + attn + proj}, true;
+      if (!self && (kind == "k_proj" || kind == "v_proj"))
+        return t = {layer + attn + "kv_proj" + suffix, kind == "k_proj" ? 0 : 1, 2}, true;
+      return false;
+    }
+    if (sub.rfind("fc1.", 0) == 0 || sub.rfind("fc2.", 0) == 0) return t = {layer + "ffn." + sub}, true;
+    if (sub.rfind("self_attn_layer_norm.", 0) == 0 || sub.rfind("encoder_attn_layer_norm.", 0) == 0 ||
+        sub.rfind("final_layer_norm.", 0) == 0)
+      return t = {n}, true;
+    return false;
+  }
+  return false;
+}
+
+// The inverse of map_name, for messages: the Hugging Face tensor(s) a dgr array comes from.
+std::string hf_name(const std::string& dgr) {
+  if (dgr == "embed_tokens.weight") return "model.shared.weight";
+  if (dgr == "final_logits_bias") return dgr;
+  std::string n = "model." + dgr;
+  if (const size_t at = n.find(".ffn."); at != std::string::npos) n.erase(at, 4);
+  for (const auto& [fused, parts] : {std::pair{std::string("qkv_proj"), std::vector<std::string>{"q_proj", "k_proj", "v_proj"}},
+                                     std::pair{std::string("kv_proj"), std::vector<std::string>{"k_proj", "v_proj"}}}) {
+    const size_t at = n.find("." + fused + ".");
+    if (at == std::string::npos) continue;
+    std::string out;
+    for (const auto& part : parts) out += (out.empty() ? "" : ", ") + n.substr(0, at + 1) + part + n.substr(at + 1 + fused.size());
+    return out;
+  }
+  return n;
+}
+
+}  // namespace
+
+HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
+  DGR_CHECK_AS(ConfigError, fs::exists(config_path), "{}: missing (a Hugging Face model directory has config.json)",
+               config_path);
+  DGR_CHECK_AS(CheckpointError, fs::exists(weights_path), "{}: missing (save the model with save_pretrained, which "
+               "writes model.safetensors; pytorch_model.bin is not read yet)", weights_path);
+  const auto hf = nlohmann::json::parse(files::read_all(config_path), nullptr, false);
+  DGR_CHECK_AS(ConfigError, !hf.is_discarded() && hf.is_object(), "{}: not a JSON object", config_path);
+  const ModelConfig config = bart_config(hf, config_path);
+
+  data::SafetensorsContents contents = data::read_safetensors(weights_path);
+  // Rows of every fused array, part by part; other arrays once. Tied copies of the embedding are compared.
+  std::map<std::string, std::vector<const data::NamedArray*>> parts;
+  std::map<std::string, const data::NamedArray*> whole;
+  std::vector<const data::NamedArray*> tied;
+  for (const auto& a : contents.arrays) {
+    if (a.name == "model.encoder.embed_tokens.weight" || a.name == "model.decoder.embed_tokens.weight" ||
+        a.name == "lm_head.weight") {
+      tied.push_back(&a);
+      continue;
+    }
+    Target t;
+    DGR_CHECK_AS(CheckpointError, map_name(a.name, t), "{}: unexpected tensor '{}' (not part of BART's "
+                 "BartForConditionalGeneration)", weights_path, a.name);
+    DGR_CHECK_AS(CheckpointError, a.dtype == data::DType::kFloat32, "{}: tensor '{}' is {}; dgr imports float32 "
+                 "weights (F16 is widened on read; convert BF16 with save_pretrained after .float())", weights_path,
+                 a.name, data::dtype_name(a.dtype));
+    if (t.parts == 1) {
+      DGR_CHECK_AS(CheckpointError, whole.emplace(t.name, &a).second, "{}: tensor '{}' given twice", weights_path, a.name);
+    } else {
+      auto& slot = parts[t.name];
+      slot.resize(static_cast<size_t>(t.parts), nullptr);
+      slot[static_cast<size_t>(t.part)] = &a;
+    }
+  }
+  std::vector<data::NamedArray> weights;
+  for (const auto& [name, a] : whole) {
+    data::NamedArray w = *a;
+    w.name = name;
+    weights.push_back(std::move(w));
+  }
+  for (const auto& [name, slots] : parts) {
+    std::vector<int64_t> shape;
+    size_t bytes = 0;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      DGR_CHECK_AS(CheckpointError, slots[i] != nullptr, "{}: '{}' lacks its {} projection", weights_path, name,
+                   slots.size() == 3 ? std::vector<const char*>{"q", "k", "v"}[i] : std::vector<const char*>{"k", "v"}[i]);
+      if (i == 0) shape = slots[0]->shape;
+      DGR_CHECK_AS(CheckpointError, slots[i]->shape == slots[0]->shape, "{}: '{}' has shape {} but '{}' {}",
+                   weights_path, slots[i]->name, data::shape_string(slots[i]->shape), slots[0]->name,
+                   data::shape_string(slots[0]->shape));
+      bytes += slots[i]->bytes.size();
+    }
+    shape[0] *= static_cast<int64_t>(slots.size());
+    data::NamedArray fused = data::NamedArray::allocate(name, shape, data::DType::kFloat32);
+    size_t at = 0;
+    for (const auto* s : slots) {
+      std::memcpy(fused.bytes.data() + at, s->bytes.data(), s->bytes.size());
+      at += s->bytes.size();
+    }
+    DGR_CHECK(at == bytes, "fused {} bytes of {}", at, name);
+    weights.push_back(std::move(fused));
+  }
+  const auto embedding = whole.find("embed_tokens.weight");
+  DGR_CHECK_AS(CheckpointError, embedding != whole.end(), "{}: no 'model.shared.weight' (the token embedding)",
+               weights_path);
+  for (const auto* t : tied)
+    DGR_CHECK_AS(CheckpointError, t->shape == embedding->second->shape && t->bytes == embedding->second->bytes,
+                 "{}: '{}' differs from model.shared.weight, but BART ties them (dgr has one embedding)", weights_path,
+                 t->name);
+  std::sort(weights.begin(), weights.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+
+  checkpoints::ExportInfo info;
+  const nlohmann::json view_limits = nlohmann::json::parse(view_limits_json(retrieval::ViewLimits{}));
+  info.model_config_json = nlohmann::json{{"model", nlohmann::json::parse(config.to_json_string())},
+                                          {"view_limits", view_limits},
+                                          {"trained_views", nlohmann::json::array()},
+                                          {"imported_from", dir}}.dump();
+  const std::string vocab = (fs::path(dir) / "vocab.json").string(), merges = (fs::path(dir) / "merges.txt").string();
+  if (fs::exists(vocab) || fs::exists(merges)) {
+    const auto bpe = retrieval::BartBpe::load(dir);
+    DGR_CHECK_AS(CheckpointError, bpe.vocab_size() == config.vocab_size, "{}: the tokenizer has {} tokens but the "
+                 "embedding {} rows (tokenizer files from another model?)", vocab, bpe.vocab_size(), config.vocab_size);
+    info.tokenizer_id = dir;
+    info.tokenizer_sha256 = files::sha256_file(vocab) + "+" + files::sha256_file(merges);
+  }
+  // Prove the weights fit the config (every name and shape, nothing missing or extra) before writing; a
+  // missing or mis-shaped tensor is named as the Hugging Face file names it.
+  auto model = std::make_shared<Seq2Seq>(config);
+  std::map<std::string, const data::NamedArray*> have;
+  for (const auto& w : weights) have[w.name] = &w;
+  auto check = [&](const std::string& name, const torch::Tensor& t) {
+    const auto it = have.find(name);
+    DGR_CHECK_AS(CheckpointError, it != have.end(), "{}: no tensor '{}' (BART's weights for the shape in config.json "
+                 "include it)", weights_path, hf_name(name));
+    const std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    DGR_CHECK_AS(CheckpointError, it->second->shape == shape, "{}: '{}' has shape {} where config.json's model needs {}",
+                 weights_path, hf_name(name), data::shape_string(it->second->shape), data::shape_string(shape));
+  };
+  for (const auto& p : model->named_parameters()) check(p.key(), p.value());
+  for (const auto& b : model->named_buffers()) check(b.key(), b.value());
+  load_model_arrays(weights, *model, weights_path);
+  checkpoints::write_export(out, weights, info);
+  return {info.model_config_json, contents.arrays.size(), weights.size()};
+}
+
+}  // namespace dgr::trainer
