@@ -5,7 +5,7 @@
 # three steps of cached decoding must equal transformers' within 1e-5 (of max(1, |reference|)). Malformed
 # directories (a missing tensor, a wrong shape, a truncated safetensors header, a tokenizer whose vocabulary
 # size disagrees with the embedding) must fail naming the problem, leaving no export file.
-# Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
+# The tiny model is imported from pytorch_model.bin as well. Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
 # transformers and safetensors in scripts/install-deps.sh's venv.
 set -euo pipefail
 driver=$1
@@ -22,6 +22,17 @@ for shape in tiny base; do
   DGR_VENV=$venv /usr/bin/python3 "$here/bart_reference.py" "$work/$shape" "$shape"
   "$driver" "$work/$shape" "$work/$shape.h5"
 done
+# The same tiny weights as pytorch_model.bin (torch.save of the state dict, tied copies included).
+cp -r "$work/tiny" "$work/tiny-bin"
+/usr/bin/python3 - "$work/tiny-bin" <<'PY'
+import glob, os, sys
+sys.path += glob.glob(os.environ.get("DGR_VENV", "/opt/dgr-venv") + "/lib/python3*/site-packages")
+from transformers import BartForConditionalGeneration
+d = sys.argv[1]
+BartForConditionalGeneration.from_pretrained(d).save_pretrained(d, safe_serialization=False)
+os.remove(d + "/model.safetensors")
+PY
+DGR_VENV=$venv "$driver" "$work/tiny-bin" "$work/tiny-bin.h5"
 rm -rf "$work/base" "$work/base.h5"
 
 # Malformed copies of the tiny directory: each must fail with its message and leave no export.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -19,6 +21,8 @@
 #include "trainer/exported_model.h"
 #include "trainer/model.h"
 #include "trainer/train_state.h"
+
+#include <torch/serialize.h>
 
 namespace fs = std::filesystem;
 
@@ -113,6 +117,35 @@ bool map_name(const std::string& hf, Target& t) {
   return false;
 }
 
+// pytorch_model.bin (torch.save of a state dict, zip or legacy format) through LibTorch's own unpickler; every
+// tensor becomes a contiguous CPU float32 array (other dtypes: a CheckpointError naming it).
+data::SafetensorsContents read_pickled_state_dict(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  DGR_CHECK_AS(CheckpointError, in.good(), "{}: cannot be opened", path);
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(fmt::format("{}: not a state dict LibTorch can read ({}): re-save it with save_pretrained "
+                                      "(safetensors)", path, e.what_without_backtrace()));
+  }
+  DGR_CHECK_AS(CheckpointError, value.isGenericDict(), "{}: holds a {}, not a state dict (name -> tensor)", path,
+               value.tagKind());
+  data::SafetensorsContents out;
+  for (const auto& item : value.toGenericDict()) {
+    DGR_CHECK_AS(CheckpointError, item.key().isString() && item.value().isTensor(), "{}: an entry that is not "
+                 "name -> tensor", path);
+    const std::string name = item.key().toStringRef();
+    const torch::Tensor t = item.value().toTensor().contiguous().cpu();
+    DGR_CHECK_AS(CheckpointError, t.scalar_type() == torch::kFloat, "{}: tensor '{}' is {}; dgr imports float32 weights",
+                 path, name, c10::toString(t.scalar_type()));
+    out.arrays.push_back(data::NamedArray::copy_of(name, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
+                                                   data::DType::kFloat32, t.data_ptr()));
+  }
+  return out;
+}
+
 // The inverse of map_name, for messages: the Hugging Face tensor(s) a dgr array comes from.
 std::string hf_name(const std::string& dgr) {
   if (dgr == "embed_tokens.weight") return "model.shared.weight";
@@ -134,16 +167,20 @@ std::string hf_name(const std::string& dgr) {
 
 HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
+  const std::string safetensors_path = (fs::path(dir) / "model.safetensors").string();
+  const std::string pickle_path = (fs::path(dir) / "pytorch_model.bin").string();
   DGR_CHECK_AS(ConfigError, fs::exists(config_path), "{}: missing (a Hugging Face model directory has config.json)",
                config_path);
-  DGR_CHECK_AS(CheckpointError, fs::exists(weights_path), "{}: missing (save the model with save_pretrained, which "
-               "writes model.safetensors; pytorch_model.bin is not read yet)", weights_path);
+  DGR_CHECK_AS(CheckpointError, fs::exists(safetensors_path) || fs::exists(pickle_path), "{}: neither "
+               "model.safetensors nor pytorch_model.bin (save the model with save_pretrained; sharded checkpoints, "
+               "*.index.json, are not read)", dir);
+  const std::string weights_path = fs::exists(safetensors_path) ? safetensors_path : pickle_path;
   const auto hf = nlohmann::json::parse(files::read_all(config_path), nullptr, false);
   DGR_CHECK_AS(ConfigError, !hf.is_discarded() && hf.is_object(), "{}: not a JSON object", config_path);
   const ModelConfig config = bart_config(hf, config_path);
 
-  data::SafetensorsContents contents = data::read_safetensors(weights_path);
+  data::SafetensorsContents contents =
+      weights_path == safetensors_path ? data::read_safetensors(weights_path) : read_pickled_state_dict(weights_path);
   // Rows of every fused array, part by part; other arrays once. Tied copies of the embedding are compared.
   std::map<std::string, std::vector<const data::NamedArray*>> parts;
   std::map<std::string, const data::NamedArray*> whole;

@@ -1,5 +1,6 @@
 // Hugging Face BART checkpoints -> dgr export files (issue 20, Build 2; no LibTorch in this header). A BART
-// directory as save_pretrained writes it: config.json (model_type "bart") and model.safetensors; the export
+// directory as save_pretrained writes it: config.json (model_type "bart") and model.safetensors (or
+// pytorch_model.bin, read with LibTorch's unpickler); the export
 // file it becomes is the one `dgr export` writes, with the model config of Note [BART exactly] (model.cpp)
 // and the weights under dgr's names (q/k/v projections fused). Not yet reachable from the command line:
 // the FM-index and the views do not take BART's tokenizer yet (retrieval/bart_bpe.h).
@@ -15,7 +16,7 @@ struct HfImportReport {
   size_t weights = 0;             // arrays written
 };
 
-// Reads DIR/config.json and DIR/model.safetensors, checks every name and shape (a missing, unexpected or
+// Reads DIR/config.json and DIR/model.safetensors (else DIR/pytorch_model.bin), checks every name and shape (a missing, unexpected or
 // mis-shaped tensor, or a tied copy that differs from model.shared.weight, is a CheckpointError naming it;
 // a config that is not BART's post-norm GELU transformer is a ConfigError naming the key), rebuilds the model
 // once to prove the weights fit, and writes `out` atomically. DIR/vocab.json and DIR/merges.txt, when
