@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# BART imported from Hugging Face (trainer/hf_import.h) against transformers' BartForConditionalGeneration:
+# BART imported from Hugging Face (trainer/hf_bart.h) against transformers' BartForConditionalGeneration:
 # a randomly initialised model of a tiny shape and of the bart-base shape, written with save_pretrained
 # (bart_reference.py), imported into a dgr export file; the encoder output, the teacher-forced logits and
 # three steps of cached decoding must equal transformers' within 1e-5 (of max(1, |reference|)). Malformed
 # directories (a missing tensor, a wrong shape, a truncated safetensors header, a tokenizer whose vocabulary
 # size disagrees with the embedding) must fail naming the problem, leaving no export file.
-# The tiny model is imported from pytorch_model.bin as well. Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
+# The tiny model is imported from pytorch_model.bin as well, and makes the round trip back to Hugging Face's
+# layout (trainer/hf_bart.h export_hf_bart), where from_pretrained must give dgr's logits. Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
 # transformers and safetensors in scripts/install-deps.sh's venv.
 set -euo pipefail
 driver=$1
@@ -34,6 +35,34 @@ os.remove(d + "/model.safetensors")
 PY
 DGR_VENV=$venv "$driver" "$work/tiny-bin" "$work/tiny-bin.h5"
 rm -rf "$work/base" "$work/base.h5"
+
+# Round trip: import -> (weights changed as by training) -> export to Hugging Face's layout -> import gives the
+# same arrays; transformers' from_pretrained of the exported directory gives dgr's logits; the tokenizer files
+# come along unchanged.
+mkdir "$work/rt"
+"$driver" --roundtrip "$work/tiny" "$work/rt"
+cmp "$work/tiny/vocab.json" "$work/rt/hf/vocab.json"
+cmp "$work/tiny/merges.txt" "$work/rt/hf/merges.txt"
+/usr/bin/python3 - "$work" <<'PY'
+import glob, os, sys
+sys.path += glob.glob(os.environ.get("DGR_VENV", "/opt/dgr-venv") + "/lib/python3*/site-packages")
+import torch
+from safetensors.torch import load_file
+from transformers import BartForConditionalGeneration, BartTokenizer
+work = sys.argv[1]
+model = BartForConditionalGeneration.from_pretrained(work + "/rt/hf").eval()
+BartTokenizer.from_pretrained(work + "/rt/hf")  # the copied tokenizer loads
+ref = load_file(work + "/tiny/reference.safetensors")
+src, tgt = ref["src"], ref["tgt"]
+dec_in = torch.cat([torch.full((2, 1), 2), tgt[:, :-1]], 1)
+with torch.no_grad():
+    logits = model(input_ids=src, attention_mask=(src != 1).long(), decoder_input_ids=dec_in).logits
+theirs = logits[tgt != 1]
+ours = load_file(work + "/rt/dgr_logits.safetensors")["logits"]
+diff = (theirs - ours).abs().max().item() / max(1.0, theirs.abs().max().item())
+print(f"from_pretrained(exported) logits vs dgr's: max scaled difference {diff:.3g} over {tuple(ours.shape)}")
+sys.exit(0 if diff <= 1e-5 else 1)
+PY
 
 # Malformed copies of the tiny directory: each must fail with its message and leave no export.
 refuse() {  # refuse NAME NEEDLE PYTHON-EDIT

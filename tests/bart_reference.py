@@ -8,7 +8,7 @@ and the log-probabilities of three steps of cached decoding (past_key_values) fo
 Usage: bart_reference.py OUT_DIR tiny|base   (Debian's python3-torch; transformers from the venv, appended to
 sys.path after Debian's packages so that Debian's numpy stays the one torch was built with)
 """
-import glob, os, sys
+import glob, json, os, sys
 
 venv = os.environ.get("DGR_VENV", "/opt/dgr-venv")
 sys.path += glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
@@ -36,6 +36,16 @@ def main():
         model.final_logits_bias.normal_(0, 0.5)
     model.eval()
     model.save_pretrained(out)
+    if shape == "tiny":  # a BART tokenizer of exactly vocab_size tokens beside it (<mask> last, as in BART)
+        from tokenizers import ByteLevelBPETokenizer
+        bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+        bpe.train_from_iterator([open(__file__, encoding="utf-8").read()] * 3, vocab_size=config.vocab_size - 1,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+        bpe.save_model(out)
+        vocab = json.load(open(os.path.join(out, "vocab.json"), encoding="utf-8"))
+        vocab["<mask>"] = len(vocab)
+        assert len(vocab) == config.vocab_size, len(vocab)
+        json.dump(vocab, open(os.path.join(out, "vocab.json"), "w", encoding="utf-8"), ensure_ascii=False)
     v = config.vocab_size
     g = torch.Generator().manual_seed(7)
     src = torch.randint(4, v, (2, 9), generator=g)

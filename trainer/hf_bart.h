@@ -1,4 +1,4 @@
-// Hugging Face BART checkpoints -> dgr export files (issue 20, Build 2; no LibTorch in this header). A BART
+// Hugging Face BART checkpoints <-> dgr export files (issue 20, Builds 2 and 4; no LibTorch in this header). A BART
 // directory as save_pretrained writes it: config.json (model_type "bart") and model.safetensors (or
 // pytorch_model.bin, read with LibTorch's unpickler); the export
 // file it becomes is the one `dgr export` writes, with the model config of Note [BART exactly] (model.cpp)
@@ -23,5 +23,13 @@ struct HfImportReport {
 // present, must be a BART tokenizer whose vocabulary size equals the embedding's; the export records
 // their SHA-256 as its tokenizer.
 HfImportReport import_hf_bart(const std::string& dir, const std::string& out);
+
+// The way back: writes OUT_DIR/config.json (BartConfig) and OUT_DIR/model.safetensors (Hugging Face's names,
+// q/k/v unfused, tied copies left out as save_pretrained leaves them out), and copies vocab.json and merges.txt
+// when the export's tokenizer is a BART tokenizer directory whose files still have the recorded SHA-256.
+// Only a model in BART's form exports (post-norm, position offset 2, final_logits_bias: an imported one or
+// one trained from it); any other is a ConfigError saying so. OUT_DIR is made atomically (replaced only when
+// `replace`). Returns the number of tensors written.
+size_t export_hf_bart(const std::string& model_h5, const std::string& out_dir, bool replace = false);
 
 }  // namespace dgr::trainer

@@ -1,4 +1,4 @@
-#include "trainer/hf_import.h"
+#include "trainer/hf_bart.h"
 
 #include <fmt/format.h>
 
@@ -274,6 +274,69 @@ HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   load_model_arrays(weights, *model, weights_path);
   checkpoints::write_export(out, weights, info);
   return {info.model_config_json, contents.arrays.size(), weights.size()};
+}
+
+size_t export_hf_bart(const std::string& model_h5, const std::string& out_dir, bool replace) {
+  const checkpoints::ExportedModel exported = checkpoints::read_export(model_h5);
+  const auto meta = nlohmann::json::parse(exported.info.model_config_json, nullptr, false);
+  DGR_CHECK_AS(CheckpointError, !meta.is_discarded() && meta.contains("model"), "{}: model_config lacks 'model': "
+               "not an export of this dgr", model_h5);
+  const ModelConfig c = ModelConfig::from_json_string(meta.at("model").dump());
+  DGR_CHECK_AS(ConfigError, !c.pre_norm && c.position_offset == 2 && c.final_logits_bias,
+               "{}: a {} model with position offset {}{} has no Hugging Face BART equivalent; only models in BART's "
+               "form (imported from Hugging Face, or trained from one) export to it", model_h5,
+               c.pre_norm ? "pre-norm" : "post-norm", c.position_offset,
+               c.final_logits_bias ? "" : " and no final_logits_bias");
+  nlohmann::ordered_json config = {
+      {"model_type", "bart"}, {"architectures", {"BartForConditionalGeneration"}}, {"vocab_size", c.vocab_size},
+      {"d_model", c.d_model}, {"encoder_layers", c.encoder_layers}, {"decoder_layers", c.decoder_layers},
+      {"encoder_attention_heads", c.heads}, {"decoder_attention_heads", c.heads}, {"encoder_ffn_dim", c.ffn},
+      {"decoder_ffn_dim", c.ffn}, {"max_position_embeddings", c.max_positions}, {"dropout", c.dropout},
+      {"attention_dropout", c.attention_dropout}, {"activation_dropout", c.activation_dropout},
+      {"activation_function", "gelu"}, {"scale_embedding", c.scale_embedding}, {"pad_token_id", c.pad_id},
+      {"bos_token_id", 0}, {"eos_token_id", 2}, {"forced_eos_token_id", 2},
+      {"decoder_start_token_id", c.decoder_start_id}, {"is_encoder_decoder", true}, {"tie_word_embeddings", true},
+      {"init_std", 0.02}, {"torch_dtype", "float32"}, {"exported_by", "dgr"}};
+
+  // dgr name -> Hugging Face name(s); fused arrays are cut into their parts by rows.
+  std::vector<data::NamedArray> tensors;
+  for (const auto& w : exported.weights) {
+    DGR_CHECK_AS(CheckpointError, w.dtype == data::DType::kFloat32, "{}: weight '{}' is {}; export float32 weights",
+                 model_h5, w.name, data::dtype_name(w.dtype));
+    std::string names = hf_name(w.name);
+    std::vector<std::string> parts;
+    for (size_t at = 0; at != std::string::npos;) {
+      const size_t comma = names.find(", ", at);
+      parts.push_back(names.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+      at = comma == std::string::npos ? comma : comma + 2;
+    }
+    std::vector<int64_t> shape = w.shape;
+    DGR_CHECK_AS(CheckpointError, !shape.empty() && shape[0] % static_cast<int64_t>(parts.size()) == 0,
+                 "{}: weight '{}' of shape {} cannot be cut into {} projections", model_h5, w.name,
+                 data::shape_string(shape), parts.size());
+    shape[0] /= static_cast<int64_t>(parts.size());
+    const size_t part_bytes = w.bytes.size() / parts.size();
+    for (size_t i = 0; i < parts.size(); ++i)
+      tensors.push_back(data::NamedArray::copy_of(parts[i], shape, data::DType::kFloat32, w.bytes.data() + i * part_bytes));
+  }
+
+  files::AtomicDir out(out_dir, replace);
+  const fs::path tmp(out.tmp_dir());
+  files::AtomicFile config_file((tmp / "config.json").string());
+  config_file.write(config.dump(2) + "\n");
+  config_file.commit();
+  data::write_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  const std::string& tok = exported.info.tokenizer_id;
+  if (!tok.empty() && fs::exists(fs::path(tok) / "vocab.json") && fs::exists(fs::path(tok) / "merges.txt")) {
+    const std::string vocab = (fs::path(tok) / "vocab.json").string(), merges = (fs::path(tok) / "merges.txt").string();
+    DGR_CHECK_AS(CheckpointError, files::sha256_file(vocab) + "+" + files::sha256_file(merges) ==
+                 exported.info.tokenizer_sha256, "{}: the tokenizer files in {} changed since the model was imported "
+                 "(restore them)", model_h5, tok);
+    fs::copy_file(vocab, tmp / "vocab.json");
+    fs::copy_file(merges, tmp / "merges.txt");
+  }
+  out.commit();
+  return tensors.size();
 }
 
 }  // namespace dgr::trainer
