@@ -4,7 +4,7 @@
 // logits at real target positions, and three steps of cached decoding. Prints the largest absolute difference
 // of each and that difference over max(1, largest |reference value|); exit 1 when the latter exceeds the
 // tolerance (fp32 sums in another order differ by a few ulps of the largest value). Usage:
-// bart_import_driver DIR OUT.h5 [TOLERANCE=1e-5]
+// bart_import_driver DIR OUT.h5 [TOLERANCE=1e-5 | --fairseq EXTRACTED]
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -84,10 +84,12 @@ int main(int argc, char** argv) {
     }
   }
   const std::string dir = argv[1], out = argv[2];
-  const double tolerance = argc > 3 ? std::stod(argv[3]) : 1e-5;
+  // [--fairseq EXTRACTED]: import the fairseq file (scripts/fairseq-extract.py) with DIR as its tokenizer instead.
+  const bool fairseq = argc > 4 && std::string(argv[3]) == "--fairseq";
+  const double tolerance = !fairseq && argc > 3 ? std::stod(argv[3]) : 1e-5;
   torch::set_num_threads(2);
   try {
-    const auto report = dgr::trainer::import_hf_bart(dir, out);
+    const auto report = fairseq ? dgr::trainer::import_fairseq_bart(argv[4], dir, out) : dgr::trainer::import_hf_bart(dir, out);
     std::cout << fmt::format("imported {} tensors as {} arrays into {}\n", report.hf_tensors, report.weights, out);
     const auto exported = dgr::checkpoints::read_export(out);
     const auto config = dgr::trainer::ModelConfig::from_json_string(

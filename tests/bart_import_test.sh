@@ -5,7 +5,7 @@
 # three steps of cached decoding must equal transformers' within 1e-5 (of max(1, |reference|)). Malformed
 # directories (a missing tensor, a wrong shape, a truncated safetensors header, a tokenizer whose vocabulary
 # size disagrees with the embedding) must fail naming the problem, leaving no export file.
-# The tiny model is imported from pytorch_model.bin as well, and makes the round trip back to Hugging Face's
+# The tiny model is imported from pytorch_model.bin and from a fairseq-layout model.pt as well, and makes the round trip back to Hugging Face's
 # layout (trainer/hf_bart.h export_hf_bart), where from_pretrained must give dgr's logits. Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
 # transformers and safetensors in scripts/install-deps.sh's venv.
 set -euo pipefail
@@ -35,6 +35,65 @@ os.remove(d + "/model.safetensors")
 PY
 DGR_VENV=$venv "$driver" "$work/tiny-bin" "$work/tiny-bin.h5"
 rm -rf "$work/base" "$work/base.h5"
+
+# The same tiny weights as a fairseq checkpoint: fairseq's key names (encoder.embed_tokens, the decoder's tied copy
+# and output_projection, version counters), no final_logits_bias (so the reference is recomputed without it), the
+# settings as an argparse.Namespace and an object of a class the reader cannot import (as omegaconf's are);
+# scripts/fairseq-extract.py, then dgr's import with the tiny directory as tokenizer.
+/usr/bin/python3 - "$work" <<'PY'
+import argparse, glob, os, sys
+sys.path += glob.glob(os.environ.get("DGR_VENV", "/opt/dgr-venv") + "/lib/python3*/site-packages")
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import BartForConditionalGeneration
+work = sys.argv[1]
+model = BartForConditionalGeneration.from_pretrained(work + "/tiny").eval()
+with torch.no_grad():
+    model.final_logits_bias.zero_()
+state = {}
+for k, v in model.state_dict().items():
+    if k == "final_logits_bias":
+        continue
+    k = k[len("model."):] if k.startswith("model.") else k
+    if k == "shared.weight":
+        state["encoder.embed_tokens.weight"] = v.clone()
+        state["decoder.embed_tokens.weight"] = v.clone()
+        state["decoder.output_projection.weight"] = v.clone()
+    elif k not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"):
+        state[k] = v.clone()
+state["encoder.version"] = torch.Tensor([3])
+state["decoder.version"] = torch.Tensor([3])
+class NotImportable:  # pickled as __main__.NotImportable: the extraction step cannot import it
+    pass
+args = argparse.Namespace(arch="bart_base", encoder_attention_heads=4, decoder_attention_heads=4, dropout=0.1,
+                          attention_dropout=0.1, activation_dropout=0.1, activation_fn="gelu", no_scale_embedding=True,
+                          layernorm_embedding=True, encoder_normalize_before=False, decoder_normalize_before=False)
+torch.save({"model": state, "args": args, "extra_state": NotImportable()}, work + "/fairseq-model.pt")
+ref = load_file(work + "/tiny/reference.safetensors")
+src, tgt = ref["src"], ref["tgt"]
+dec_in = torch.cat([torch.full((2, 1), 2), tgt[:, :-1]], 1)
+with torch.no_grad():
+    mask = (src != 1).long()
+    ref["encoder_out"] = model.model.encoder(input_ids=src, attention_mask=mask).last_hidden_state.contiguous()
+    ref["logits"] = model(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in).logits.contiguous()
+    steps, past = [], None
+    for token in [2, int(tgt[0, 0]), int(tgt[0, 1])]:
+        r = model(input_ids=src[:1], attention_mask=mask[:1], decoder_input_ids=torch.tensor([[token]]),
+                  past_key_values=past, use_cache=True)
+        past = r.past_key_values
+        steps.append(torch.log_softmax(r.logits[0, -1].double(), -1).float())
+    ref["step_log_probs"] = torch.stack(steps)
+os.makedirs(work + "/tiny-fairseq")
+for f in ("vocab.json", "merges.txt"):
+    open(work + "/tiny-fairseq/" + f, "wb").write(open(work + "/tiny/" + f, "rb").read())
+save_file(ref, work + "/tiny-fairseq/reference.safetensors")
+PY
+/usr/bin/python3 "$here/../scripts/fairseq-extract.py" "$work/fairseq-model.pt" "$work/fairseq-extracted.pt"
+"$driver" "$work/tiny-fairseq" "$work/tiny-fairseq.h5" --fairseq "$work/fairseq-extracted.pt"
+if "$driver" "$work/tiny-fairseq" "$work/raw.h5" --fairseq "$work/fairseq-model.pt" > "$work/raw.out" 2>&1; then
+  echo "FAIL: a fairseq model.pt was read without the extraction step"; exit 1
+fi
+grep -q "fairseq-extract.py" "$work/raw.out" || { echo "FAIL: no hint at the extraction step: $(cat "$work/raw.out")"; exit 1; }
 
 # Round trip: import -> (weights changed as by training) -> export to Hugging Face's layout -> import gives the
 # same arrays; transformers' from_pretrained of the exported directory gives dgr's logits; the tokenizer files

@@ -163,6 +163,10 @@ std::string hf_name(const std::string& dgr) {
   return n;
 }
 
+HfImportReport convert_and_write(const ModelConfig& config, const data::SafetensorsContents& contents,
+                                 const std::string& weights_path, const std::string& source,
+                                 const std::string& tokenizer_dir, const std::string& out);
+
 }  // namespace
 
 HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
@@ -178,9 +182,18 @@ HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   const auto hf = nlohmann::json::parse(files::read_all(config_path), nullptr, false);
   DGR_CHECK_AS(ConfigError, !hf.is_discarded() && hf.is_object(), "{}: not a JSON object", config_path);
   const ModelConfig config = bart_config(hf, config_path);
-
-  data::SafetensorsContents contents =
+  const data::SafetensorsContents contents =
       weights_path == safetensors_path ? data::read_safetensors(weights_path) : read_pickled_state_dict(weights_path);
+  return convert_and_write(config, contents, weights_path, dir, dir, out);
+}
+
+namespace {
+
+// Hugging Face-named weights (`contents`) -> dgr's arrays, checked against `config`, written to `out` with the
+// tokenizer of `tokenizer_dir` (when it holds vocab.json / merges.txt) recorded.
+HfImportReport convert_and_write(const ModelConfig& config, const data::SafetensorsContents& contents,
+                                 const std::string& weights_path, const std::string& source,
+                                 const std::string& tokenizer_dir, const std::string& out) {
   // Rows of every fused array, part by part; other arrays once. Tied copies of the embedding are compared.
   std::map<std::string, std::vector<const data::NamedArray*>> parts;
   std::map<std::string, const data::NamedArray*> whole;
@@ -247,13 +260,14 @@ HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   info.model_config_json = nlohmann::json{{"model", nlohmann::json::parse(config.to_json_string())},
                                           {"view_limits", view_limits},
                                           {"trained_views", nlohmann::json::array()},
-                                          {"imported_from", dir}}.dump();
-  const std::string vocab = (fs::path(dir) / "vocab.json").string(), merges = (fs::path(dir) / "merges.txt").string();
+                                          {"imported_from", source}}.dump();
+  const std::string vocab = (fs::path(tokenizer_dir) / "vocab.json").string();
+  const std::string merges = (fs::path(tokenizer_dir) / "merges.txt").string();
   if (fs::exists(vocab) || fs::exists(merges)) {
-    const auto bpe = retrieval::BartBpe::load(dir);
+    const auto bpe = retrieval::BartBpe::load(tokenizer_dir);
     DGR_CHECK_AS(CheckpointError, bpe.vocab_size() == config.vocab_size, "{}: the tokenizer has {} tokens but the "
                  "embedding {} rows (tokenizer files from another model?)", vocab, bpe.vocab_size(), config.vocab_size);
-    info.tokenizer_id = dir;
+    info.tokenizer_id = tokenizer_dir;
     info.tokenizer_sha256 = files::sha256_file(vocab) + "+" + files::sha256_file(merges);
   }
   // Prove the weights fit the config (every name and shape, nothing missing or extra) before writing; a
@@ -263,10 +277,10 @@ HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   for (const auto& w : weights) have[w.name] = &w;
   auto check = [&](const std::string& name, const torch::Tensor& t) {
     const auto it = have.find(name);
-    DGR_CHECK_AS(CheckpointError, it != have.end(), "{}: no tensor '{}' (BART's weights for the shape in config.json "
+    DGR_CHECK_AS(CheckpointError, it != have.end(), "{}: no tensor '{}' (BART's weights for the model's shape "
                  "include it)", weights_path, hf_name(name));
     const std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-    DGR_CHECK_AS(CheckpointError, it->second->shape == shape, "{}: '{}' has shape {} where config.json's model needs {}",
+    DGR_CHECK_AS(CheckpointError, it->second->shape == shape, "{}: '{}' has shape {} where the model's config needs {}",
                  weights_path, hf_name(name), data::shape_string(it->second->shape), data::shape_string(shape));
   };
   for (const auto& p : model->named_parameters()) check(p.key(), p.value());
@@ -274,6 +288,86 @@ HfImportReport import_hf_bart(const std::string& dir, const std::string& out) {
   load_model_arrays(weights, *model, weights_path);
   checkpoints::write_export(out, weights, info);
   return {info.model_config_json, contents.arrays.size(), weights.size()};
+}
+
+// fairseq's BART names -> Hugging Face's ("encoder.embed_tokens.weight" is the shared embedding; the decoder's
+// copy and output_projection are tied copies; version counters and sinusoidal scratch tensors are dropped).
+std::string hf_name_of_fairseq(const std::string& name) {
+  if (name == "encoder.embed_tokens.weight") return "model.shared.weight";
+  if (name == "decoder.output_projection.weight") return "lm_head.weight";
+  return "model." + name;
+}
+
+}  // namespace
+
+HfImportReport import_fairseq_bart(const std::string& extracted, const std::string& tokenizer_dir,
+                                   const std::string& out) {
+  std::ifstream in(extracted, std::ios::binary);
+  DGR_CHECK_AS(CheckpointError, in.good(), "{}: cannot be opened", extracted);
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(fmt::format("{}: LibTorch cannot read it ({}): a fairseq model.pt must first go through "
+                                      "scripts/fairseq-extract.py", extracted, e.what_without_backtrace()));
+  }
+  DGR_CHECK_AS(CheckpointError, value.isGenericDict(), "{}: not the output of scripts/fairseq-extract.py", extracted);
+  const auto top = value.toGenericDict();
+  DGR_CHECK_AS(CheckpointError, top.contains("model") && top.contains("args") && top.at("args").isString() &&
+               top.at("model").isGenericDict(), "{}: lacks 'model' (name -> tensor) or 'args' (JSON): not the output "
+               "of scripts/fairseq-extract.py", extracted);
+  const auto args = nlohmann::json::parse(top.at("args").toStringRef(), nullptr, false);
+  DGR_CHECK_AS(CheckpointError, args.is_object(), "{}: 'args' is not a JSON object", extracted);
+
+  data::SafetensorsContents contents;
+  int encoder_layers = 0, decoder_layers = 0;
+  for (const auto& item : top.at("model").toGenericDict()) {
+    const std::string name = item.key().toStringRef();
+    if (name == "encoder.version" || name == "decoder.version" || name.ends_with("._float_tensor")) continue;
+    const torch::Tensor t = item.value().toTensor().contiguous().to(torch::kFloat);
+    contents.arrays.push_back(data::NamedArray::copy_of(hf_name_of_fairseq(name),
+                                                        std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
+                                                        data::DType::kFloat32, t.data_ptr()));
+    for (auto [prefix, count] : {std::pair{"encoder.layers.", &encoder_layers}, std::pair{"decoder.layers.", &decoder_layers}})
+      if (name.rfind(prefix, 0) == 0) *count = std::max(*count, std::stoi(name.substr(std::strlen(prefix))) + 1);
+  }
+  auto shape_of = [&](const std::string& hf) -> std::vector<int64_t> {
+    for (const auto& a : contents.arrays)
+      if (a.name == hf) return a.shape;
+    DGR_CHECK_AS(CheckpointError, false, "{}: no tensor '{}'", extracted, hf);
+    return {};
+  };
+  // The Hugging Face config.json the same model would have (BART's fairseq architectures: post-norm with
+  // layernorm_embedding, GELU, learned positions with offset 2, embeddings unscaled unless the args say so).
+  auto setting = [&](const char* key, const nlohmann::json& fallback) { return args.contains(key) ? args.at(key) : fallback; };
+  const std::string arch = setting("arch", "").get<std::string>();
+  const int preset_heads = arch == "bart_large" ? 16 : arch == "bart_base" ? 12 : 0;
+  DGR_CHECK_AS(ConfigError, args.contains("encoder_attention_heads") || preset_heads > 0, "{}: the number of attention "
+               "heads is not in its settings (no encoder_attention_heads, arch '{}'): extract it from a model.pt whose "
+               "args/cfg name them", extracted, arch);
+  DGR_CHECK_AS(ConfigError, !setting("encoder_normalize_before", false).get<bool>() &&
+               !setting("decoder_normalize_before", false).get<bool>() && setting("layernorm_embedding", true).get<bool>(),
+               "{}: a pre-norm or embedding-norm-free fairseq transformer: dgr imports BART's post-norm layout", extracted);
+  const auto embedding = shape_of("model.shared.weight");
+  const int heads = setting("encoder_attention_heads", preset_heads).get<int>();
+  nlohmann::json hf = {
+      {"model_type", "bart"}, {"vocab_size", embedding[0]}, {"d_model", embedding[1]},
+      {"encoder_attention_heads", heads}, {"decoder_attention_heads", setting("decoder_attention_heads", heads)},
+      {"encoder_layers", encoder_layers}, {"decoder_layers", decoder_layers},
+      {"encoder_ffn_dim", shape_of("model.encoder.layers.0.fc1.weight")[0]},
+      {"decoder_ffn_dim", shape_of("model.decoder.layers.0.fc1.weight")[0]},
+      {"max_position_embeddings", shape_of("model.encoder.embed_positions.weight")[0] - 2},
+      {"dropout", setting("dropout", 0.1)}, {"attention_dropout", setting("attention_dropout", 0.0)},
+      {"activation_dropout", setting("activation_dropout", 0.0)},
+      {"activation_function", setting("activation_fn", "gelu")},
+      {"scale_embedding", !setting("no_scale_embedding", true).get<bool>()},
+      {"pad_token_id", 1}, {"decoder_start_token_id", 2}};
+  const ModelConfig config = bart_config(hf, extracted);
+  contents.arrays.push_back(data::NamedArray::allocate("final_logits_bias", {1, config.vocab_size}, data::DType::kFloat32));
+  DGR_CHECK_AS(ConfigError, fs::exists(fs::path(tokenizer_dir) / "vocab.json"), "{}: no vocab.json: give the BART "
+               "tokenizer directory the model was trained with (its vocab.json ids are the model's ids)", tokenizer_dir);
+  return convert_and_write(config, contents, extracted, extracted, tokenizer_dir, out);
 }
 
 size_t export_hf_bart(const std::string& model_h5, const std::string& out_dir, bool replace) {

@@ -24,6 +24,15 @@ struct HfImportReport {
 // their SHA-256 as its tokenizer.
 HfImportReport import_hf_bart(const std::string& dir, const std::string& out);
 
+// A fairseq BART checkpoint (the authors' MINDER/LTRGR model.pt), after scripts/fairseq-extract.py has turned its
+// pickle into {"model": {fairseq name: tensor}, "args": JSON settings}: fairseq's names are mapped to Hugging
+// Face's (encoder.embed_tokens = the shared embedding, decoder.embed_tokens and output_projection tied copies),
+// the config is the one BART's fairseq architecture implies (heads from the settings, or from arch bart_large /
+// bart_base; sizes from the shapes), final_logits_bias is zero (fairseq has none), and TOKENIZER_DIR's
+// vocab.json / merges.txt (whose ids must be the model's: its size is checked) become the export's tokenizer.
+HfImportReport import_fairseq_bart(const std::string& extracted, const std::string& tokenizer_dir,
+                                   const std::string& out);
+
 // The way back: writes OUT_DIR/config.json (BartConfig) and OUT_DIR/model.safetensors (Hugging Face's names,
 // q/k/v unfused, tied copies left out as save_pretrained leaves them out), and copies vocab.json and merges.txt
 // when the export's tokenizer is a BART tokenizer directory whose files still have the recorded SHA-256.
