@@ -24,6 +24,7 @@
 #include "data/readers.h"
 #include "data/trec.h"
 #include "trainer/exported_model.h"
+#include "trainer/hf_bart.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
 #include "trainer/stage2.h"
@@ -56,6 +57,16 @@ struct RetrieveCommandOptions {
 struct ExportCommandOptions {
   std::string checkpoints;  // a checkpoint root (OUT/checkpoints) or one step directory
   int64_t step = -1;        // -1 = newest committed
+  std::string out;
+  std::string format = "dgr";  // dgr (an export file) | hf (a Hugging Face BART directory, from --model)
+  std::string model;           // --format hf: the export file to convert
+  bool force = false;          // --format hf: replace OUT
+};
+
+struct ImportCommandOptions {
+  std::string format;         // hf | fairseq
+  std::string from;           // hf: a model directory; fairseq: the output of scripts/fairseq-extract.py
+  std::string tokenizer_dir;  // fairseq: the BART tokenizer directory (vocab.json, merges.txt)
   std::string out;
 };
 
@@ -99,11 +110,10 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   trainer::make_current(device);
   trainer::ExportedScorer exported =
       trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
-  if (exported.tokenizer_sha256 != index.tokenizer.sha256() && world.is_root()) {
-    log->warn("{} was trained with another tokenizer (sha256 {}) than {} has ({}): results will be meaningless; "
-              "use the index the model was trained with", opts.model, exported.tokenizer_sha256, index_path,
-              index.tokenizer.sha256());
-  }
+  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
+               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its identifiers would be "
+               "meaningless; retrieve with the index the model was trained with (--index)", opts.model,
+               exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
   trainer::check_searched_views_trained(opts.settings, exported.trained_views, opts.model);
   const std::string out_dir = opts.out_dir.empty() ? fs::path(opts.model).parent_path().string() : opts.out_dir;
   std::vector<std::pair<std::string, std::string>> jobs;  // (name, queries file)
@@ -151,7 +161,17 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
 }
 
 int run_export(const ExportCommandOptions& opts, const World& world) {
-  DGR_CHECK_AS(ConfigError, !opts.checkpoints.empty() && !opts.out.empty(), "dgr export needs --checkpoints and --out");
+  if (opts.format == "hf") {
+    DGR_CHECK_AS(ConfigError, !opts.model.empty() && !opts.out.empty() && opts.checkpoints.empty(),
+                 "dgr export --format hf needs --model (an export file) and --out (a directory); to convert a checkpoint, "
+                 "export it first (dgr export --checkpoints ... --out model.h5)");
+    if (!world.is_root()) return 0;
+    const size_t n = trainer::export_hf_bart(opts.model, opts.out, opts.force);
+    std::cout << fmt::format("exported {} to {} ({} tensors, Hugging Face BART layout)\n", opts.model, opts.out, n);
+    return 0;
+  }
+  DGR_CHECK_AS(ConfigError, !opts.checkpoints.empty() && !opts.out.empty() && opts.model.empty(),
+               "dgr export needs --checkpoints and --out (--model goes with --format hf)");
   if (!world.is_root()) return 0;
   std::string step_dir = opts.checkpoints;
   if (!fs::exists(fs::path(step_dir) / "COMMITTED")) {
@@ -230,11 +250,42 @@ void add_retrieve_command(CLI::App& app, CommandTable& table) {
 
 void add_export_command(CLI::App& app, CommandTable& table) {
   auto e = std::make_shared<ExportCommandOptions>();
-  CLI::App* exp = app.add_subcommand("export", "Write a model-only HDF5 file from a committed checkpoint step");
+  CLI::App* exp = app.add_subcommand("export", "Write a model-only HDF5 file from a committed checkpoint step, or "
+                                               "(--format hf) a Hugging Face BART directory from an export file");
   exp->add_option("--checkpoints", e->checkpoints, "Checkpoint root (OUT/checkpoints) or one step directory");
   exp->add_option("--step", e->step, "Step to export (-1 = the newest committed)");
-  exp->add_option("--out", e->out, "Export file to write");
+  exp->add_option("--out", e->out, "Export file to write (--format hf: the directory)");
+  exp->add_option("--format", e->format, "dgr (an export file from a checkpoint) or hf (config.json, model.safetensors "
+                  "and the tokenizer files, from --model; models in BART's form only)")
+      ->check(CLI::IsMember({"dgr", "hf"}));
+  exp->add_option("--model", e->model, "--format hf: the export file to convert");
+  exp->add_flag("--force", e->force, "--format hf: replace the output directory if it exists");
   table[exp] = [e](const World& world) { return run_export(*e, world); };
+}
+
+int run_import(const ImportCommandOptions& opts, const World& world) {
+  DGR_CHECK_AS(ConfigError, opts.format != "fairseq" || !opts.tokenizer_dir.empty(),
+               "dgr import --format fairseq needs --tokenizer-dir (the BART tokenizer the model was trained with)");
+  if (!world.is_root()) return 0;
+  const auto report = opts.format == "hf" ? trainer::import_hf_bart(opts.from, opts.out)
+                                          : trainer::import_fairseq_bart(opts.from, opts.tokenizer_dir, opts.out);
+  std::cout << fmt::format("imported {} ({} tensors) into {} ({} arrays); model {}\n", opts.from, report.hf_tensors,
+                           opts.out, report.weights, nlohmann::json::parse(report.model_config_json).at("model").dump());
+  return 0;
+}
+
+void add_import_command(CLI::App& app, CommandTable& table) {
+  auto o = std::make_shared<ImportCommandOptions>();
+  CLI::App* imp = app.add_subcommand(
+      "import", "Convert a pretrained BART (a Hugging Face directory, or a fairseq model.pt after "
+      "scripts/fairseq-extract.py) into a dgr export file; retrieval with it needs an index made with BART's "
+      "tokenizer, which dgr index does not make yet");
+  imp->add_option("--format", o->format, "hf or fairseq")->required()->check(CLI::IsMember({"hf", "fairseq"}));
+  imp->add_option("--from", o->from, "hf: the model directory (config.json, model.safetensors or pytorch_model.bin); "
+                  "fairseq: the file scripts/fairseq-extract.py wrote")->required();
+  imp->add_option("--tokenizer-dir", o->tokenizer_dir, "fairseq: the BART tokenizer directory (vocab.json, merges.txt)");
+  imp->add_option("--out", o->out, "Export file to write")->required();
+  table[imp] = [o](const World& world) { return run_import(*o, world); };
 }
 
 }  // namespace
@@ -243,6 +294,7 @@ void add_train_commands(CLI::App& app, CommandTable& table) {
   add_train_command(app, table);
   add_retrieve_command(app, table);
   add_export_command(app, table);
+  add_import_command(app, table);
 }
 
 }  // namespace dgr::launcher

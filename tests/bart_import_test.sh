@@ -6,10 +6,11 @@
 # directories (a missing tensor, a wrong shape, a truncated safetensors header, a tokenizer whose vocabulary
 # size disagrees with the embedding) must fail naming the problem, leaving no export file.
 # The tiny model is imported from pytorch_model.bin and from a fairseq-layout model.pt as well, and makes the round trip back to Hugging Face's
-# layout (trainer/hf_bart.h export_hf_bart), where from_pretrained must give dgr's logits. Usage: bart_import_test.sh BART_IMPORT_DRIVER. Exit 77 (skipped) without Debian's python3-torch or without
+# layout (trainer/hf_bart.h export_hf_bart), where from_pretrained must give dgr's logits. Usage: bart_import_test.sh BART_IMPORT_DRIVER [DGR] (with DGR, also through dgr import / export). Exit 77 (skipped) without Debian's python3-torch or without
 # transformers and safetensors in scripts/install-deps.sh's venv.
 set -euo pipefail
 driver=$1
+dgr=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 venv=${DGR_VENV:-/opt/dgr-venv}
 if ! DGR_VENV=$venv /usr/bin/python3 -c "import glob, sys; sys.path += glob.glob('$venv/lib/python3*/site-packages'); import torch, transformers, safetensors" 2>/dev/null; then
@@ -122,6 +123,19 @@ diff = (theirs - ours).abs().max().item() / max(1.0, theirs.abs().max().item())
 print(f"from_pretrained(exported) logits vs dgr's: max scaled difference {diff:.3g} over {tuple(ours.shape)}")
 sys.exit(0 if diff <= 1e-5 else 1)
 PY
+
+# The same through the command line: dgr import, dgr export --format hf, dgr import again: identical weights.
+if [[ -n $dgr ]]; then
+  "$dgr" import --format hf --from "$work/tiny" --out "$work/cli.h5"
+  "$dgr" export --model "$work/cli.h5" --format hf --out "$work/cli-hf"
+  if "$dgr" export --model "$work/cli.h5" --format hf --out "$work/cli-hf" 2> "$work/exists.err"; then
+    echo "FAIL: dgr export --format hf replaced a directory without --force"; exit 1
+  fi
+  "$dgr" import --format hf --from "$work/cli-hf" --out "$work/cli2.h5"
+  h5diff "$work/cli.h5" "$work/cli2.h5" /weights /weights
+  "$dgr" import --format fairseq --from "$work/fairseq-extracted.pt" --tokenizer-dir "$work/tiny" --out "$work/cli3.h5"
+  echo "command line: import, export --format hf, import: identical weights"
+fi
 
 # Malformed copies of the tiny directory: each must fail with its message and leave no export.
 refuse() {  # refuse NAME NEEDLE PYTHON-EDIT
