@@ -12,7 +12,8 @@ namespace dgr::launcher {
 std::map<std::string, std::string> launch_environment() {
   std::map<std::string, std::string> env;
   for (const char* name : {"SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT",
-                           "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"}) {
+                           "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "WORLD_SIZE",
+                           "RANK", "LOCAL_RANK"}) {
     if (const char* value = std::getenv(name)) env[name] = value;
   }
   return env;
@@ -44,6 +45,13 @@ void check_launch_environment(const World& world, const std::map<std::string, st
   check("OMPI_COMM_WORLD_SIZE", world.size(), "world size", "is another MPI library's mpirun in PATH?");
   check("OMPI_COMM_WORLD_RANK", world.rank(), "rank", "is another MPI library's mpirun in PATH?");
   check("OMPI_COMM_WORLD_LOCAL_RANK", world.local_rank(), "local rank", "is another MPI library's mpirun in PATH?");
+  // torchrun (and torch.distributed.launch) set these and start N copies that MPI sees as N singletons, which
+  // would each train alone into the same output directory.
+  const char* torchrun_hint = "dgr is started by MPI, not torchrun: launch N ranks with `mpirun -n N dgr ...` or "
+                              "`srun --mpi=pmix dgr ...` (unset WORLD_SIZE/RANK/LOCAL_RANK if they come from elsewhere)";
+  check("WORLD_SIZE", world.size(), "world size", torchrun_hint);
+  check("RANK", world.rank(), "rank", torchrun_hint);
+  check("LOCAL_RANK", world.local_rank(), "local rank", torchrun_hint);
   if (problems.empty()) return;
   std::string message = "the launch environment disagrees with MPI: ";
   for (size_t i = 0; i < problems.size(); ++i) message += (i ? "; " : "") + problems[i];

@@ -12,7 +12,8 @@ namespace dgr::launcher {
 
 // Throws ConfigError naming every disagreement between `world` and the launcher variables in `env`
 // (SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_RANK,
-// OMPI_COMM_WORLD_LOCAL_RANK). Variables that are absent are not checked.
+// OMPI_COMM_WORLD_LOCAL_RANK, and torchrun's WORLD_SIZE, RANK, LOCAL_RANK: copies started by torchrun are MPI
+// singletons). Variables that are absent are not checked.
 void check_launch_environment(const World& world, const std::map<std::string, std::string>& env);
 
 // The launcher variables of this process's environment.

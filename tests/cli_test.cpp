@@ -212,6 +212,17 @@ TEST(Cli, WorldSizeThatDiffersFromSlurmNtasksIsAStartupError) {
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
+// torchrun-style variables: 4 copies started without MPI would each be a singleton writing the same OUT.
+TEST(Cli, TorchrunVariablesWithoutAnMpiLaunchAreAStartupError) {
+  std::string corpus = write_file("torchrun_corpus.tsv", "p1\tOne\tfirst\n");
+  Result r = run_dgr_env("WORLD_SIZE=4 RANK=2 LOCAL_RANK=2", "data check --corpus " + corpus);
+  expect_one_line_error(r, "MPI world size is 1 but WORLD_SIZE=4", 2);
+  EXPECT_NE(r.err.find("mpirun -n N"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("MPI rank is 0 but RANK=2"), std::string::npos) << r.err;
+  Result ok = run_dgr_env("WORLD_SIZE=1 RANK=0 LOCAL_RANK=0", "data check --corpus " + corpus);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
 }  // namespace
 
 namespace {
