@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real two-node Slurm cluster on this machine runs slurm/dgr-multinode-cpu.sbatch (the template users
-# submit) for a short stage-1 training: one rank per node, each slurmd in its own network and UTS
+# submit), from a `cmake --install` of the build (dgr on PATH, the template and requeue.sh from
+# PREFIX/share/dgr/slurm), for a short stage-1 training: one rank per node, each slurmd in its own network and UTS
 # namespace (own address and hostname), ranks talking over TCP across a bridge, launched with
 # `srun --mpi=pmix`. Mid-run the test sends `scancel --batch --signal=USR1` (what --signal=B:USR1@N does
 # before the time limit); slurm/requeue.sh passes it to the ranks, dgr commits a checkpoint and exits 3,
@@ -16,6 +17,7 @@
 set -euo pipefail
 # Nothing from an enclosing Slurm job (or a real cluster's SLURM_CONF) may leak into the private cluster.
 for name in $(compgen -e | grep '^SLURM_' || true); do unset "$name"; done
+unset DGR DGR_SLURM_DIR
 dgr=$(readlink -f "$1"); shift
 mpiexec=("$@")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -87,6 +89,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+# The jobs run the installed dgr, found as a user's would be: on PATH, with the templates and requeue.sh from
+# PREFIX/share/dgr/slurm (no DGR, no DGR_SLURM_DIR, nothing from the build tree).
+build_dir=$(dirname "$(dirname "$dgr")")
+[[ -f $build_dir/CMakeCache.txt ]] || skip "$dgr is not in a CMake build tree (build/launcher/dgr): cannot install it"
+cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+dgr=$work/prefix/bin/dgr
+slurm_dir=$work/prefix/share/dgr/slurm
+template=$slurm_dir/dgr-multinode-cpu.sbatch
 
 # ---- data set, index, and the uninterrupted reference run (plain mpiexec, no Slurm) ----
 data=$work/data
@@ -200,7 +210,7 @@ echo "cluster up: slurmctld on $subnet.1:$port, n1=$subnet.11, n2=$subnet.12 (se
 # ---- helpers for the jobs ----
 cd "$work"
 submit() {  # submit OUT_DIR OUTPUT_FILE: the multi-node template, one rank per node; prints the job id
-  DGR="$dgr" DGR_SLURM_DIR="$slurm_dir" DGR_LOG_DIR="$work/logs" \
+  PATH="$work/prefix/bin:$PATH" DGR_LOG_DIR="$work/logs" \
     sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --time=10 --output="$2" \
            "$template" "${train_args[@]}" --out "$1"
 }
