@@ -74,6 +74,19 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
          --progress-every-s 0)
   "${short[@]}" --out "$work/default" > "$work/default.log" 2>&1 || { cat "$work/default.log"; fail "short default run"; }
   "${short[@]}" --out "$work/cpu" --device cpu > "$work/cpu.log" 2>&1 || { cat "$work/cpu.log"; fail "short --device cpu run"; }
+  # --no-resume into an OUT that holds a run: the old checkpoints and train.jsonl are moved aside, so the new
+  # run's steps are the only ones a resume or `dgr export` can find, and its log starts empty.
+  cp -r "$work/default" "$work/again"
+  again=("${short[@]}")
+  again[${#again[@]}]=--out; again[${#again[@]}]=$work/again
+  for i in "${!again[@]}"; do [[ ${again[$i]} == --max-steps ]] && again[$((i + 1))]=2; done
+  "${again[@]}" --no-resume > "$work/again.log" 2>&1 ||
+    { cat "$work/again.log"; fail "--no-resume run"; }
+  [[ $(ls "$work/again/checkpoints") == "step-00000002" ]] || fail "--no-resume left other steps: $(ls "$work/again/checkpoints")"
+  compgen -G "$work/again/checkpoints.replaced-*/step-00000003/COMMITTED" > /dev/null || fail "the old checkpoints were not kept aside"
+  compgen -G "$work/again/train.jsonl.replaced-*" > /dev/null || fail "the old train.jsonl was not kept aside"
+  [[ $(grep -c '"event":"train"' "$work/again/train.jsonl") -le 2 ]] || fail "the new train.jsonl continues the old one"
+  grep -q "no-resume: the previous run's" "$work/again.log" || fail "--no-resume did not say where the old run went"
   grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
   h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
   strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s)":[^,}]*//g' "$1"; }

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -169,6 +170,7 @@ struct Trainer::State {
   GradientNorms split_gradient_norms(const std::vector<torch::Tensor>& part_gradients);
   void plan_steps();
   void write_config();
+  void set_aside_previous_run();
   void open_checkpoints();
   double step(const sharding::EpochSampler::Step& batch, double lr, Window& window);
   void evaluate(const std::string& when, Progress& meter);
@@ -204,7 +206,33 @@ void Trainer::State::write_config() {
   save_effective_config(options.out_dir, config_json, world);
 }
 
+// --no-resume into an OUT that holds a run: its checkpoints and train.jsonl are renamed aside (with the time),
+// so that neither a later resume nor `dgr export` can take the old run's steps (pruning keeps the highest step
+// numbers) and the new log does not continue the old one. Nothing is deleted.
+void Trainer::State::set_aside_previous_run() {
+  if (world.is_root()) {
+    const std::time_t now = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+    const fs::path out(options.out_dir);
+    for (const fs::path& previous : {out / "checkpoints", out / "train.jsonl"}) {
+      std::error_code ec;
+      if (!fs::exists(previous) || (fs::is_directory(previous) && fs::is_empty(previous))) continue;
+      fs::path target = previous;
+      target += std::string(".replaced-") + stamp;
+      for (int n = 1; fs::exists(target); ++n) target = fs::path(previous.string() + ".replaced-" + stamp + "." + std::to_string(n));
+      fs::rename(previous, target, ec);
+      DGR_CHECK_AS(CheckpointError, !ec, "{}: --no-resume cannot move the previous run's files aside to {} ({}): "
+                   "move or delete them yourself", previous.string(), target.string(), ec.message());
+      log->warn("--no-resume: the previous run's {} is now {} (delete it when it is no longer needed)",
+                previous.string(), target.string());
+    }
+  }
+  control->barrier();
+}
+
 void Trainer::State::open_checkpoints() {
+  if (!options.checkpoint.resume) set_aside_previous_run();
   checkpoints::StoreOptions store_options;
   store_options.dir = (fs::path(options.out_dir) / "checkpoints").string();
   store_options.keep_last = options.checkpoint.keep_last;
