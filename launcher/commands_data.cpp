@@ -1,4 +1,5 @@
 // `dgr data ...`: build the embedded Debian data set, and validate any data set on disk.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -97,12 +98,19 @@ int run_check(CheckOptions opts, const World& world) {
     DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
     if (world.is_root()) check_manifest(opts.data_dir);
     if (opts.corpus.empty()) opts.corpus = (fs::path(opts.data_dir) / "corpus.tsv").string();
-    for (const char* split : {"train", "dev", "test"}) {
-      fs::path q = fs::path(opts.data_dir) / fmt::format("queries.{}.tsv", split);
-      fs::path r = fs::path(opts.data_dir) / fmt::format("qrels.{}.tsv", split);
-      if (fs::exists(q)) opts.queries.push_back(q.string());
-      if (fs::exists(r)) opts.qrels.push_back(r.string());
+    // Every split there, whatever its name (train, dev, test, the parts of `dgr data split`, corpus queries):
+    // queries.NAME.tsv and qrels.NAME.tsv, in name order.
+    std::vector<std::string> queries, qrels;
+    for (const auto& entry : fs::directory_iterator(opts.data_dir)) {
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_regular_file() || !name.ends_with(".tsv")) continue;
+      if (name.rfind("queries.", 0) == 0) queries.push_back(entry.path().string());
+      if (name.rfind("qrels.", 0) == 0) qrels.push_back(entry.path().string());
     }
+    std::sort(queries.begin(), queries.end());
+    std::sort(qrels.begin(), qrels.end());
+    opts.queries.insert(opts.queries.end(), queries.begin(), queries.end());
+    opts.qrels.insert(opts.qrels.end(), qrels.begin(), qrels.end());
   }
   DGR_CHECK_AS(ConfigError, !opts.corpus.empty() || !opts.queries.empty() || !opts.qrels.empty() || !opts.runs.empty(),
                "dgr data check: nothing to check (give --data DIR or --corpus/--queries/--qrels/--run)");

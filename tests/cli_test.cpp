@@ -357,6 +357,16 @@ TEST(Cli, DataCheckVerifiesTheManifestsSha256) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find((copy / "queries.dev.tsv").string() + ": SHA-256"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("git checkout datasets/"), std::string::npos) << r.err;
+
+  // Splits of any name are checked, not only train/dev/test: a bad line in queries.extra.tsv is an error.
+  fs::copy_file(std::string(DGR_SOURCE_DIR) + "/datasets/debian-tiny/queries.dev.tsv", copy / "queries.dev.tsv",
+                fs::copy_options::overwrite_existing);
+  {
+    std::ofstream(copy / "queries.extra.tsv") << "qid\ttext\nx1\tfine\nx1\tagain\n";
+  }
+  Result extra = run_dgr("data check --data " + copy.string());
+  EXPECT_EQ(extra.exit_code, 1) << extra.out << extra.err;
+  EXPECT_NE(extra.err.find((copy / "queries.extra.tsv").string() + ":3:"), std::string::npos) << extra.err;
 }
 
 }  // namespace
