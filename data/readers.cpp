@@ -68,30 +68,46 @@ std::vector<std::string> split_pseudo_queries(const DataLines& lines, std::strin
 }
 
 // Note [Trust the header]: a TSV corpus whose first line is a header (first field "pid") declares its columns:
-// 3 (pid, title, text) or 4 (plus the pseudo-queries). Every data line must then have exactly that many
-// fields, so a stray tab inside a passage's text is an error naming the line instead of silently turning
-// the rest of the text into a pseudo-query column. Without a header a line may have 3 or 4 fields. The
-// same for TSV qrels: a header `qid<TAB>pid` admits no third (grade) field. Queries have exactly 2 fields.
+// 2 (pid, text: no titles), 3 (pid, title, text) or 4 (plus the pseudo-queries). Every data line must then
+// have exactly that many fields, so a stray tab inside a passage's text is an error naming the line instead of
+// silently turning the rest of the text into a pseudo-query column. Without a header, a first line of 2
+// fields declares 2 for the whole file (MS MARCO's collection.tsv: pid<TAB>text), else a line may have 3 or 4
+// fields. The same for TSV qrels: a header `qid<TAB>pid` admits no third (grade) field. Queries have exactly 2
+// fields.
 
 // Parses a TSV corpus line; false for the header line, whose column count goes to `header_columns`.
 bool parse_tsv_passage(const DataLines& lines, const std::string& line, bool first, size_t& header_columns,
-                       Passage& p) {
+                       bool& implied, Passage& p) {
   auto fields = text::split(line, '\t');
   if (first && fields[0] == "pid") {
-    if (fields.size() != 3 && fields.size() != 4) {
-      lines.fail(fmt::format("the header names {} columns, expected 3 (pid<TAB>title<TAB>text) or 4 (with "
-                             "pseudo_queries) (fix the header line)",
+    if (fields.size() < 2 || fields.size() > 4) {
+      lines.fail(fmt::format("the header names {} columns, expected 2 (pid<TAB>text), 3 (pid<TAB>title<TAB>text) "
+                             "or 4 (with pseudo_queries) (fix the header line)",
                              fields.size()));
     }
     header_columns = fields.size();
     return false;
   }
+  if (first && fields.size() == 2) {  // no header, no titles: every line pid<TAB>text
+    header_columns = 2;
+    implied = true;
+  }
   if (header_columns != 0 && fields.size() != header_columns) {
-    lines.fail(fmt::format("found {}, but the header (line 1) names {} columns ({}) (a tab inside a field "
-                           "splits it: replace tabs inside the text with spaces{})",
-                           count_fields(fields.size(), "tab-separated"), header_columns,
-                           header_columns == 3 ? "pid<TAB>title<TAB>text" : "pid<TAB>title<TAB>text<TAB>pseudo_queries",
+    const char* columns = header_columns == 2   ? "pid<TAB>text"
+                          : header_columns == 3 ? "pid<TAB>title<TAB>text"
+                                                : "pid<TAB>title<TAB>text<TAB>pseudo_queries";
+    lines.fail(fmt::format("found {}, but {} {} columns ({}) (a tab inside a field splits it: replace tabs inside "
+                           "the text with spaces{})",
+                           count_fields(fields.size(), "tab-separated"),
+                           implied ? "line 1 (no header) has" : "the header (line 1) names", header_columns, columns,
                            header_columns == 3 ? ", or declare a pseudo_queries column in the header" : ""));
+  }
+  if (header_columns == 2) {
+    check_id(lines, "passage id", fields[0]);
+    p.pid = std::string(fields[0]);
+    check_text(lines, fmt::format("text of passage {}", quote(p.pid)), fields[1], true);
+    p.text = std::string(fields[1]);
+    return true;
   }
   if (fields.size() != 3 && fields.size() != 4) {
     lines.fail(fmt::format("found {}, expected 3 or 4 "
@@ -150,16 +166,20 @@ void parse_json_passage(const DataLines& lines, const std::string& line, Passage
   }
   p.pid = json_string(lines, obj, has_pid ? "pid" : "id");
   check_id(lines, "passage id", p.pid);
-  if (!obj.contains("text")) {
+  // "contents" is pyserini's name for the text ({"id": ..., "contents": ...}).
+  if (obj.contains("text") && obj.contains("contents")) {
+    lines.fail("found both \"text\" and \"contents\", expected one of them (drop one key)");
+  }
+  if (!obj.contains("text") && !obj.contains("contents")) {
     std::string hint;
-    for (const char* other : {"contents", "content", "body", "passage"}) {
+    for (const char* other : {"content", "body", "passage"}) {
       if (obj.contains(other)) hint = fmt::format("; found \"{}\": rename it to \"text\"", other);
     }
     lines.fail(fmt::format("found no \"text\" key in passage {}, expected the passage text as \"text\" "
-                           "(add it{})",
+                           "(or \"contents\", as pyserini writes it) (add it{})",
                            quote(p.pid), hint));
   }
-  p.text = json_string(lines, obj, "text");
+  p.text = json_string(lines, obj, obj.contains("text") ? "text" : "contents");
   check_text(lines, fmt::format("text of passage {}", quote(p.pid)), p.text, true);
   if (obj.contains("title")) {
     p.title = json_string(lines, obj, "title");
@@ -199,10 +219,11 @@ Corpus read_corpus(const std::string& path) {
   std::string line;
   bool first = true;
   size_t header_columns = 0;  // 0 = no header (Note [Trust the header])
+  bool implied = false;       // header_columns comes from a header-less first line
   while (lines.next(line)) {
     Passage p;
     if (format == CorpusFormat::kTsv) {
-      bool is_data = parse_tsv_passage(lines, line, first, header_columns, p);
+      bool is_data = parse_tsv_passage(lines, line, first, header_columns, implied, p);
       first = false;
       if (!is_data) continue;
     } else {

@@ -24,11 +24,13 @@ struct Corpus {
 };
 
 // Reads a corpus, format chosen by extension (.tsv, .jsonl, each optionally followed by .gz):
-//   TSV   `pid<TAB>title<TAB>text[<TAB>pq1 ||| pq2 ...]`; an optional header whose first field is "pid"
-//         declares the columns (3, or 4 with the pseudo-queries) and every line must have exactly that many
-//         (Note [Trust the header] in readers.cpp); without a header a line has 3 or 4 fields;
+//   TSV   `pid<TAB>title<TAB>text[<TAB>pq1 ||| pq2 ...]`, or `pid<TAB>text` without titles (MS MARCO's
+//         collection.tsv); an optional header whose first field is "pid" declares the columns (2, 3, or 4
+//         with the pseudo-queries) and every line must have exactly that many (Note [Trust the header] in
+//         readers.cpp); without a header a first line of 2 fields makes every line 2, else a line has 3 or 4;
 //   JSONL `{"pid": ..., "title": ..., "text": ..., "pseudo_queries": [...]}` per line ("id" is accepted
-//         for "pid"; "title" and "pseudo_queries" may be left out; other keys are ignored).
+//         for "pid" and "contents" for "text", as pyserini writes them; "title" and "pseudo_queries" may be
+//         left out; other keys are ignored).
 // pid and text must be non-empty, ids must not contain whitespace and must be unique. Throws DataError on
 // any problem (including a file with no passages).
 Corpus read_corpus(const std::string& path);

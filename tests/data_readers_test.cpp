@@ -295,7 +295,7 @@ TEST_F(ReadersTest, CorpusTsvHeaderDeclaresTheColumns) {
   std::string gz_stray = write("stray.tsv.gz", "pid\ttitle\ttext\n\np1\tT\ta\tb\n", true);
   EXPECT_DATA_ERROR(read_corpus(gz_stray), gz_stray, 3, "but the header (line 1) names 3 columns");
   std::string bad_header = write("header5.tsv", "pid\ttitle\ttext\tpq\textra\np1\tT\tone\n");
-  EXPECT_DATA_ERROR(read_corpus(bad_header), bad_header, 1, "the header names 5 columns, expected 3");
+  EXPECT_DATA_ERROR(read_corpus(bad_header), bad_header, 1, "the header names 5 columns, expected 2");
   std::string no_header = write("noheader.tsv", "p1\tT\tone\np2\tT\ttwo\tpq\n");
   EXPECT_EQ(read_corpus(no_header).passages.size(), 2u);  // without a header 3 or 4 fields, as before
 }
@@ -348,8 +348,35 @@ TEST_F(ReadersTest, JsonlBothPidAndId) {
 }
 
 TEST_F(ReadersTest, JsonlMissingText) {
-  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"contents\":\"x\"}\n");
+  std::string path = write("c.jsonl", "{\"pid\":\"p1\",\"body\":\"x\"}\n");
   EXPECT_DATA_ERROR(read_corpus(path), path, 1, "no \"text\" key in passage 'p1'");
+  EXPECT_DATA_ERROR(read_corpus(path), path, 1, "found \"body\": rename it to \"text\"");
+  std::string both = write("both.jsonl", "{\"pid\":\"p1\",\"text\":\"x\",\"contents\":\"y\"}\n");
+  EXPECT_DATA_ERROR(read_corpus(both), both, 1, "both \"text\" and \"contents\"");
+}
+
+// The field's own formats: pyserini's JSONL ({"id", "contents"}) and MS MARCO's collection.tsv (pid<TAB>text,
+// no header, no title), with or without a 2-column header; a 2-field file stays 2 fields on every line.
+TEST_F(ReadersTest, CorporaWithoutTitles) {
+  Corpus pyserini = read_corpus(write("pyserini.jsonl", "{\"id\": \"7\", \"contents\": \"seven\"}\n"
+                                                        "{\"id\": \"8\", \"contents\": \"eight\", \"title\": \"T\"}\n"));
+  ASSERT_EQ(pyserini.passages.size(), 2u);
+  EXPECT_EQ(pyserini.passages[0].pid, "7");
+  EXPECT_EQ(pyserini.passages[0].text, "seven");
+  EXPECT_EQ(pyserini.passages[0].title, "");
+  EXPECT_EQ(pyserini.passages[1].title, "T");
+  Corpus msmarco = read_corpus(write("collection.tsv", "0\tThe presence of communication amid scientific minds\n"
+                                                       "1\tThe Manhattan Project and its atomic bomb\n"));
+  ASSERT_EQ(msmarco.passages.size(), 2u);
+  EXPECT_EQ(msmarco.passages[1].pid, "1");
+  EXPECT_EQ(msmarco.passages[1].title, "");
+  EXPECT_EQ(msmarco.passages[1].text, "The Manhattan Project and its atomic bomb");
+  EXPECT_EQ(read_corpus(write("header2.tsv", "pid\ttext\np1\tone\n")).passages[0].text, "one");
+  std::string stray = write("stray2.tsv", "0\tfirst\n1\ttwo\tparts\n");
+  EXPECT_DATA_ERROR(read_corpus(stray), stray, 2, "found 3 tab-separated fields, but line 1 (no header) has 2 columns "
+                                                  "(pid<TAB>text)");
+  std::string empty = write("empty2.tsv", "0\t\n");
+  EXPECT_DATA_ERROR(read_corpus(empty), empty, 1, "text of passage '0' is empty");
 }
 
 TEST_F(ReadersTest, JsonlEmptyText) {
