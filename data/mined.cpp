@@ -309,7 +309,8 @@ TeacherList teacher_list(const std::vector<std::optional<double>>& scores, const
 }
 
 TeacherRun::TeacherRun(const std::string& run_path, const std::vector<MinedQuery>& mined, MissingCandidates missing,
-                       const std::string& mined_dir, const std::unordered_set<std::string>* corpus_pids) {
+                       const std::string& mined_dir, const std::unordered_set<std::string>* corpus_pids,
+                       ExtraEntries extra) {
   // Format first: columns, numbers, duplicate (qid, pid) and ranks, ranks against scores (PATH:LINE errors).
   std::vector<RunEntry> run = read_trec_run(run_path, nullptr, nullptr);
   // read_trec_run keeps every non-empty line as one entry, in file order: entry i is the i-th non-empty line.
@@ -334,10 +335,16 @@ TeacherRun::TeacherRun(const std::string& run_path, const std::vector<MinedQuery
   for (size_t e = 0; e < run.size(); ++e) {
     const RunEntry& entry = run[e];
     auto q = query_of.find(entry.qid);
+    if (q == query_of.end() && extra == ExtraEntries::ignore) {
+      ++ignored_entries_;
+      ++ignored_query_entries_;
+      continue;
+    }
     if (q == query_of.end()) {
       throw_data_error(run_path, line_of[e],
                        fmt::format("query {} was not mined: {} has no such query, expected the queries of the mined "
-                                   "split (is the run for another split or query set? rank {}/{})",
+                                   "split (is the run for another split or query set? rank {}/{}, or pass --extra "
+                                   "ignore to skip the queries that were not mined)",
                                    quote(entry.qid), candidates_file, mined_dir, kMinedCandidatesTsv));
     }
     const MinedQuery& query = mined[q->second];
@@ -355,10 +362,14 @@ TeacherRun::TeacherRun(const std::string& run_path, const std::vector<MinedQuery
                                      "from another corpus?)",
                                      quote(entry.pid)));
       }
+      if (extra == ExtraEntries::ignore) {
+        ++ignored_entries_;
+        continue;
+      }
       throw_data_error(run_path, line_of[e],
                        fmt::format("passage {} is not among the {} mined candidates of query {}, expected the teacher "
-                                   "to score exactly the mined candidates (rank the pairs of {}/{}, not a run of its "
-                                   "own)",
+                                   "to score exactly the mined candidates (rank the pairs of {}/{}, or pass --extra "
+                                   "ignore to skip the passages that are not candidates)",
                                    quote(entry.pid), query.candidates.size(), quote(entry.qid), mined_dir,
                                    kMinedCandidatesTsv));
     }

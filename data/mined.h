@@ -92,24 +92,32 @@ struct TeacherList {
 TeacherList teacher_list(const std::vector<std::optional<double>>& scores, const std::vector<int64_t>& tie_order);
 
 enum class MissingCandidates { error, last };
+// Run entries that are not mined candidates: error, or ignore (skipped and counted: a run of a teacher over its
+// own top k, e.g. pyserini's, or over more queries than were mined).
+enum class ExtraEntries { error, ignore };
 
 // A teacher run read and checked against mined queries (keys not needed). The run must be a valid TREC run
 // (read_trec_run: columns, numbers, duplicates, ranks against scores); every (qid, pid) must be a mined
 // candidate of that query (unknown qid, pid not a candidate, pid not in `corpus_pids` when given: DataError
-// naming RUN:LINE and what to do). Candidates missing from the run: with `missing` = error a DataError
+// naming RUN:LINE and what to do), unless `extra` = ignore: then entries of queries that were not mined or of
+// passages that are not candidates are skipped and counted (a pid outside `corpus_pids` stays an error: the
+// run is from another corpus). Candidates missing from the run: with `missing` = error a DataError
 // counting them (first one named); with `last` ranked after the scored ones (Note [Unscored candidates]).
 class TeacherRun {
  public:
   TeacherRun(const std::string& run_path, const std::vector<MinedQuery>& mined, MissingCandidates missing,
-             const std::string& mined_dir, const std::unordered_set<std::string>* corpus_pids = nullptr);
+             const std::string& mined_dir, const std::unordered_set<std::string>* corpus_pids = nullptr,
+             ExtraEntries extra = ExtraEntries::error);
   const std::vector<TeacherList>& lists() const { return lists_; }  // [mined query]
   int64_t unscored_candidates() const { return unscored_candidates_; }
   int64_t queries_with_unscored() const { return queries_with_unscored_; }
+  int64_t ignored_entries() const { return ignored_entries_; }            // skipped under ExtraEntries::ignore
+  int64_t ignored_query_entries() const { return ignored_query_entries_; }  // of those: of queries not mined
   const std::string& tag() const { return tag_; }
 
  private:
   std::vector<TeacherList> lists_;
-  int64_t unscored_candidates_ = 0, queries_with_unscored_ = 0;
+  int64_t unscored_candidates_ = 0, queries_with_unscored_ = 0, ignored_entries_ = 0, ignored_query_entries_ = 0;
   std::string tag_;
 };
 

@@ -84,6 +84,7 @@ struct TeacherImportOptions {
   std::string run;
   std::string out;
   std::string missing = "error";
+  std::string extra = "error";
 };
 
 struct TeacherBm25Options {
@@ -277,16 +278,23 @@ int run_teacher_import(const TeacherImportOptions& opts, const World& world) {
   auto log = log::get("teacher");
   MinedInputs in = read_mined_inputs(opts.mined_dir);
   auto missing = opts.missing == "last" ? data::MissingCandidates::last : data::MissingCandidates::error;
-  data::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr);
+  auto extra = opts.extra == "ignore" ? data::ExtraEntries::ignore : data::ExtraEntries::error;
+  data::TeacherRun teacher(opts.run, in.queries, missing, opts.mined_dir, in.pids ? &*in.pids : nullptr, extra);
+  if (teacher.ignored_entries() > 0) {
+    log->info("{}: {} entries ignored (--extra ignore): {} of queries that were not mined, {} of passages that are "
+              "not mined candidates", opts.run, teacher.ignored_entries(), teacher.ignored_query_entries(),
+              teacher.ignored_entries() - teacher.ignored_query_entries());
+  }
   if (teacher.unscored_candidates() > 0) {
     log->warn("{}: {} mined candidates in {} queries are not in the run: ranked after the scored ones (--missing last; "
               "scores below every scored candidate, see docs/distillation.md)",
               opts.run, teacher.unscored_candidates(), teacher.queries_with_unscored());
   }
   data::write_trec_run(opts.out, data::teacher_run_entries(in.queries, teacher.lists(), teacher.tag()));
-  std::cout << fmt::format("dgr teacher import: {} -> {}: {} queries, {} candidates ({} unscored, in {} queries)\n",
+  std::cout << fmt::format("dgr teacher import: {} -> {}: {} queries, {} candidates ({} unscored, in {} queries; {} run "
+                           "entries ignored)\n",
                            opts.run, opts.out, in.queries.size(), count_candidates(in.queries),
-                           teacher.unscored_candidates(), teacher.queries_with_unscored())
+                           teacher.unscored_candidates(), teacher.queries_with_unscored(), teacher.ignored_entries())
             << std::flush;
   return 0;
 }
@@ -401,6 +409,9 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   import->add_option("--out", ti->out, "Normalized teacher run to write");
   import->add_option("--missing", ti->missing, "Candidates the run lacks: error, or last (ranked after the scored ones)")
       ->check(CLI::IsMember({"error", "last"}));
+  import->add_option("--extra", ti->extra, "Run entries that are not mined candidates (a teacher's own top k, other "
+                     "queries): error, or ignore (skipped and counted)")
+      ->check(CLI::IsMember({"error", "ignore"}));
   table[import] = [ti](const World& world) { return run_teacher_import(*ti, world); };
 
   auto tb = std::make_shared<TeacherBm25Options>();

@@ -129,6 +129,24 @@ cat "$work/anserini.trec" | grep -v '^q1' >> "$work/partial.trec"
 grep -q "2 mined candidates in 1 queries are not in the run" "$work/partial.log" || { cat "$work/partial.log"; fail "no warning"; }
 check_normalized "$work/partial.out.trec" "q1:p4,p2,p3,p0,p1" || fail "--missing last order"
 
+# A teacher over its own top k and more queries (pyserini's run of BM25 over the corpus): with --extra ignore the
+# passages that are not candidates and the query that was not mined are skipped and counted, and what remains
+# is the same teacher run as without them.
+cp "$work/anserini.trec" "$work/own-topk.trec"
+printf 'q1 Q0 p11 90 -50 x\nq1 Q0 p10 91 -51 x\nq9 Q0 p0 1 9 x\n' >> "$work/own-topk.trec"
+"$dgr" teacher import --mined "$mined" --run "$work/anserini.trec" --out "$work/clean.out.trec" > /dev/null
+"$dgr" teacher import --mined "$mined" --run "$work/own-topk.trec" --out "$work/extra.out.trec" --extra ignore \
+  > "$work/extra.log" 2>&1 || { cat "$work/extra.log"; fail "--extra ignore"; }
+grep -q "3 entries ignored (--extra ignore): 1 of queries that were not mined, 2 of passages" "$work/extra.log" ||
+  { cat "$work/extra.log"; fail "--extra ignore did not count the skipped entries"; }
+cmp "$work/clean.out.trec" "$work/extra.out.trec" || fail "--extra ignore changed the teacher run"
+set +e
+"$dgr" teacher import --mined "$mined" --run "$work/own-topk.trec" --out "$work/extra2.out.trec" > "$work/extra2.log" 2>&1
+rc=$?
+set -e
+[[ $rc -eq 1 ]] && grep -q "pass --extra ignore" "$work/extra2.log" && [[ ! -e $work/extra2.out.trec ]] ||
+  { cat "$work/extra2.log"; fail "a run with extra entries was accepted without --extra ignore"; }
+
 # --- rejected -----------------------------------------------------------------------------------------
 good_q1='q1 Q0 p3 1 9 a\nq1 Q0 p0 2 8 a\nq1 Q0 p4 3 7 a\nq1 Q0 p2 4 6 a\nq1 Q0 p1 5 5 a\n'
 expect_reject unknown_query "q1 Q0 p3 1 9 a\nq9 Q0 p0 1 8 a\n" "unknown_query.trec:2:" "query 'q9' was not mined"
