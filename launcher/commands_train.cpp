@@ -49,6 +49,8 @@ struct RetrieveCommandOptions {
   std::vector<std::string> splits = {"dev", "test"};
   std::string queries;    // a queries file instead of --split
   std::string out_dir;    // "" = directory of the model
+  std::string run_file;   // the run of the one split / queries file here instead of OUT/run.NAME.trec
+  std::string tag = "dgr";  // the run's tag column
   int max_queries = 0;
   trainer::DeviceOptions device;  // --device, --threads
   trainer::RetrievalSettings settings;
@@ -122,6 +124,11 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   } else {
     for (const auto& split : opts.splits) jobs.emplace_back(split, (data / ("queries." + split + ".tsv")).string());
   }
+  DGR_CHECK_AS(ConfigError, opts.run_file.empty() || jobs.size() == 1,
+               "dgr retrieve --run names one file but {} splits are retrieved: give one --split (or --queries)",
+               jobs.size());
+  DGR_CHECK_AS(ConfigError, !opts.tag.empty() && opts.tag.find_first_of(" \t\n") == std::string::npos,
+               "dgr retrieve --tag '{}': a TREC run tag is one word without spaces", opts.tag);
   std::unique_ptr<data::Corpus> corpus;
   auto control = comm::make_host_communicator(world);  // every split's gather (comm/communicator.h)
   for (const auto& [name, path] : jobs) {
@@ -131,11 +138,13 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
       queries.resize(static_cast<size_t>(opts.max_queries));
     std::vector<std::string> keys;
     trainer::RetrievalStats stats;
-    auto run = trainer::retrieve_queries(*exported.scorer, index, queries, opts.settings, exported.limits, *control, "dgr",
-                                         &keys, &stats);
+    auto run = trainer::retrieve_queries(*exported.scorer, index, queries, opts.settings, exported.limits, *control,
+                                         opts.tag, &keys, &stats);
     if (!world.is_root()) continue;
     fs::create_directories(out_dir.empty() ? "." : out_dir);
-    const std::string run_path = (fs::path(out_dir) / ("run." + name + ".trec")).string();
+    const std::string run_path =
+        opts.run_file.empty() ? (fs::path(out_dir) / ("run." + name + ".trec")).string() : opts.run_file;
+    if (!opts.run_file.empty() && fs::path(run_path).has_parent_path()) fs::create_directories(fs::path(run_path).parent_path());
     const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
     data::write_trec_run(run_path, run);
     write_run_sidecar(fs::path(run_path).replace_extension(".json").string(), opts, exported, path);
@@ -242,6 +251,9 @@ void add_retrieve_command(CLI::App& app, CommandTable& table) {
   retrieve->add_option("--split", r->splits, "Splits to retrieve (DATA/queries.SPLIT.tsv); repeatable");
   retrieve->add_option("--queries", r->queries, "A queries file (qid<TAB>text) instead of --split");
   retrieve->add_option("--out", r->out_dir, "Directory for run.NAME.trec and keys.NAME.jsonl ('' = the model's)");
+  retrieve->add_option("--run", r->run_file, "Write the run (one --split or --queries) to this file instead of "
+                       "OUT/run.NAME.trec (its settings beside it as FILE without .trec + .json)");
+  retrieve->add_option("--tag", r->tag, "The run's tag column (TREC's last field)");
   add_retrieval_flags(*retrieve, r->settings);
   add_device_flags(*retrieve, r->device, false);
   retrieve->add_option("--max-queries", r->max_queries, "Only the first N queries of each split (0 = all)")->check(at_least(0));

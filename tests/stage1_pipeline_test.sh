@@ -67,6 +67,15 @@ for split in dev test; do
   [[ $got -eq $expected ]] || fail "$run has $got queries, expected $expected"
   "$dgr" evaluate --run "$run" --qrels "$data/qrels.$split.tsv" --corpus "$data/corpus.tsv"
 done
+# --run FILE --tag NAME: the same run, in that file, with that tag; --run with two splits is refused.
+"$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --views title,body --beam 4 --depth 10 \
+    --threads 1 --run "$work/named/dev-run.trec" --tag my-tag > /dev/null
+[[ "$(sed 's/ my-tag$/ dgr/' "$work/named/dev-run.trec")" == "$(cat "$work/out/run.dev.trec")" ]] ||
+  fail "--run/--tag: not the same run with the new tag"
+[[ -s $work/named/dev-run.json ]] || fail "--run: no settings file beside the run"
+if "$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --split test --run "$work/x.trec" \
+    > "$work/two.log" 2>&1; then fail "--run with two splits was accepted"; fi
+grep -q "give one --split" "$work/two.log" || fail "--run with two splits: $(cat "$work/two.log")"
 # --device cpu is what the default (auto) picks on a machine without a GPU: the same weights, losses and runs.
 if ! nvidia-smi -L >/dev/null 2>&1; then
   short=("$dgr" train --stage generate --data "$data" --preset test --max-steps 3 --batch 16 --threads 1
