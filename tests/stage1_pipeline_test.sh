@@ -32,6 +32,12 @@ cat "$work/train1.log"
 [[ $rc -eq 3 ]] || fail "a signal stop should exit 3, got $rc"
 grep -q "stopped by a signal at step 7" "$work/train1.log" || fail "no stop message at step 7"
 [[ -f $work/run/checkpoints/step-00000007/COMMITTED ]] || fail "no committed checkpoint at the stop step"
+# A resume that would continue another run (another global batch) is refused, naming the difference; the
+# checkpoint is left as it was.
+changed=("${train[@]}")
+for i in "${!changed[@]}"; do [[ ${changed[$i]} == --batch ]] && changed[$((i + 1))]=8; done
+if "${changed[@]}" > "$work/changed.log" 2>&1; then fail "a resume with another --batch was accepted"; fi
+grep -q "global_batch: 16 -> 8" "$work/changed.log" || { cat "$work/changed.log"; fail "the refusal does not name the batch"; }
 "${train[@]}" > "$work/train2.log" 2>&1 || { cat "$work/train2.log"; fail "resumed training failed"; }
 cat "$work/train2.log"
 grep -q "resumed from .*step-00000007 (step 7" "$work/train2.log" || fail "did not resume from step 7"

@@ -2,6 +2,7 @@
 #include "trainer/train_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -280,13 +281,50 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
   return progress;
 }
 
+std::vector<std::string> check_resume_config(const std::string& saved_json, const std::string& current_json,
+                                             const std::string& dir) {
+  const auto saved = nlohmann::json::parse(saved_json, nullptr, false);
+  const auto current = nlohmann::json::parse(current_json, nullptr, false);
+  if (saved.is_discarded() || current.is_discarded() || !saved.is_object() || !current.is_object()) return {};
+  // What makes the checkpoint's weights, optimizer state and data position mean something else.
+  static const std::vector<std::string> fixed = {
+      "/export/model_config", "/export/tokenizer_sha256", "/export/index_sha256", "/train/stage",
+      "/train/global_batch", "/train/seed", "/train/train_split", "/train/views", "/train/preset",
+      "/train/prepared_dir", "/train/loss", "/train/gen_views"};
+  std::vector<std::string> errors, changed;
+  for (const auto& pointer : fixed) {
+    const nlohmann::json::json_pointer p(pointer);
+    const bool in_saved = saved.contains(p), in_current = current.contains(p);
+    if (!in_saved && !in_current) continue;
+    const std::string a = in_saved ? saved.at(p).dump() : "(absent)", b = in_current ? current.at(p).dump() : "(absent)";
+    if (a != b) errors.push_back(fmt::format("{}: {} -> {}", pointer.substr(1), a, b));
+  }
+  if (!errors.empty()) {
+    throw ConfigError(fmt::format("{}: the checkpoint is of another run than this command describes ({}): resume with "
+                                  "the run's own settings, or start over with --no-resume or another --out",
+                                  dir, fmt::join(errors, "; ")));
+  }
+  const auto flat_saved = saved.contains("train") ? saved.at("train").flatten() : nlohmann::json::object();
+  const auto flat_current = current.contains("train") ? current.at("train").flatten() : nlohmann::json::object();
+  for (const auto& [key, value] : flat_current.items()) {
+    const std::string old = flat_saved.contains(key) ? flat_saved.at(key).dump() : "(absent)";
+    if (old != value.dump()) changed.push_back(fmt::format("train{}: {} -> {}", key, old, value.dump()));
+  }
+  return changed;
+}
+
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size, const ExtraTensors& extras) {
+                              int world_size, const ExtraTensors& extras, const std::string& config_json) {
   TrainProgress progress;
   progress.seed = seed;
   if (resume) {
     if (auto loaded = store.load_latest()) {
+      if (!config_json.empty()) {
+        const auto changed = check_resume_config(loaded->config_json, config_json, loaded->dir);
+        if (rank == 0 && !changed.empty())
+          log::get("train")->warn("resuming {} with changed settings: {}", loaded->dir, fmt::join(changed, "; "));
+      }
       progress = restore(*loaded, model, optimizer, rank, world_size, extras);
       sampler.set_position(progress.position);
       if (rank == 0)

@@ -59,9 +59,18 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 
 // Collective. With `resume`, restores the newest committed checkpoint of `store` into model, optimizer
 // and sampler (rank 0 logs where from) and returns its progress; otherwise, or when there is none, seeds
-// this rank's generators and returns step 0 of run `seed`.
+// this rank's generators and returns step 0 of run `seed`. With `config_json` (this run's effective config),
+// the checkpoint's is compared first (check_resume_config).
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size, const ExtraTensors& extras = {});
+                              int world_size, const ExtraTensors& extras = {}, const std::string& config_json = "");
+
+// A resume must continue the same run: the model, the tokenizer and index, the stage, the training data
+// (train_split / prepared data set, views, loss), the global batch and the seed must equal the checkpoint's
+// (ConfigError listing every difference, naming `dir` and saying to use --no-resume or another --out). Other
+// settings may change (a longer schedule, another learning rate, evaluation, paths to the same data): they
+// are returned as "key: old -> new" lines for the caller to log.
+std::vector<std::string> check_resume_config(const std::string& saved_json, const std::string& current_json,
+                                             const std::string& dir);
 
 }  // namespace dgr::trainer

@@ -243,7 +243,7 @@ void Trainer::State::open_checkpoints() {
     extras = average->named_averages();
   }
   progress = resume_or_start(*store, options.checkpoint.resume, options.seed, *model, optimizer, sampler, world.rank(),
-                             world.size(), extras);
+                             world.size(), extras, config_json);
 }
 
 // With --ema-decay the average is what is evaluated (Note [Weight averaging]): swapped in and out around it.
