@@ -41,6 +41,11 @@ grep -q "global_batch: 16 -> 8" "$work/changed.log" || { cat "$work/changed.log"
 "${train[@]}" > "$work/train2.log" 2>&1 || { cat "$work/train2.log"; fail "resumed training failed"; }
 cat "$work/train2.log"
 grep -q "resumed from .*step-00000007 (step 7" "$work/train2.log" || fail "did not resume from step 7"
+# train.jsonl: each run starts with a "start" event (the refused resume wrote none); every event has a time.
+[[ $(grep '"event":"start"' "$work/run/train.jsonl" | grep -c '"resumed":false') -eq 1 &&
+   $(grep '"event":"start"' "$work/run/train.jsonl" | grep -c '"resumed":true,"stage":"stage 1","step":7') -eq 1 ]] ||
+  { grep '"event":"start"' "$work/run/train.jsonl"; fail "train.jsonl: not one start event per run"; }
+! grep -v '"event":"start"' "$work/run/train.jsonl" | grep -qv '"time":"20' || fail "train.jsonl: an event without a time"
 grep -q '"event":"eval"' "$work/run/train.jsonl" || fail "no evaluation in train.jsonl"
 [[ -f $work/run/model.h5 ]] || fail "no model export"
 grep -q '"ema_decay":0.9' "$work/run/config.json" || grep -q '"ema_decay": 0.9' "$work/run/config.json" ||
@@ -104,7 +109,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   grep -q "no-resume: the previous run's" "$work/again.log" || fail "--no-resume did not say where the old run went"
   grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
   h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
-  strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s)":[^,}]*//g' "$1"; }
+  strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s|time)":[^,}]*//g' "$1"; }
   [[ "$(strip "$work/default/train.jsonl")" == "$(strip "$work/cpu/train.jsonl")" ]] ||
     fail "--device cpu losses or metrics differ from the default's"
   "$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --views title,body --beam 4 --depth 10 \

@@ -1,5 +1,8 @@
 #include "trainer/run_common.h"
 
+#include <chrono>
+#include <ctime>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -66,10 +69,22 @@ void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& 
     log->info("eval {} {} at step {} (epoch {:.2f}): {} [{:.1f} queries/s]", point.when, set.split, point.step,
               point.epoch, retrieval::format_metrics(evaluation), stats.queries_per_second());
     nlohmann::json line = {{"event", "eval"}, {"split", set.split}, {"step", point.step}, {"epoch", point.epoch},
-                           {"elapsed_s", point.elapsed_s}, {"queries_per_s", stats.queries_per_second()},
+                           {"time", utc_time_now()}, {"elapsed_s", point.elapsed_s}, {"queries_per_s", stats.queries_per_second()},
                            {"metrics", evaluation.mean}};
     jsonl << line.dump() << "\n" << std::flush;
   }
+}
+
+std::string utc_time_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03d}Z", text, static_cast<int>(millis));
 }
 
 std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,

@@ -55,6 +55,9 @@ void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& 
                    const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl);
 
+// The wall-clock time as train.jsonl records it: UTC, ISO 8601 with milliseconds ("2026-12-07T22:58:01.123Z").
+std::string utc_time_now();
+
 // Rank 0 (others return ""): writes OUT/model.h5 (checkpoints/export.h) with the model's weights, its
 // config ({"model", "view_limits"} JSON) and the ids and checksums of the tokenizer and index; returns the path.
 std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,

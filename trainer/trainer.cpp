@@ -275,7 +275,7 @@ void Trainer::State::log_window(Window& window, double lr) {
                            {"exposed_ms", window.exposed_ms / steps}, {"elapsed_s", seconds_since(start)}});
   event.emplace_back("elapsed_s", seconds_since(start));
   log->info("step={}/{} epoch={:.2f} {}", progress.step, total_steps, epoch(), key_values(line));
-  nlohmann::json json = {{"event", "train"}, {"step", progress.step}, {"epoch", epoch()}};
+  nlohmann::json json = {{"event", "train"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()}};
   for (const auto& [key, value] : event) json[key] = value;
   jsonl << json.dump() << "\n" << std::flush;
 }
@@ -304,6 +304,12 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
   if (world.is_root()) {
     fs::create_directories(options.out_dir);
     s.jsonl.open(fs::path(options.out_dir) / "train.jsonl", std::ios::app);
+    // Every run (a resume too) starts with this line: the file may hold several runs of the same OUT, and
+    // elapsed_s counts from each run's start.
+    s.jsonl << nlohmann::json{{"event", "start"}, {"step", s.progress.step}, {"stage", s.stage.name},
+                              {"time", utc_time_now()}, {"ranks", world.size()}, {"resumed", s.progress.step > 0}}
+                   .dump()
+            << "\n" << std::flush;
   }
 }
 
@@ -387,7 +393,7 @@ double Trainer::State::step(const sharding::EpochSampler::Step& batch, double lr
                                {objective.diagnosed_part_name() + "_grad_share",
                                 norms.part + norms.rest > 0 ? norms.part / (norms.part + norms.rest) : 0.0},
                                {"lr", lr}});
-    nlohmann::json json = {{"event", "step"}, {"step", progress.step}, {"epoch", epoch()}};
+    nlohmann::json json = {{"event", "step"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()}};
     for (const auto& [key, value] : event) json[key] = value;
     jsonl << json.dump() << "\n" << std::flush;
   }
