@@ -22,7 +22,38 @@ if(NOT CLI11_INCLUDE_DIR)
 endif()
 
 # LibTorch: Debian's CPU build by default; a CUDA build with -DTorch_DIR=<prefix>/share/cmake/Torch.
-find_package(Torch REQUIRED)
+# -DDGR_LIBTORCH_DIR=<a LibTorch 2.x tree, e.g. a PyPI torch wheel's torch/ directory>: its CPU libraries
+# (torch_cpu, c10) and headers directly, without its CMake package (whose CUDA part needs a CUDA toolchain
+# this CMake may not know): how dgr's CPU build and tests run against LibTorch 2.x (scripts/libtorch2-check.sh).
+set(DGR_LIBTORCH_DIR "" CACHE PATH "A LibTorch 2.x tree (torch/ of a torch wheel): build against its CPU libraries")
+if(DGR_LIBTORCH_DIR)
+  find_library(DGR_TORCH_CPU_LIBRARY torch_cpu PATHS ${DGR_LIBTORCH_DIR}/lib NO_DEFAULT_PATH)
+  find_library(DGR_C10_LIBRARY c10 PATHS ${DGR_LIBTORCH_DIR}/lib NO_DEFAULT_PATH)
+  if(NOT DGR_TORCH_CPU_LIBRARY OR NOT DGR_C10_LIBRARY OR NOT EXISTS ${DGR_LIBTORCH_DIR}/include/torch/csrc/api/include)
+    message(FATAL_ERROR "DGR_LIBTORCH_DIR=${DGR_LIBTORCH_DIR}: no lib/libtorch_cpu.so, lib/libc10.so or "
+                        "include/torch/csrc/api/include there (give the torch/ directory of a torch package)")
+  endif()
+  # Its include/ bundles its own fmt (a newer major than Debian's, which spdlog is built with): a copy of the
+  # tree as links, without fmt/, so every file sees one fmt.
+  set(DGR_LIBTORCH_INCLUDE ${CMAKE_BINARY_DIR}/libtorch-include)
+  file(REMOVE_RECURSE ${DGR_LIBTORCH_INCLUDE})
+  file(MAKE_DIRECTORY ${DGR_LIBTORCH_INCLUDE})
+  file(GLOB DGR_LIBTORCH_INCLUDE_ENTRIES RELATIVE ${DGR_LIBTORCH_DIR}/include ${DGR_LIBTORCH_DIR}/include/*)
+  foreach(entry IN LISTS DGR_LIBTORCH_INCLUDE_ENTRIES)
+    if(NOT entry STREQUAL "fmt")
+      file(CREATE_LINK ${DGR_LIBTORCH_DIR}/include/${entry} ${DGR_LIBTORCH_INCLUDE}/${entry} SYMBOLIC)
+    endif()
+  endforeach()
+  add_library(dgr_libtorch INTERFACE)
+  target_include_directories(dgr_libtorch SYSTEM BEFORE INTERFACE ${DGR_LIBTORCH_INCLUDE}
+                             ${DGR_LIBTORCH_DIR}/include/torch/csrc/api/include)
+  target_link_libraries(dgr_libtorch INTERFACE ${DGR_TORCH_CPU_LIBRARY} ${DGR_C10_LIBRARY})
+  set(TORCH_LIBRARIES dgr_libtorch)
+  set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=1")  # the ABI of PyPI's LibTorch 2.x and of Debian
+  message(STATUS "dgr: LibTorch from ${DGR_LIBTORCH_DIR} (CPU libraries: ${DGR_TORCH_CPU_LIBRARY})")
+else()
+  find_package(Torch REQUIRED)
+endif()
 
 # NCCL + CUDA (AUTO: on when both are found, e.g. under /usr/local/cuda).
 set(DGR_HAVE_NCCL OFF)

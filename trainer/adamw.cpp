@@ -60,7 +60,7 @@ void adamw_step(torch::optim::AdamW& optimizer) {
     const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      const std::string key = state_key(p);
+      const auto key = state_key(p);
       auto it = states.find(key);
       if (it == states.end()) {
         auto fresh = std::make_unique<torch::optim::AdamWParamState>();

@@ -22,6 +22,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include "trainer/torch_compat.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -47,7 +49,7 @@ class CachingCpuAllocator final : public c10::Allocator {
  public:
   CachingCpuAllocator(c10::Allocator* fallback, size_t limit) : fallback_(fallback), limit_(limit) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) DGR_ALLOCATE_CONST override {
     if (n < kCpuCacheMinBytes) return fallback_->allocate(n);
     void* ptr = const_cast<CachingCpuAllocator*>(this)->take(cpu_cache_size_class(n));
     return {ptr, ptr, &release_block, c10::Device(c10::DeviceType::CPU)};
@@ -55,6 +57,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   // raw_allocate() hands out the fallback's small blocks too: release_block() sends those back to it.
   c10::DeleterFnPtr raw_deleter() const override { return &release_block; }
+  DGR_ALLOCATOR_COPY_DATA
 
   void give_back(void* ptr) {
     std::unique_lock<std::mutex> lock(mutex_);

@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include "trainer/torch_compat.h"
+
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -115,7 +117,7 @@ class GradientReducer {
   std::vector<Slot> parameters_;                           // [parameter], registration order
   std::vector<Bucket> buckets_;                            // [bucket], reduction order
   std::vector<Piece> pieces_;                              // [piece], launch order (bucket, then offset)
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps the hooked nodes alive
+  std::vector<compat::GradAccumulator> accumulators_;  // keeps the hooked nodes alive
   size_t next_to_launch_ = 0;                              // pieces launch strictly in index order
   bool synchronize_ = true;
   bool in_backward_ = false;

@@ -104,7 +104,7 @@ AdamLike adam_state(torch::optim::OptimizerParamState& state) {
 
 }  // namespace
 
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+compat::OptimizerStateKey state_key(const torch::Tensor& p) { return compat::optimizer_state_key(p); }
 
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;

@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "trainer/torch_compat.h"
+
 #include <string>
 
 #include "checkpoints/store.h"
@@ -21,7 +23,7 @@ struct TrainProgress {
 };
 
 // The key of `p`'s entry in a LibTorch optimizer's state() (LibTorch's own spelling: its TensorImpl address).
-std::string state_key(const torch::Tensor& p);
+compat::OptimizerStateKey state_key(const torch::Tensor& p);
 
 // ("<state-dict key>", parameter) for every parameter of `model`, in registration order.
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model);
