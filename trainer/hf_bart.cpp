@@ -117,19 +117,24 @@ bool map_name(const std::string& hf, Target& t) {
   return false;
 }
 
-// pytorch_model.bin (torch.save of a state dict, zip or legacy format) through LibTorch's own unpickler; every
-// tensor becomes a contiguous CPU float32 array (other dtypes: a CheckpointError naming it).
-data::SafetensorsContents read_pickled_state_dict(const std::string& path) {
+// A file of torch.save (zip or legacy format) through LibTorch's own unpickler; `what_to_do` ends the message
+// when LibTorch cannot read it.
+c10::IValue read_pickle(const std::string& path, const char* what_to_do) {
   std::ifstream in(path, std::ios::binary);
   DGR_CHECK_AS(CheckpointError, in.good(), "{}: cannot be opened", path);
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue value;
   try {
-    value = torch::pickle_load(bytes);
+    return torch::pickle_load(bytes);
   } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format("{}: not a state dict LibTorch can read ({}): re-save it with save_pretrained "
-                                      "(safetensors)", path, e.what_without_backtrace()));
+    throw CheckpointError(fmt::format("{}: LibTorch cannot read it ({}): {}", path, e.what_without_backtrace(),
+                                      what_to_do));
   }
+}
+
+// pytorch_model.bin (torch.save of a state dict); every tensor becomes a contiguous CPU float32 array (other
+// dtypes: a CheckpointError naming it).
+data::SafetensorsContents read_pickled_state_dict(const std::string& path) {
+  const c10::IValue value = read_pickle(path, "re-save the model with save_pretrained (safetensors)");
   DGR_CHECK_AS(CheckpointError, value.isGenericDict(), "{}: holds a {}, not a state dict (name -> tensor)", path,
                value.tagKind());
   data::SafetensorsContents out;
@@ -302,16 +307,8 @@ std::string hf_name_of_fairseq(const std::string& name) {
 
 HfImportReport import_fairseq_bart(const std::string& extracted, const std::string& tokenizer_dir,
                                    const std::string& out) {
-  std::ifstream in(extracted, std::ios::binary);
-  DGR_CHECK_AS(CheckpointError, in.good(), "{}: cannot be opened", extracted);
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format("{}: LibTorch cannot read it ({}): a fairseq model.pt must first go through "
-                                      "scripts/fairseq-extract.py", extracted, e.what_without_backtrace()));
-  }
+  const c10::IValue value =
+      read_pickle(extracted, "a fairseq model.pt must first go through scripts/fairseq-extract.py");
   DGR_CHECK_AS(CheckpointError, value.isGenericDict(), "{}: not the output of scripts/fairseq-extract.py", extracted);
   const auto top = value.toGenericDict();
   DGR_CHECK_AS(CheckpointError, top.contains("model") && top.contains("args") && top.at("args").isString() &&
