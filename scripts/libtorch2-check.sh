@@ -16,8 +16,12 @@ if ! compgen -G "$work/wheel/torch-${1:-*}-*.whl" > /dev/null; then
 fi
 wheel=$(ls "$work"/wheel/torch-${1:-*}-*.whl | sort -V | tail -n 1)
 echo "libtorch2-check: $wheel"
-rm -rf "$work/libtorch" && mkdir -p "$work/libtorch"
-(cd "$work/libtorch" && python3 -m zipfile -e "$wheel" . > /dev/null)
+marker=$work/libtorch/.unpacked-$(basename "$wheel")
+if [[ ! -f $marker ]]; then  # unpacked once per wheel: fresh files would make every LibTorch file rebuild
+  rm -rf "$work/libtorch" && mkdir -p "$work/libtorch"
+  (cd "$work/libtorch" && python3 -m zipfile -e "$wheel" . > /dev/null)
+  touch "$marker"
+fi
 cmake -S . -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDGR_BUILD_TESTS=ON \
       -DDGR_LIBTORCH_DIR="$work/libtorch/torch" -DDGR_WITH_NCCL=OFF
 cmake --build "$work/build" -j"$(nproc)"

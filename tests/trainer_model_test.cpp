@@ -12,6 +12,7 @@
 #include "trainer/adamw.h"
 #include "trainer/attention.h"
 #include "trainer/model.h"
+#include "trainer/torch_compat.h"
 #include "trainer/model_scorer.h"
 #include "trainer/weight_average.h"
 
@@ -439,10 +440,8 @@ TEST_F(ModelTest, OnePassAdamWMatchesLibTorchsAdamW) {
     EXPECT_TRUE(torch::equal(mine.back(), theirs.back()));
     EXPECT_EQ(a.state().size(), 2u);
     for (size_t i = 0; i + 1 < mine.size(); ++i) {
-      auto key = c10::guts::to_string(mine[i].unsafeGetTensorImpl());
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*a.state().at(key));
-      auto& t = static_cast<torch::optim::AdamWParamState&>(
-          *b.state().at(c10::guts::to_string(theirs[i].unsafeGetTensorImpl())));
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*a.state().at(compat::optimizer_state_key(mine[i])));
+      auto& t = static_cast<torch::optim::AdamWParamState&>(*b.state().at(compat::optimizer_state_key(theirs[i])));
       EXPECT_EQ(s.step(), 6);
       EXPECT_TRUE(torch::allclose(s.exp_avg(), t.exp_avg(), 1e-5, 1e-6));
       EXPECT_TRUE(torch::allclose(s.exp_avg_sq(), t.exp_avg_sq(), 1e-5, 1e-6));
