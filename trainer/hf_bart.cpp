@@ -1,6 +1,7 @@
 #include "trainer/hf_bart.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstring>
@@ -151,22 +152,25 @@ data::SafetensorsContents read_pickled_state_dict(const std::string& path) {
   return out;
 }
 
-// The inverse of map_name, for messages: the Hugging Face tensor(s) a dgr array comes from.
-std::string hf_name(const std::string& dgr) {
-  if (dgr == "embed_tokens.weight") return "model.shared.weight";
-  if (dgr == "final_logits_bias") return dgr;
+// The inverse of map_name: the Hugging Face tensor(s) a dgr array comes from (q, k, v of a fused one, in order).
+std::vector<std::string> hf_names(const std::string& dgr) {
+  if (dgr == "embed_tokens.weight") return {"model.shared.weight"};
+  if (dgr == "final_logits_bias") return {dgr};
   std::string n = "model." + dgr;
   if (const size_t at = n.find(".ffn."); at != std::string::npos) n.erase(at, 4);
   for (const auto& [fused, parts] : {std::pair{std::string("qkv_proj"), std::vector<std::string>{"q_proj", "k_proj", "v_proj"}},
                                      std::pair{std::string("kv_proj"), std::vector<std::string>{"k_proj", "v_proj"}}}) {
     const size_t at = n.find("." + fused + ".");
     if (at == std::string::npos) continue;
-    std::string out;
-    for (const auto& part : parts) out += (out.empty() ? "" : ", ") + n.substr(0, at + 1) + part + n.substr(at + 1 + fused.size());
+    std::vector<std::string> out;
+    for (const auto& part : parts) out.push_back(n.substr(0, at + 1) + part + n.substr(at + 1 + fused.size()));
     return out;
   }
-  return n;
+  return {n};
 }
+
+// The same for messages: "a, b, c".
+std::string hf_name(const std::string& dgr) { return fmt::format("{}", fmt::join(hf_names(dgr), ", ")); }
 
 HfImportReport convert_and_write(const ModelConfig& config, const data::SafetensorsContents& contents,
                                  const std::string& weights_path, const std::string& source,
@@ -394,13 +398,7 @@ size_t export_hf_bart(const std::string& model_h5, const std::string& out_dir, b
   for (const auto& w : exported.weights) {
     DGR_CHECK_AS(CheckpointError, w.dtype == data::DType::kFloat32, "{}: weight '{}' is {}; export float32 weights",
                  model_h5, w.name, data::dtype_name(w.dtype));
-    std::string names = hf_name(w.name);
-    std::vector<std::string> parts;
-    for (size_t at = 0; at != std::string::npos;) {
-      const size_t comma = names.find(", ", at);
-      parts.push_back(names.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
-      at = comma == std::string::npos ? comma : comma + 2;
-    }
+    const std::vector<std::string> parts = hf_names(w.name);
     std::vector<int64_t> shape = w.shape;
     DGR_CHECK_AS(CheckpointError, !shape.empty() && shape[0] % static_cast<int64_t>(parts.size()) == 0,
                  "{}: weight '{}' of shape {} cannot be cut into {} projections", model_h5, w.name,
