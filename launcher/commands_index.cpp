@@ -70,7 +70,7 @@ int run_index(const IndexCommandOptions& opts, const World& world) {
 
 void add_index_commands(CLI::App& app, CommandTable& table) {
   auto opts = std::make_shared<IndexCommandOptions>();
-  CLI::App* index = app.add_subcommand("index", "Build the index directory of a data set: tokenizer (SentencePiece), "
+  CLI::App* index = app.add_subcommand("index", "Build the index directory of a data set: tokenizer (SentencePiece or BART's), "
                                                 "FM-index over the passages' identifiers, passage ids");
   index->add_option("--data", opts->data_dir, "Data set directory (corpus.tsv; queries.train.tsv trains the tokenizer too)");
   index->add_option("--out", opts->out, "Index directory ('' = DATA/index); an existing index directory is replaced");
@@ -79,7 +79,8 @@ void add_index_commands(CLI::App& app, CommandTable& table) {
   index->add_option("--model-type", opts->model_type, "SentencePiece model type")
       ->check(CLI::IsMember({"unigram", "bpe"}));
   index->add_option("--tokenizer-model", opts->tokenizer_model,
-                    "Use this SentencePiece .model (made by `dgr index`) instead of training one");
+                    "Use this tokenizer instead of training one: a SentencePiece .model (made by `dgr index`) or a "
+                    "BART tokenizer directory (vocab.json + merges.txt, as save_pretrained writes them)");
   index->add_option("--threads", opts->threads, "Tokenizer training threads (0 = the machine's cores)")
       ->check(at_least(0));
   table[index] = [opts](const World& world) { return run_index(*opts, world); };

@@ -80,6 +80,7 @@ int run_train(TrainCommandOptions& opts, const World& world) {
     opts.stage2.train.device.threads = threads_per_rank(opts.stage2.train.device.threads, world);
     return trainer::run_stage2(opts.stage2, world);
   }
+  opts.stage1.init_model = opts.stage2.init_model;  // --init-model: one flag for both stages
   for (bool& v : opts.stage1.data.views) v = false;
   for (const auto& name : opts.views) opts.stage1.data.views[static_cast<int>(retrieval::parse_view(name))] = true;
   opts.stage1.train.device.threads = threads_per_rank(opts.stage1.train.device.threads, world);
@@ -206,7 +207,7 @@ void add_train_command(CLI::App& app, CommandTable& table) {
   train->add_option("--stage", t->stage, "Training stage: generate (stage 1) or distill (stage 2, from a stage-1 model)")
       ->check(CLI::IsMember({"generate", "distill"}));
   add_train_flags(*train, s.train, t->staged);
-  train->add_option("--preset", s.preset, "generate: model preset: test, cpu, bart-base, bart-large");
+  CLI::Option* preset = train->add_option("--preset", s.preset, "generate: model preset: test, cpu, bart-base, bart-large");
   train->add_option("--views", t->views, "generate: identifier views to train: title, body, pq")->delimiter(',');
   train->add_option("--train-split", s.train_split,
                     "generate: training queries DATA/queries.SPLIT.tsv (e.g. a part from `dgr data split`)");
@@ -222,7 +223,10 @@ void add_train_command(CLI::App& app, CommandTable& table) {
                     "generate: probability that an indexing source starts at the first body token")->check(between(0, 1));
   auto& d = t->stage2;
   train->add_option("--prepared", d.prepared_dir, "distill: the prepared distillation data set (`dgr prepare`)");
-  train->add_option("--init-model", d.init_model, "distill: the stage-1 export the student starts from");
+  train->add_option("--init-model", d.init_model,
+                    "distill: the stage-1 export the student starts from; generate: start from this export's weights "
+                    "(e.g. BART from `dgr import`) instead of --preset's random ones")
+      ->excludes(preset);
   train->add_option("--loss", d.loss, "distill: ranking loss: dgr, ltrgr, listnet, listmle, lambdaloss, kl, generation")
       ->check(CLI::IsMember({"dgr", "ltrgr", "listnet", "listmle", "lambdaloss", "kl", "generation"}));
   train->add_option("--margin", d.margin, "distill: DGR's M, LTRGR's top-pair margin (scale: docs/distillation.md)");

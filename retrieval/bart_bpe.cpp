@@ -163,8 +163,10 @@ BartBpe BartBpe::load(const std::string& dir) {
   for (int b = 0; b < 256; ++b) {
     std::string symbol;
     append_utf8(symbol, byte_to_char()[static_cast<size_t>(b)]);
-    DGR_CHECK_AS(DataError, bpe.ids_.count(symbol) != 0, "{}: no token for byte {} ('{}'): not a byte-level BPE "
+    const auto it = bpe.ids_.find(symbol);
+    DGR_CHECK_AS(DataError, it != bpe.ids_.end(), "{}: no token for byte {} ('{}'): not a byte-level BPE "
                  "vocabulary", vocab_path, b, symbol);
+    bpe.byte_ids_.push_back(it->second);
   }
 
   std::ifstream merges(merges_path);
@@ -290,6 +292,24 @@ const std::string& BartBpe::token(int32_t id) const {
   DGR_CHECK_AS(DataError, id >= 0 && id < vocab_size(), "token id {} is outside the vocabulary (0 .. {})", id,
                vocab_size() - 1);
   return tokens_[static_cast<size_t>(id)];
+}
+
+int32_t BartBpe::find(const std::string& t) const {
+  const auto it = ids_.find(t);
+  return it == ids_.end() ? -1 : it->second;
+}
+
+std::vector<int32_t> BartBpe::byte_tokens(int32_t id) const {
+  std::vector<int32_t> out;
+  const std::string& t = token(id);
+  for (size_t i = 0; i < t.size();) {
+    const size_t len = utf8_length(static_cast<unsigned char>(t[i]));
+    const int byte = char_to_byte(decode_utf8(t, i, len));
+    DGR_CHECK_AS(DataError, byte >= 0, "token '{}' (id {}) is not made of byte characters", t, id);
+    out.push_back(byte_ids_[static_cast<size_t>(byte)]);
+    i += len;
+  }
+  return out;
 }
 
 }  // namespace dgr::retrieval

@@ -4,8 +4,7 @@
 //
 // encode() gives the ids that `transformers`' BartTokenizer gives with add_special_tokens=False and
 // add_prefix_space=False (tests/bart_bpe_test.sh holds it against them); decode(encode(x)) == x for any
-// valid UTF-8 x. Not yet a drop-in for retrieval::Tokenizer: the FM-index, the beam search and the view
-// markers still take the SentencePiece tokenizer (issue 20, Build 1's second half).
+// valid UTF-8 x. retrieval::Tokenizer (tokenizer.h) wraps it for the index, the views and the beam search.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +29,11 @@ class BartBpe {
   std::string decode(const std::vector<int32_t>& ids) const;
   // One token as stored in vocab.json (bytes mapped to printable characters, e.g. "Ġthe").
   const std::string& token(int32_t id) const;
+  // The id of a token as stored in vocab.json, or -1.
+  int32_t find(const std::string& token) const;
+  // The byte tokens that spell token `id` (one per byte: "Ġ@@" -> "Ġ", "@", "@"); every byte-level vocabulary
+  // has them.
+  std::vector<int32_t> byte_tokens(int32_t id) const;
 
   int32_t vocab_size() const { return static_cast<int32_t>(tokens_.size()); }
   int32_t bos() const { return bos_; }    // <s>
@@ -47,6 +51,7 @@ class BartBpe {
   std::unordered_map<std::string, int32_t> ids_;     // token -> id
   std::unordered_map<std::string, int32_t> ranks_;   // "a b" -> rank of the merge (0 = applied first)
   std::vector<bool> special_;                        // id -> is a special token
+  std::vector<int32_t> byte_ids_;                    // byte -> the id of its token
   int32_t bos_ = -1, pad_ = -1, eos_ = -1, unk_ = -1, mask_ = -1;
 };
 

@@ -84,7 +84,7 @@ std::vector<Key> constrained_beam_search(Seq2SeqScorer& model, std::span<const i
 
   auto decoding = model.start(source);
   std::vector<int32_t> parents{0};
-  std::vector<int32_t> tokens{special.bos};
+  std::vector<int32_t> tokens{special.decoder_start};
   const std::vector<float>* log_probs = &decoding->step(parents, tokens);
   DGR_CHECK(log_probs->size() == static_cast<size_t>(vocab),
             "the model returned {} log-probabilities for one beam, expected its vocabulary size {}",

@@ -19,6 +19,7 @@ namespace dgr::retrieval {
 namespace {
 
 constexpr const char* kTokenizerFile = "tokenizer.model";
+constexpr const char* kBartTokenizerDir = "tokenizer";  // BART: tokenizer/vocab.json + tokenizer/merges.txt
 constexpr const char* kFmIndexFile = "fm_index.bin";
 constexpr const char* kPidsFile = "pids.txt";
 constexpr const char* kManifestFile = "index.json";
@@ -57,13 +58,21 @@ IndexDirSummary build_index_dir(const data::Corpus& corpus, const std::vector<st
   const std::string tmp = out.tmp_dir();
   IndexDirSummary summary;
 
-  // 1. The tokenizer: trained on everything the model will read or generate, or an existing one.
-  const std::string model_path = join(tmp, kTokenizerFile);
+  // 1. The tokenizer: trained on everything the model will read or generate, or an existing one (a
+  // SentencePiece .model, or a BART tokenizer directory).
+  std::string model_path = join(tmp, kTokenizerFile);
   std::string given_tokenizer_sha;
   std::optional<Tokenizer> tokenizer;
   if (!options.tokenizer_model.empty()) {
-    Tokenizer::load(options.tokenizer_model);  // check it before copying
-    write_file(model_path, files::read_all(options.tokenizer_model));
+    const Tokenizer given = Tokenizer::load(options.tokenizer_model);  // check it before copying
+    if (given.kind() == TokenizerKind::bart_bpe) {
+      model_path = join(tmp, kBartTokenizerDir);
+      fs::create_directory(model_path);
+      for (const char* name : {"vocab.json", "merges.txt"})
+        write_file(join(model_path, name), files::read_all(join(options.tokenizer_model, name)));
+    } else {
+      write_file(model_path, files::read_all(options.tokenizer_model));
+    }
     tokenizer = Tokenizer::load(model_path);
     given_tokenizer_sha = tokenizer->sha256();
   } else {
@@ -108,17 +117,23 @@ IndexDirSummary build_index_dir(const data::Corpus& corpus, const std::vector<st
   m["passages"] = corpus.passages.size();
   m["total_tokens"] = fm.total_tokens();
   m["vocab_size"] = tokenizer->vocab_size();
+  m["tokenizer_kind"] = tokenizer_kind_name(tokenizer->kind());
   m["special_tokens"] = {{"pad", special.pad},           {"unk", special.unk},         {"bos", special.bos},
                          {"eos", special.eos},           {"title_view", special.title_view},
                          {"body_view", special.body_view}, {"pq_view", special.pq_view}, {"end", special.end_id},
-                         {"pq_start", special.pq_start}, {"boundary", special.boundary}};
+                         {"pq_start", special.pq_start}, {"boundary", special.boundary},
+                         {"decoder_start", special.decoder_start}, {"source_start", special.source_start}};
   m["options"] = {{"vocab_size", options.vocab_size},
                   {"model_type", options.model_type},
                   {"tokenizer_model", options.tokenizer_model},
                   {"tokenizer_model_sha256", given_tokenizer_sha},
                   {"num_threads", options.num_threads},
                   {"extra_training_texts", extra_training_texts.size()}};
-  m["tokenizer_sha256"] = files::sha256_file(model_path);
+  m["tokenizer_sha256"] = tokenizer->sha256();  // BART: sha256(vocab.json)+sha256(merges.txt)
+  if (tokenizer->kind() == TokenizerKind::bart_bpe) {
+    m["tokenizer_vocab_sha256"] = files::sha256_file(join(model_path, "vocab.json"));
+    m["tokenizer_merges_sha256"] = files::sha256_file(join(model_path, "merges.txt"));
+  }
   m["fm_index_sha256"] = files::sha256_file(fm_path);
   m["pids_sha256"] = files::sha256_file(pids_path);
   write_file(join(tmp, kManifestFile), m.dump(2) + "\n");
@@ -153,7 +168,18 @@ IndexDir load_index_dir_unchecked(const std::string& dir) {
                  expected.empty() ? "(none)" : expected, manifest_path, kRebuild);
     return path;
   };
-  std::string tokenizer_path = verify(kTokenizerFile, "tokenizer_sha256");
+  std::string tokenizer_path;
+  const std::string kind = m.value("tokenizer_kind", "sentencepiece");
+  if (kind == tokenizer_kind_name(TokenizerKind::bart_bpe)) {
+    tokenizer_path = join(dir, kBartTokenizerDir);
+    verify((fs::path(kBartTokenizerDir) / "vocab.json").c_str(), "tokenizer_vocab_sha256");
+    verify((fs::path(kBartTokenizerDir) / "merges.txt").c_str(), "tokenizer_merges_sha256");
+  } else {
+    DGR_CHECK_AS(DataError, kind == tokenizer_kind_name(TokenizerKind::sentencepiece),
+                 "{}: unknown tokenizer_kind '{}' (this dgr knows sentencepiece and bart-bpe): {}", manifest_path,
+                 kind, kRebuild);
+    tokenizer_path = verify(kTokenizerFile, "tokenizer_sha256");
+  }
   std::string fm_path = verify(kFmIndexFile, "fm_index_sha256");
   std::string pids_path = verify(kPidsFile, "pids_sha256");
 

@@ -1,6 +1,7 @@
 // The index directory that `dgr index` writes and training and retrieval load: the tokenizer, the FM-index
 // over every passage's identifier sequence (method.md section 2) and the passage ids in FM-index order.
-//   DIR/tokenizer.model  SentencePiece model with dgr's reserved tokens
+//   DIR/tokenizer.model  SentencePiece model with dgr's reserved tokens, or
+//   DIR/tokenizer/       vocab.json + merges.txt of a BART tokenizer (`dgr index --tokenizer-model BART_DIR`)
 //   DIR/fm_index.bin     FMIndex::save of index_sequence(tokenize_passage(p)) for every passage, file order
 //   DIR/pids.txt         one passage id per line, line i = FM-index document i
 //   DIR/index.json       format + version, corpus path and sha256, counts, options, sha256 of the files above
@@ -22,7 +23,7 @@ namespace dgr::retrieval {
 struct IndexDirOptions {
   int vocab_size = 8000;
   std::string model_type = "unigram";  // unigram | bpe
-  std::string tokenizer_model;         // an existing .model to use instead of training ("" = train)
+  std::string tokenizer_model;         // an existing .model or BART tokenizer directory instead of training ("" = train)
   int num_threads = 1;
   std::string corpus_path;             // recorded in index.json with its sha256 ("" = not recorded)
 };

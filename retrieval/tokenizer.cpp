@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -19,6 +20,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "retrieval/bart_bpe.h"
 #include "retrieval/sentencepiece_module.h"
 
 namespace dgr::retrieval {
@@ -37,7 +39,14 @@ constexpr ReservedSymbol kReserved[] = {
 
 const std::string kRetrain = "retrain it with `dgr index`";
 
+// MINDER's view texts, appended to the query in a source (Note [Markers with BART]).
+constexpr const char* kBartViewText[3] = {" || title || +", " || body || +", " || query || +"};
+
 }  // namespace
+
+const char* tokenizer_kind_name(TokenizerKind kind) {
+  return kind == TokenizerKind::bart_bpe ? "bart-bpe" : "sentencepiece";
+}
 
 namespace spm {
 
@@ -83,8 +92,10 @@ const Library& library() {
 }  // namespace spm
 
 struct Tokenizer::Impl {
-  std::unique_ptr<spm::Processor> sp = spm::library().new_processor();
-  std::vector<char> reserved;  // [id] -> a reserved marker (decoded as its symbol)
+  std::unique_ptr<spm::Processor> sp;  // SentencePiece
+  std::unique_ptr<BartBpe> bart;       // or BART's BPE
+  std::vector<char> reserved;          // [id] -> a reserved marker (SentencePiece: decoded as its symbol)
+  std::vector<int32_t> markers;        // BART: the marker ids plain text must not produce
 };
 
 Tokenizer::Tokenizer() : impl_(std::make_unique<Impl>()) {}
@@ -134,9 +145,43 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& texts, const std::str
   return load(model_path);
 }
 
+Tokenizer Tokenizer::load_bart(const std::string& dir) {
+  Tokenizer tok;
+  tok.kind_ = TokenizerKind::bart_bpe;
+  tok.impl_->bart = std::make_unique<BartBpe>(BartBpe::load(dir));
+  const BartBpe& bpe = *tok.impl_->bart;
+  SpecialTokens& s = tok.special_;
+  s.pad = bpe.pad();
+  s.unk = bpe.unk();
+  s.bos = bpe.bos();
+  s.eos = bpe.eos();
+  s.decoder_start = bpe.eos();
+  s.source_start = bpe.bos();
+  s.boundary = bpe.eos();
+  const std::string vocab = (std::filesystem::path(dir) / "vocab.json").string();
+  auto marker = [&](const char* text) {
+    const std::vector<int32_t> ids = bpe.encode(text);
+    DGR_CHECK_AS(DataError, ids.size() == 1, "{}: \"{}\" is {} tokens in this vocabulary, dgr needs it as one token "
+                 "(the marker SEAL and MINDER use with BART; GPT-2's vocabulary has it): use BART's vocab.json and "
+                 "merges.txt, or train your BPE on text that contains it", vocab, text, ids.size());
+    tok.impl_->markers.push_back(ids[0]);
+    return ids[0];
+  };
+  s.end_id = marker(" @@");
+  s.pq_start = marker(" ||");
+  for (size_t v = 0; v < s.view_text.size(); ++v) s.view_text[v] = bpe.encode(kBartViewText[v]);
+  tok.path_ = dir;
+  tok.sha256_ = files::sha256_file(vocab) + "+" +
+                files::sha256_file((std::filesystem::path(dir) / "merges.txt").string());
+  return tok;
+}
+
 Tokenizer Tokenizer::load(const std::string& model_path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(model_path, ec)) return load_bart(model_path);
   std::string bytes = files::read_all(model_path);
   Tokenizer tok;
+  tok.impl_->sp = spm::library().new_processor();
   auto& sp = *tok.impl_->sp;
   std::string error;
   DGR_CHECK_AS(DataError, sp.load_serialized(bytes, &error), "{}: not a SentencePiece model ({}): {}", model_path,
@@ -159,6 +204,22 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (impl_->bart) {
+    if (text.empty()) return {};
+    std::string spaced(1, ' ');
+    spaced.append(text.data(), text.size());
+    std::vector<int32_t> raw = impl_->bart->encode(spaced);
+    std::vector<int32_t> out;
+    out.reserve(raw.size());
+    for (int32_t id : raw) {
+      if (std::find(impl_->markers.begin(), impl_->markers.end(), id) == impl_->markers.end()) {
+        out.push_back(id);
+      } else {
+        for (int32_t b : impl_->bart->byte_tokens(id)) out.push_back(b);  // Note [Markers with BART]
+      }
+    }
+    return out;
+  }
   std::vector<int> ids;
   std::string error;
   DGR_CHECK(impl_->sp->encode(text, &ids, &error), "tokenizer {}: encode failed: {}", path_, error);
@@ -166,6 +227,16 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (impl_->bart) {
+    // Every token's bytes, pad, bos and eos (the boundary) dropped; the leading space of " " + text removed.
+    std::vector<int32_t> kept;
+    for (int32_t id : ids) {
+      if (id != special_.pad && id != special_.bos && id != special_.eos) kept.push_back(id);
+    }
+    std::string out = impl_->bart->decode(kept);
+    if (!out.empty() && out.front() == ' ') out.erase(0, 1);
+    return out;
+  }
   // Runs of ordinary pieces are decoded by SentencePiece; reserved markers are written as their symbols,
   // separated by single spaces; pad, bos and eos are dropped.
   const auto& sp = *impl_->sp;
@@ -200,9 +271,9 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 
 std::string Tokenizer::piece(int32_t id) const {
   DGR_CHECK(id >= 0 && id < vocab_size(), "tokenizer {}: token id {} out of range [0, {})", path_, id, vocab_size());
-  return impl_->sp->id_to_piece(id);
+  return impl_->bart ? impl_->bart->token(id) : impl_->sp->id_to_piece(id);
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->sp->piece_size(); }
+int32_t Tokenizer::vocab_size() const { return impl_->bart ? impl_->bart->vocab_size() : impl_->sp->piece_size(); }
 
 }  // namespace dgr::retrieval

@@ -33,10 +33,21 @@ int32_t view_marker(View view, const SpecialTokens& special) {
 
 std::vector<int32_t> make_source(std::span<const int32_t> query, View view, const SpecialTokens& special,
                                  const ViewLimits& limits) {
-  DGR_CHECK_AS(ConfigError, limits.max_source >= 3, "max_source must be at least 3 (got {})", limits.max_source);
-  size_t keep = std::min(query.size(), static_cast<size_t>(limits.max_source - 2));
-  std::vector<int32_t> source(query.begin(), query.begin() + static_cast<std::ptrdiff_t>(keep));
-  source.push_back(view_marker(view, special));
+  // [source_start] query[:keep] marker eos, where the marker is one reserved token or the view's text.
+  const auto& text = special.view_text[static_cast<size_t>(view)];
+  const size_t frame = (special.source_start >= 0 ? 1 : 0) + (text.empty() ? 1 : text.size()) + 1;
+  DGR_CHECK_AS(ConfigError, limits.max_source >= static_cast<int>(frame) + 1,
+               "max_source must be at least {} (got {})", frame + 1, limits.max_source);
+  size_t keep = std::min(query.size(), static_cast<size_t>(limits.max_source) - frame);
+  std::vector<int32_t> source;
+  source.reserve(keep + frame);
+  if (special.source_start >= 0) source.push_back(special.source_start);
+  source.insert(source.end(), query.begin(), query.begin() + static_cast<std::ptrdiff_t>(keep));
+  if (text.empty()) {
+    source.push_back(view_marker(view, special));
+  } else {
+    source.insert(source.end(), text.begin(), text.end());
+  }
   source.push_back(special.eos);
   return source;
 }

@@ -1,11 +1,12 @@
 // The identifier views of MINDER (method.md section 2) as token sequences: which marker a source ends
 // with, and what a target of each view looks like. Shared by stage-1 training and retrieval so that both
 // build exactly the same sequences.
-//   source  = query tokens (truncated to max_source - 2) + view marker + eos
+//   source  = query tokens (truncated to max_source - 2) + view marker + eos; with BART's tokenizer
+//             <s> + query tokens + the view's text (" || title || +") + </s> (Note [Markers with BART])
 //   title   : target = title tokens (at most max_title - 1) + "@@"; in the index it follows a boundary
 //   body    : target = a span of exactly body_length tokens of the body
 //   pq      : target = "||" + pseudo-query tokens + "@@"
-// Targets carry no bos and no eos: the decoder input is bos + target[:-1] and a key's score is the sum of
+// Targets carry no bos and no eos: the decoder input is decoder_start + target[:-1] and a key's score is the sum of
 // log p over exactly its tokens.
 #pragma once
 

@@ -4,15 +4,17 @@
 # CUDA LibTorch into build-gpu, builds dgr and the NCCL tests (and train_step_bench when that target
 # exists), runs `ctest -R nccl`, then a short GPU training smoke run (tiny synthetic data; one rank per GPU,
 # `dgr train --device cuda --comm nccl` for a few steps in fp32 and again with --precision bf16; the runs
-# must finish with a finite loss and `dgr retrieve --device cuda` must read the model) and prints a summary.
-# Finishes within ~5 minutes; exits non-zero when there is no GPU, a step fails, or a test that the GPUs
+# must finish with a finite loss and `dgr retrieve --device cuda` must read the model), then the pretrained-
+# BART path on the GPU (a randomly initialised BART of bart-base's shape written by transformers, imported,
+# indexed with its BPE tokenizer, stage 1 from it, retrieve, mine, teacher, prepare, stage 2, retrieve, all
+# with --device cuda) and prints a summary. Finishes within ~7 minutes; exits non-zero when there is no GPU, a step fails, or a test that the GPUs
 # present should run reports "skipped".
 # Usage: scripts/gpu-check.sh            (env: PYTHON=python3, BUILD_DIR=build-gpu, CUDA_ARCHS=90)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 readonly start_s=$SECONDS
-readonly budget_s=285  # everything, including the tests, ends before 5 minutes
+readonly budget_s=420  # everything, including the tests, ends before 7 minutes
 readonly smoke_s=75    # kept for the GPU training smoke run (step 6) out of the budget
 PYTHON=${PYTHON:-python3}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
@@ -171,6 +173,52 @@ else
   tail -n 30 "$smoke_log" >&2
 fi
 
+# ---- 6b. pretrained BART on the GPU: bart-base's shape from transformers, the whole pipeline on cuda ----
+# tests/make_tiny_bart.py --shape base: d_model 768, 6 + 6 layers (the vocabulary is a BPE trained on
+# datasets/debian-tiny, not GPT-2's: no weights can be downloaded). As tests/bart_end_to_end_test.sh on CPU.
+bart_dir="$smoke_dir/bart"
+bart_status="not run"
+bart_all() {
+  local d=datasets/debian-tiny dgr="$BUILD_DIR/launcher/dgr"
+  local gpu=(--device cuda --comm nccl --threads 2 --views title,body --eval-every 0 --eval-split dev
+             --eval-max-queries 8 --eval-views title,body --no-unigram-keys --no-resume --progress-every-s 0)
+  say "bart: bart-base shape from transformers, import, index with its tokenizer"
+  timeout "$(time_left 90)" "$PYTHON" tests/make_tiny_bart.py "$d" "$bart_dir/hf" --shape base >>"$smoke_log" 2>&1 &&
+    "$dgr" import --format hf --from "$bart_dir/hf" --out "$bart_dir/bart.h5" >>"$smoke_log" 2>&1 &&
+    "$dgr" index --data "$d" --out "$bart_dir/index" --tokenizer-model "$bart_dir/hf" >>"$smoke_log" 2>&1 || return 1
+  say "bart: stage 1 from the imported weights (bf16), retrieve, mine, teacher, prepare, stage 2, retrieve on cuda"
+  timeout "$(time_left 60)" "${launch[@]}" "$dgr" train --stage generate --data "$d" --index "$bart_dir/index" \
+    --init-model "$bart_dir/bart.h5" --out "$bart_dir/s1" --max-steps 30 --batch 32 --lr 1e-4 --precision bf16 \
+    "${gpu[@]}" >>"$smoke_log" 2>&1 || return 1
+  check_loss "$bart_dir/s1" >>"$smoke_log" 2>&1 || return 1
+  timeout "$(time_left 30)" "$dgr" retrieve --device cuda --data "$d" --index "$bart_dir/index" \
+    --model "$bart_dir/s1/model.h5" --split dev --views title,body --beam 5 --no-unigram-keys --out "$bart_dir/s1" \
+    >>"$smoke_log" 2>&1 || return 1
+  timeout "$(time_left 45)" "$dgr" mine --device cuda --data "$d" --index "$bart_dir/index" \
+    --model "$bart_dir/s1/model.h5" --split train --views title,body --beam 5 --depth 20 --no-unigram-keys \
+    --out "$bart_dir/mined" >>"$smoke_log" 2>&1 &&
+    "$dgr" teacher bm25 --mined "$bart_dir/mined" --data "$d" --out "$bart_dir/teacher.trec" >>"$smoke_log" 2>&1 &&
+    "$dgr" prepare --mined "$bart_dir/mined" --teacher "$bart_dir/teacher.trec" --out "$bart_dir/prepared" \
+      --min-negatives 4 --max-score-gap inf >>"$smoke_log" 2>&1 || return 1
+  timeout "$(time_left 60)" "${launch[@]}" "$dgr" train --stage distill --data "$d" --index "$bart_dir/index" \
+    --init-model "$bart_dir/s1/model.h5" --prepared "$bart_dir/prepared" --out "$bart_dir/s2" --max-steps 4 \
+    --batch 4 --precision bf16 "${gpu[@]}" >>"$smoke_log" 2>&1 || return 1
+  check_loss "$bart_dir/s2" >>"$smoke_log" 2>&1 || return 1
+  timeout "$(time_left 30)" "$dgr" retrieve --device cuda --data "$d" --index "$bart_dir/index" \
+    --model "$bart_dir/s2/model.h5" --split dev --views title,body --beam 5 --no-unigram-keys --out "$bart_dir/s2" \
+    >>"$smoke_log" 2>&1 || return 1
+  [[ -s "$bart_dir/s2/run.dev.trec" ]] || { echo "no $bart_dir/s2/run.dev.trec" >>"$smoke_log"; return 1; }
+  say "bart: $(grep 'dgr dev' "$smoke_log" | tail -n 1)"
+}
+if [[ "$smoke_status" == OK* ]]; then
+  if bart_all; then
+    bart_status="OK (bart-base shape: import, stage 1, mine, stage 2, retrieve on cuda)"
+  else
+    bart_status="FAILED (log: $smoke_log)"
+    tail -n 30 "$smoke_log" >&2
+  fi
+fi
+
 # ---- 7. summary ----
 echo
 echo "==== gpu-check summary ($((SECONDS - start_s)) s) ===="
@@ -201,6 +249,7 @@ while read -r line; do
   fi
 done <<<"$results"
 echo "gpu-check: GPU training smoke run: $smoke_status"
-[[ "$smoke_status" == OK* ]] || failed=1
+echo "gpu-check: pretrained BART on the GPU: $bart_status"
+[[ "$smoke_status" == OK* && "$bart_status" == OK* ]] || failed=1
 if ((failed)); then die "see above, $test_log and $smoke_log"; fi
 echo "gpu-check: OK (tests skipped here need more GPUs than this machine has: one per rank)"

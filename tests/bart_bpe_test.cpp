@@ -1,6 +1,8 @@
 // BART's byte-level BPE on a hand-made vocabulary: merges apply by rank (not by position), the pre-tokenizer
 // keeps a word's leading space, special tokens decode as text, and every malformed tokenizer file or input is a
-// DataError naming the file (and line). transformers' own ids are checked in bart_bpe_test.sh.
+// DataError naming the file (and line); retrieval::Tokenizer over it (Note [Markers with BART]): the marker and
+// boundary ids, " " + text, marker tokens spelt in bytes, the sources of the views. transformers' own ids are
+// checked in bart_bpe_test.sh, the whole pipeline in bart_end_to_end_test.sh.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -11,6 +13,8 @@
 
 #include "common/error.h"
 #include "retrieval/bart_bpe.h"
+#include "retrieval/tokenizer.h"
+#include "retrieval/views.h"
 #include "tests/temp_dir.h"
 
 namespace dgr::retrieval {
@@ -132,6 +136,78 @@ TEST(BartBpe, MalformedFilesAreErrorsNamingTheFile) {
     EXPECT_THROW(BartBpe::load(dir), DataError);
     std::filesystem::remove(f.dir.file("merges.txt"));
     EXPECT_THROW(BartBpe::load(dir), DataError);
+  }
+}
+
+// The markers SEAL uses with BART as ordinary tokens: " @@", " ||", and the words of the view texts.
+void add_markers(Files& f) {
+  f.vocab.erase("<mask>");  // stays last
+  for (const char* m : {"Ġ @", "Ġ@ @", "Ġ |", "Ġ| |", "Ġ +"}) {
+    f.merges.push_back(m);
+    std::string joined = m;
+    joined.erase(joined.find(' '), 1);
+    f.vocab[joined] = f.vocab.size();
+  }
+  f.vocab["<mask>"] = f.vocab.size();
+}
+
+TEST(BartTokenizer, MarkersBoundaryAndSources) {
+  Files f;
+  add_markers(f);
+  const Tokenizer tok = Tokenizer::load(f.write());
+  EXPECT_EQ(tok.kind(), TokenizerKind::bart_bpe);
+  EXPECT_EQ(tok.vocab_size(), static_cast<int32_t>(f.vocab.size()));
+  const SpecialTokens& s = tok.special();
+  EXPECT_EQ(s.pad, 1);
+  EXPECT_EQ(s.bos, 0);
+  EXPECT_EQ(s.eos, 2);
+  EXPECT_EQ(s.boundary, 2);       // </s> ends every document, as in SEAL's index
+  EXPECT_EQ(s.decoder_start, 2);  // BART's decoder_start_token_id
+  EXPECT_EQ(s.source_start, 0);
+  EXPECT_EQ(s.end_id, f.id("Ġ@@"));
+  EXPECT_EQ(s.pq_start, f.id("Ġ||"));
+  EXPECT_EQ(s.title_view, -1);
+  // Every text as it reads after a space; decode drops that space again.
+  EXPECT_EQ(tok.encode("abc ab"), (std::vector<int32_t>{f.id(byte_symbol(0x20)), f.id("abc"), f.id(byte_symbol(0x20)),
+                                                         f.id("ab")}));
+  EXPECT_EQ(tok.decode(tok.encode("abc ab")), "abc ab");
+  EXPECT_TRUE(tok.encode("").empty());
+  // Text that would produce a marker gets its byte tokens instead: plain text never ends an identifier.
+  const std::vector<int32_t> escaped = tok.encode("ab @@ c ||");
+  EXPECT_EQ(std::count(escaped.begin(), escaped.end(), s.end_id), 0);
+  EXPECT_EQ(std::count(escaped.begin(), escaped.end(), s.pq_start), 0);
+  EXPECT_EQ(tok.decode(escaped), "ab @@ c ||");
+  // The index sequence and the decoded identifiers.
+  PassageTokens p{tok.encode("abc"), tok.encode("ab"), {tok.encode("c")}};
+  const std::vector<int32_t> seq = index_sequence(p, s);
+  EXPECT_EQ(tok.decode(seq), "abc @@ ab || c @@");
+  // A source: <s> query " || title || +" </s>, cut to max_source.
+  ViewLimits limits;
+  const std::vector<int32_t> query = tok.encode("abc");
+  const std::vector<int32_t> source = make_source(query, View::title, s, limits);
+  ASSERT_GE(source.size(), 3u);
+  EXPECT_EQ(source.front(), s.bos);
+  EXPECT_EQ(source.back(), s.eos);
+  EXPECT_EQ(std::vector<int32_t>(source.begin() + 1, source.end() - 1 - static_cast<std::ptrdiff_t>(s.view_text[0].size())),
+            query);
+  EXPECT_EQ(BartBpe::load(f.dir.path().string()).decode(s.view_text[0]), " || title || +");
+  EXPECT_EQ(BartBpe::load(f.dir.path().string()).decode(s.view_text[2]), " || query || +");
+  limits.max_source = static_cast<int>(s.view_text[1].size()) + 3;  // room for one query token
+  EXPECT_EQ(make_source(query, View::body, s, limits).size(), static_cast<size_t>(limits.max_source));
+  limits.max_source = static_cast<int>(s.view_text[1].size()) + 2;
+  EXPECT_THROW(make_source(query, View::body, s, limits), ConfigError);
+  EXPECT_EQ(tok.sha256().size(), 64u + 1u + 64u);
+}
+
+TEST(BartTokenizer, VocabularyWithoutMarkersIsRefused) {
+  Files f;  // no " @@" token
+  const std::string dir = f.write();
+  try {
+    Tokenizer::load(dir);
+    FAIL() << "no DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("\" @@\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("vocab.json"), std::string::npos) << e.what();
   }
 }
 

@@ -7,6 +7,8 @@ and writes reference.safetensors: a padded source batch, targets, the encoder ou
 and the log-probabilities of three steps of cached decoding (past_key_values) for source row 0.
 Usage: bart_reference.py OUT_DIR tiny|base   (Debian's python3-torch; transformers from the venv, appended to
 sys.path after Debian's packages so that Debian's numpy stays the one torch was built with)
+       bart_reference.py DIR from-pretrained: the references only, of the model in DIR as from_pretrained loads it
+       (a model dgr exported with `dgr export --format hf`)
 """
 import glob, json, os, sys
 
@@ -27,15 +29,19 @@ SHAPES = {
 
 def main():
     out, shape = sys.argv[1], sys.argv[2]
-    torch.manual_seed(20)
-    config = BartConfig(**SHAPES[shape], dropout=0.1, attention_dropout=0.1, activation_dropout=0.1)
-    model = BartForConditionalGeneration(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        model.final_logits_bias.normal_(0, 0.5)
-    model.eval()
-    model.save_pretrained(out)
+    if shape == "from-pretrained":
+        model = BartForConditionalGeneration.from_pretrained(out).eval()
+        config = model.config
+    else:
+        torch.manual_seed(20)
+        config = BartConfig(**SHAPES[shape], dropout=0.1, attention_dropout=0.1, activation_dropout=0.1)
+        model = BartForConditionalGeneration(config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+            model.final_logits_bias.normal_(0, 0.5)
+        model.eval()
+        model.save_pretrained(out)
     if shape == "tiny":  # a BART tokenizer of exactly vocab_size tokens beside it (<mask> last, as in BART)
         from tokenizers import ByteLevelBPETokenizer
         bpe = ByteLevelBPETokenizer(add_prefix_space=False)

@@ -73,7 +73,7 @@ class MockModel : public Seq2SeqScorer {
       EXPECT_EQ(parents.size(), tokens.size());
       if (model_.steps == 0) {
         EXPECT_EQ(parents.size(), 1u);
-        EXPECT_EQ(tokens[0], specials().bos);  // the first call is step({0}, {bos})
+        EXPECT_EQ(tokens[0], specials().decoder_start);  // the first call is step({0}, {decoder start})
       }
       ++model_.steps;
       model_.rows += parents.size();

@@ -47,6 +47,15 @@ class DistillLoss : public ::testing::Test {
 
 // ---- distilled RankNet (DGR) ----
 
+// Batches are padded with the model's pad id (BART's is 1; token 0 is then <s>, a real token).
+TEST(PadBatch, PadsWithTheGivenIdOnTheRight) {
+  const std::vector<int32_t> a{5, 0, 7}, b{9};
+  const torch::Tensor batch = pad_batch({&a, &b}, 1, false);
+  EXPECT_TRUE(torch::equal(batch, torch::tensor({5, 0, 7, 9, 1, 1}, torch::kLong).view({2, 3})));
+  const std::vector<int32_t> empty;
+  EXPECT_TRUE(torch::equal(pad_batch({&empty}, 1, false), torch::tensor({1}, torch::kLong).view({1, 1})));
+}
+
 TEST_F(DistillLoss, RankNetSeveralViolatedPairs) {
   // x = [100, 500, 50, 0, 200], M = 300, D = 100; v_ij = x_j - x_i + 300 + (j-i-1) 100:
   //   (0,1) 700  (0,2) 350  (0,3) 400  (0,4) 700     w_0 = 3  -> 6450
@@ -536,7 +545,7 @@ TEST_F(Surrogate, EqualsTheRetrievalScoreOfARetrievedPassage) {
       src.push_back(&sources[i]);
       tgt.push_back(&targets[i]);
     }
-    const torch::Tensor src_batch = pad_batch(src, false), tgt_batch = pad_batch(tgt, false);
+    const torch::Tensor src_batch = pad_batch(src, 0, false), tgt_batch = pad_batch(tgt, 0, false);
     torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-2));
     model->train();
     for (int step = 0; step < 60; ++step) {

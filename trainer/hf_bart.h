@@ -2,8 +2,8 @@
 // directory as save_pretrained writes it: config.json (model_type "bart") and model.safetensors (or
 // pytorch_model.bin, read with LibTorch's unpickler); the export
 // file it becomes is the one `dgr export` writes, with the model config of Note [BART exactly] (model.cpp)
-// and the weights under dgr's names (q/k/v projections fused). Not yet reachable from the command line:
-// the FM-index and the views do not take BART's tokenizer yet (retrieval/bart_bpe.h).
+// and the weights under dgr's names (q/k/v projections fused). `dgr import` / `dgr export --format hf` run them;
+// docs/bart.md says how an imported model is indexed and trained.
 #pragma once
 
 #include <string>

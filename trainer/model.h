@@ -13,9 +13,10 @@
 
 namespace dgr::trainer {
 
-// Reserved ids of dgr's SentencePiece tokenizer: the batches of stage 1 and 2 are padded with kPadId and
-// decoding starts with kBosId. A model's own pad and start ids are ModelConfig::pad_id / decoder_start_id
-// (equal to these for every model dgr trains; BART's imported ones have pad 1, start 2 = </s>).
+// Reserved ids of dgr's SentencePiece tokenizer, the defaults of ModelConfig::pad_id / decoder_start_id: a
+// model built from a preset pads with kPadId and starts decoding with kBosId. Batches are padded with the
+// model's own pad_id (BART's imported models: pad 1, start 2 = </s>; the tokenizer's ids, checked where a
+// model meets an index: check_model_fits_tokenizer in run_common.h).
 inline constexpr int64_t kPadId = 0;
 inline constexpr int64_t kBosId = 2;
 

@@ -12,6 +12,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "retrieval/metrics.h"
+#include "trainer/exported_model.h"
 #include "trainer/model.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/train_state.h"
@@ -85,6 +86,32 @@ std::string utc_time_now() {
   char text[32];
   std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
   return fmt::format("{}.{:03d}Z", text, static_cast<int>(millis));
+}
+
+InitialModel load_initial_model(const std::string& path, const retrieval::IndexDir& index, const std::string& index_path,
+                                double dropout, uint64_t seed) {
+  checkpoints::ExportedModel init = checkpoints::read_export(path);
+  DGR_CHECK_AS(CheckpointError, init.info.tokenizer_sha256 == index.tokenizer.sha256(),
+               "{} was made with another tokenizer (sha256 {}) than {} has ({}): use the index built with the model's "
+               "tokenizer (`dgr index --tokenizer-model` with the tokenizer it was trained or imported with)", path,
+               init.info.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  nlohmann::json init_config = nlohmann::json::parse(init.info.model_config_json);
+  ModelConfig config = ModelConfig::from_json_string(init_config.at("model").dump());
+  const retrieval::SpecialTokens& special = index.tokenizer.special();
+  DGR_CHECK_AS(CheckpointError, config.pad_id == special.pad && config.decoder_start_id == special.decoder_start &&
+               config.vocab_size == index.tokenizer.vocab_size(),
+               "{}: the model pads with id {}, starts decoding with id {} and has {} tokens, the tokenizer of {} has "
+               "pad {}, decoder start {} and {} tokens: the model was not made for this tokenizer", path, config.pad_id,
+               config.decoder_start_id, config.vocab_size, index_path, special.pad, special.decoder_start,
+               index.tokenizer.vocab_size());
+  if (dropout >= 0) config.dropout = dropout;
+  InitialModel out;
+  out.limits = parse_view_limits(init_config.at("view_limits").dump(), path);
+  out.trained_views = init_config.value("trained_views", std::vector<std::string>{});
+  torch::manual_seed(seed);
+  out.model = std::make_shared<Seq2Seq>(config);
+  load_model_arrays(init.weights, *out.model, path);
+  return out;
 }
 
 std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,

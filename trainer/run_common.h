@@ -55,6 +55,18 @@ void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& 
                    const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl);
 
+// A model to train on from (stage 1 `--init-model`: an imported BART or an earlier export; stage 2's student):
+// the export's architecture and weights, built on the CPU after torch::manual_seed(seed), dropout replaced when
+// `dropout` >= 0. Refuses (CheckpointError naming the file) an export made with another tokenizer than the
+// index's, and one whose pad or decoder-start id is not the tokenizer's.
+struct InitialModel {
+  std::shared_ptr<Seq2Seq> model;
+  retrieval::ViewLimits limits;            // the view limits recorded in the export
+  std::vector<std::string> trained_views;  // the views it learnt (empty: an import, or an old export)
+};
+InitialModel load_initial_model(const std::string& path, const retrieval::IndexDir& index, const std::string& index_path,
+                                double dropout, uint64_t seed);
+
 // The wall-clock time as train.jsonl records it: UTC, ISO 8601 with milliseconds ("2026-12-07T22:58:01.123Z").
 std::string utc_time_now();
 

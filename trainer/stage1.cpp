@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "trainer/placement.h"
+#include "trainer/run_common.h"
 #include "trainer/trainer.h"
 
 namespace dgr::trainer {
@@ -42,8 +43,8 @@ class PairsObjective : public Objective {
       sources.push_back(&p.source);
       targets.push_back(&p.target);
     }
-    loss_sum_ = model_.loss(to_device(pad_batch(sources, device_.cuda), torch_device_),
-                            to_device(pad_batch(targets, device_.cuda), torch_device_), label_smoothing_);
+    loss_sum_ = model_.loss(to_device(pad_batch(sources, model_.config().pad_id, device_.cuda), torch_device_),
+                            to_device(pad_batch(targets, model_.config().pad_id, device_.cuda), torch_device_), label_smoothing_);
     return loss_sum_ * (static_cast<double>(world_size) / static_cast<double>(std::max<int64_t>(1, global_counts[0])));
   }
 
@@ -75,7 +76,8 @@ class PairsObjective : public Objective {
 
 nlohmann::json stage1_options_json(const Stage1Options& o) {
   const Stage1DataOptions& d = o.data;
-  return {{"stage", "generate"}, {"preset", o.preset}, {"train_split", o.train_split}, {"views", {d.views[0], d.views[1], d.views[2]}},
+  return {{"stage", "generate"}, {"preset", o.init_model.empty() ? o.preset : ""}, {"init_model", o.init_model},
+          {"train_split", o.train_split}, {"views", {d.views[0], d.views[1], d.views[2]}},
           {"title_copies", d.title_copies}, {"body_spans", d.body_spans}, {"pq_copies", d.pq_copies},
           {"indexing_pairs", d.indexing_pairs},
           {"indexing_source", {d.indexing_source_min, d.indexing_source_max, d.indexing_prefix_probability}}};
@@ -109,10 +111,16 @@ int run_stage1(const Stage1Options& options, const World& world) {
   Stage1Data pairs(std::move(data.passages), std::move(queries), data.index.tokenizer.special(), options.data, o.seed);
   if (world.is_root()) log::get("train")->info("stage 1 data: {} training queries ({}); {}", num_queries, options.train_split, pairs.describe());
 
-  ModelConfig config = model_preset(options.preset, data.index.tokenizer.vocab_size());
-  if (o.dropout >= 0) config.dropout = o.dropout;
-  torch::manual_seed(o.seed);
-  auto model = std::make_shared<Seq2Seq>(config);
+  std::shared_ptr<Seq2Seq> model;
+  if (options.init_model.empty()) {
+    ModelConfig config = model_preset(options.preset, data.index.tokenizer.vocab_size());
+    if (o.dropout >= 0) config.dropout = o.dropout;
+    torch::manual_seed(o.seed);
+    model = std::make_shared<Seq2Seq>(config);
+  } else {
+    model = load_initial_model(options.init_model, data.index, data.index_path, o.dropout, o.seed).model;
+    if (world.is_root()) log::get("train")->info("stage 1 starts from the weights of {}", options.init_model);
+  }
   if (device.cuda) model->to(torch_device(device));  // initialised on the CPU: every device starts from the same weights
 
   PairsObjective objective(pairs, *model, o.label_smoothing, device);

@@ -18,6 +18,9 @@ namespace dgr::trainer {
 struct Stage1Options {
   TrainOptions train = generate_defaults();
   std::string preset = "cpu";  // model preset (trainer/model.h)
+  // Start from this export's architecture and weights instead of the preset's random ones (an imported BART,
+  // `dgr import`, or an earlier stage-1 model); its tokenizer must be the index's. "" = the preset.
+  std::string init_model;
   // The training queries: DATA/queries.SPLIT.tsv with DATA/qrels.SPLIT.tsv (e.g. a part from `dgr data split`,
   // holding the rest out for stage 2).
   std::string train_split = "train";

@@ -17,6 +17,7 @@
 #include "trainer/distill_sampler.h"
 #include "trainer/exported_model.h"
 #include "trainer/placement.h"
+#include "trainer/run_common.h"
 #include "trainer/stage1_data.h"
 #include "trainer/surrogate.h"
 #include "trainer/train_state.h"
@@ -96,8 +97,8 @@ class ListsObjective : public Objective {
     rank_part_ = total * static_cast<double>(world_size);
     for (size_t slot = 0; slot < 2; ++slot) {
       if (gen_sources_[slot].empty()) continue;
-      torch::Tensor sum = model_.loss(to_device(pad_batch(pointers(gen_sources_[slot]), device_.cuda), torch_device_),
-                                      to_device(pad_batch(pointers(gen_targets_[slot]), device_.cuda), torch_device_),
+      torch::Tensor sum = model_.loss(to_device(pad_batch(pointers(gen_sources_[slot]), model_.config().pad_id, device_.cuda), torch_device_),
+                                      to_device(pad_batch(pointers(gen_targets_[slot]), model_.config().pad_id, device_.cuda), torch_device_),
                                       s_.label_smoothing);
       gen_sum_ += sum.item<double>();
       total = total + sum * (gen_weight_ / static_cast<double>(s_.gen_views.size()) /
@@ -224,24 +225,6 @@ nlohmann::json stage2_options_json(const Stage2Options& o, const DistillLossOpti
           {"gen_weight", generation_weight(loss)}, {"gen_views", o.gen_views}, {"max_keys", o.max_keys}};
 }
 
-// The student: the stage-1 export's architecture and weights (dropout from the options when given).
-std::shared_ptr<Seq2Seq> load_student(const Stage2Options& options, const IndexedCorpus& data,
-                                      retrieval::ViewLimits& limits, std::vector<std::string>& trained_views) {
-  checkpoints::ExportedModel init = checkpoints::read_export(options.init_model);
-  DGR_CHECK_AS(CheckpointError, init.info.tokenizer_sha256 == data.index.tokenizer.sha256(),
-               "{} was trained with another tokenizer than {} has: use the index it was trained with", options.init_model,
-               data.index_path);
-  nlohmann::json init_config = nlohmann::json::parse(init.info.model_config_json);
-  ModelConfig config = ModelConfig::from_json_string(init_config.at("model").dump());
-  if (options.train.dropout >= 0) config.dropout = options.train.dropout;
-  limits = parse_view_limits(init_config.at("view_limits").dump(), options.init_model);
-  trained_views = init_config.value("trained_views", std::vector<std::string>{});
-  torch::manual_seed(options.train.seed);
-  auto model = std::make_shared<Seq2Seq>(config);
-  load_model_arrays(init.weights, *model, options.init_model);
-  return model;
-}
-
 }  // namespace
 
 int run_stage2(const Stage2Options& options, const World& world) {
@@ -268,7 +251,11 @@ int run_stage2(const Stage2Options& options, const World& world) {
                "this index, or pass the index it was mined with (--index)", options.prepared_dir, data.index_path,
                dataset.manifest().tokenizer_sha256, data.index.tokenizer.sha256());
   std::vector<std::string> trained_views;  // the stage-1 model's, then the generation loss's
-  auto model = load_student(options, data, setup.limits, trained_views);
+  // The student: the stage-1 export's architecture and weights (dropout from the options when given).
+  InitialModel student = load_initial_model(options.init_model, data.index, data.index_path, o.dropout, o.seed);
+  setup.limits = student.limits;
+  trained_views = std::move(student.trained_views);
+  auto model = std::move(student.model);
   if (!trained_views.empty()) {
     for (const auto& view : options.gen_views)
       if (std::find(trained_views.begin(), trained_views.end(), view) == trained_views.end()) trained_views.push_back(view);

@@ -65,6 +65,7 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
   options.validate();
   const double alpha = options.scoring.coverage_alpha;
   const int32_t boundary = options.special.boundary;
+  const int64_t pad = model.config().pad_id;
 
   // Distinct targets per view, and every kept key as a reference to one of them with its coverage.
   std::map<std::vector<int32_t>, int64_t> distinct[retrieval::kNumViews];  // tokens -> index within the view
@@ -77,9 +78,9 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
       const data::CachedKey& key = passages[p][k];
       DGR_CHECK_AS(DataError, key.view >= 0 && key.view < retrieval::kNumViews,
                    "cached key {} of passage {} has view {} (expected 0 title, 1 body or 2 pq)", k, p, key.view);
-      DGR_CHECK_AS(DataError, std::find(key.tokens.begin(), key.tokens.end(), kPadId) == key.tokens.end(),
+      DGR_CHECK_AS(DataError, std::find(key.tokens.begin(), key.tokens.end(), pad) == key.tokens.end(),
                    "cached key {} of passage {} contains the pad id {} (is the distillation data from this index?)",
-                   k, p, kPadId);
+                   k, p, pad);
       tokens.clear();
       for (int32_t t : key.tokens) {
         if (t != boundary) tokens.push_back(t);
@@ -124,7 +125,7 @@ torch::Tensor surrogate_scores(Seq2Seq& model, std::span<const int32_t> query_to
     }
     size_t longest = 0;
     for (const auto& [target, index] : table) longest = std::max(longest, target.size());
-    auto tgt = torch::zeros({static_cast<int64_t>(table.size()), static_cast<int64_t>(longest)}, torch::kLong);
+    auto tgt = torch::full({static_cast<int64_t>(table.size()), static_cast<int64_t>(longest)}, pad, torch::kLong);
     auto acc = tgt.accessor<int64_t, 2>();
     for (const auto& [target, index] : table) {
       for (size_t t = 0; t < target.size(); ++t) acc[index][static_cast<int64_t>(t)] = target[t];

@@ -84,11 +84,11 @@ IndexedCorpus load_indexed_corpus(const TrainOptions& options) {
   return out;
 }
 
-torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, bool pinned) {
+torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, int64_t pad, bool pinned) {
   size_t longest = 1;
   for (const auto* s : sequences) longest = std::max(longest, s->size());
-  torch::Tensor out = torch::zeros({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)},
-                                   torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
+  torch::Tensor out = torch::full({static_cast<int64_t>(sequences.size()), static_cast<int64_t>(longest)}, pad,
+                                  torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
   auto a = out.accessor<int64_t, 2>();
   for (size_t i = 0; i < sequences.size(); ++i)
     for (size_t t = 0; t < sequences[i]->size(); ++t)

@@ -103,8 +103,9 @@ IndexedCorpus load_indexed_corpus(const TrainOptions& options);
 // read, so that a bad --device fails at once on every rank. Local.
 DeviceChoice prepare_run(const TrainOptions& options, const World& world);
 
-// Right-pads sequences with 0 (pad) into an int64 [batch, longest] host tensor, pinned when it goes to a GPU.
-torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, bool pinned);
+// Right-pads sequences with `pad` (the model's pad id) into an int64 [batch, longest] host tensor, pinned when
+// it goes to a GPU.
+torch::Tensor pad_batch(const std::vector<const std::vector<int32_t>*>& sequences, int64_t pad, bool pinned);
 
 class Trainer {
  public:
