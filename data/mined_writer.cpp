@@ -1,7 +1,13 @@
 // The mined directory's writer and mining's labels (see mined_writer.h).
 #include "data/mined_writer.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -29,14 +35,59 @@ json file_entry(const std::string& path) {
   return {{"sha256", files::sha256_file(path)}, {"bytes", static_cast<uint64_t>(fs::file_size(path))}};
 }
 
-files::AtomicDir open_out_dir(const std::string& out_dir, bool force) {
+void check_out_dir(const std::string& out_dir, bool force) {
   std::error_code ec;
   DGR_CHECK_AS(ConfigError, !fs::exists(out_dir, ec) || is_mined_dir(out_dir) || force,
                "output directory {} exists and is not a mined directory (no {} of format {}): remove it, choose "
                "another --out, or pass --force to replace it",
                out_dir, kMinedManifestFile, kMinedFormat);
-  return files::AtomicDir(out_dir, /*replace=*/true);
 }
+
+constexpr const char* kResumeFile = "resume.json";
+constexpr const char* kResumeFormat = "dgr-mine-partial";
+
+// An append-only file whose writes become durable at sync().
+class AppendFile {
+ public:
+  AppendFile() = default;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  ~AppendFile() { close(); }
+  // Opens `path` for appending after cutting it to `size` bytes (fresh: size 0, created).
+  void open(const std::string& path, uint64_t size) {
+    path_ = path;
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      std::FILE* created = std::fopen(path.c_str(), "wb");
+      DGR_CHECK_AS(SystemError, created != nullptr, "cannot create {}: {}", path, std::strerror(errno));
+      std::fclose(created);
+    }
+    DGR_CHECK_AS(SystemError, ::truncate(path.c_str(), static_cast<off_t>(size)) == 0, "cannot cut {} to {} bytes: {}",
+                 path, size, std::strerror(errno));
+    file_ = std::fopen(path.c_str(), "ab");
+    DGR_CHECK_AS(SystemError, file_ != nullptr, "cannot open {} for writing: {}", path, std::strerror(errno));
+    bytes_ = size;
+  }
+  void write(const std::string& bytes) {
+    DGR_CHECK_AS(SystemError, std::fwrite(bytes.data(), 1, bytes.size(), file_) == bytes.size(), "cannot write {}: {}",
+                 path_, std::strerror(errno));
+    bytes_ += bytes.size();
+  }
+  void sync() {
+    DGR_CHECK_AS(SystemError, std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0, "cannot flush {}: {}", path_,
+                 std::strerror(errno));
+  }
+  void close() {
+    if (file_ != nullptr) std::fclose(file_);
+    file_ = nullptr;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  uint64_t bytes_ = 0;
+};
 
 }  // namespace
 
@@ -66,21 +117,30 @@ double MinedCounts::mean_candidates() const {
 }
 
 struct MinedWriter::Impl {
-  Impl(const std::string& out, bool force, const MinedPassageSource& source, int keys)
-      : dir(open_out_dir(out, force)),
+  Impl(const std::string& out, bool force_replace, const MinedPassageSource& source, int keys)
+      : out_dir(trimmed(out)),
+        partial(out_dir + ".partial"),
+        force(force_replace),
         passages(source),
         max_keys(keys),
-        corpus(read_corpus(source.corpus_path)),
-        jsonl((fs::path(dir.tmp_dir()) / kMinedCandidatesFile).string()),
-        tsv((fs::path(dir.tmp_dir()) / kMinedCandidatesTsv).string()) {
-    tsv.write("qid\tpid\trank\tquery\ttitle\ttext\n");
+        corpus(read_corpus(source.corpus_path)) {
+    check_out_dir(out_dir, force);
   }
+  static std::string trimmed(std::string dir) {
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir;
+  }
+  std::string file(const char* name) const { return (fs::path(partial) / name).string(); }
+  // Counts one mined line (and writes it unless it is being re-read from OUT.partial).
+  void record(size_t index, const std::string& line, bool write);
 
-  files::AtomicDir dir;
+  std::string out_dir, partial;
+  bool force;
   MinedPassageSource passages;
   int max_keys;
   Corpus corpus;
-  files::AtomicFile jsonl, tsv;
+  std::string fingerprint;
+  AppendFile jsonl, tsv;
   std::vector<RunEntry> run;  // the stage-1 run, written at commit
   MinedCounts counts;
 };
@@ -91,11 +151,89 @@ MinedWriter::MinedWriter(const std::string& out_dir, bool force, const MinedPass
 MinedWriter::~MinedWriter() = default;
 
 const MinedCounts& MinedWriter::counts() const { return impl_->counts; }
+const std::string& MinedWriter::partial_dir() const { return impl_->partial; }
 
-void MinedWriter::add(size_t index, const std::string& line) {
+size_t MinedWriter::open(const std::string& fingerprint_json) {
   Impl& w = *impl_;
+  const json fingerprint = json::parse(fingerprint_json);
+  w.fingerprint = fingerprint.dump();
+  std::error_code ec;
+  const std::string resume_path = w.file(kResumeFile);
+  if (fs::exists(w.partial, ec) && !w.force) {
+    DGR_CHECK_AS(ConfigError, fs::exists(resume_path, ec), "{} exists but has no {}: not a mining in progress; remove "
+                 "it, or pass --force to start over", w.partial, kResumeFile);
+    const json resume = json::parse(files::read_all(resume_path), nullptr, /*allow_exceptions=*/false);
+    DGR_CHECK_AS(ConfigError, resume.is_object() && resume.value("format", "") == kResumeFormat &&
+                 resume.contains("fingerprint") && resume.contains("queries"),
+                 "{}: not a resume record of `dgr mine`; remove {}, or pass --force to start over", resume_path, w.partial);
+    if (resume["fingerprint"] != fingerprint) {
+      std::string differ;
+      for (const auto& [key, value] : fingerprint.items()) {
+        if (!resume["fingerprint"].contains(key) || resume["fingerprint"][key] != value) differ += (differ.empty() ? "" : ", ") + key;
+      }
+      for (const auto& [key, value] : resume["fingerprint"].items()) {
+        if (!fingerprint.contains(key)) differ += (differ.empty() ? "" : ", ") + key;
+      }
+      throw ConfigError(fmt::format("{} holds a mining of another run (these differ: {}): run the same command as before to "
+                                    "continue it, or pass --force to start over (it is removed)", w.partial, differ));
+    }
+    const auto queries = resume["queries"].get<size_t>();
+    const auto jsonl_bytes = resume.at("candidates_jsonl_bytes").get<uint64_t>();
+    const auto tsv_bytes = resume.at("candidates_tsv_bytes").get<uint64_t>();
+    DGR_CHECK_AS(DataError, fs::exists(w.file(kMinedCandidatesFile), ec) && fs::exists(w.file(kMinedCandidatesTsv), ec) &&
+                 fs::file_size(w.file(kMinedCandidatesFile)) >= jsonl_bytes &&
+                 fs::file_size(w.file(kMinedCandidatesTsv)) >= tsv_bytes,
+                 "{}: the files are shorter than {} records (damaged?): remove {}, or pass --force to start over",
+                 w.partial, resume_path, w.partial);
+    // Re-read the durable lines: the counts and the run come back exactly.
+    {
+      std::ifstream in(w.file(kMinedCandidatesFile), std::ios::binary);
+      std::string line;
+      uint64_t at = 0;
+      for (size_t q = 0; q < queries; ++q) {
+        DGR_CHECK_AS(DataError, std::getline(in, line) && at + line.size() + 1 <= jsonl_bytes,
+                     "{}: fewer than the {} lines {} records: remove {}, or pass --force", w.file(kMinedCandidatesFile),
+                     queries, resume_path, w.partial);
+        at += line.size() + 1;
+        w.record(q, line, /*write=*/false);
+      }
+      DGR_CHECK_AS(DataError, at == jsonl_bytes, "{}: {} lines are {} bytes, {} records {}: remove {}, or pass --force",
+                   w.file(kMinedCandidatesFile), queries, at, resume_path, jsonl_bytes, w.partial);
+    }
+    w.jsonl.open(w.file(kMinedCandidatesFile), jsonl_bytes);
+    w.tsv.open(w.file(kMinedCandidatesTsv), tsv_bytes);
+    return queries;
+  }
+  fs::remove_all(w.partial, ec);
+  fs::create_directories(w.partial, ec);
+  DGR_CHECK_AS(SystemError, !ec, "cannot create {}: {}", w.partial, ec.message());
+  w.jsonl.open(w.file(kMinedCandidatesFile), 0);
+  w.tsv.open(w.file(kMinedCandidatesTsv), 0);
+  w.tsv.write("qid\tpid\trank\tquery\ttitle\ttext\n");
+  checkpoint();
+  return 0;
+}
+
+void MinedWriter::checkpoint() {
+  Impl& w = *impl_;
+  w.jsonl.sync();
+  w.tsv.sync();
+  json resume = {{"format", kResumeFormat}, {"version", 1}, {"fingerprint", json::parse(w.fingerprint)},
+                 {"queries", w.counts.queries}, {"candidates_jsonl_bytes", w.jsonl.bytes()},
+                 {"candidates_tsv_bytes", w.tsv.bytes()}};
+  files::AtomicFile file(w.file(kResumeFile));
+  file.write(resume.dump(2) + "\n");
+  file.commit();
+}
+
+void MinedWriter::add(size_t index, const std::string& line) { impl_->record(index, line, /*write=*/true); }
+
+void MinedWriter::Impl::record(size_t index, const std::string& line, bool write) {
+  Impl& w = *this;
+  DGR_CHECK(index == static_cast<size_t>(w.counts.queries), "mined line of query {} arrives after {} queries", index,
+            w.counts.queries);
   MinedQuery mined = parse_mined_query(line, /*with_keys=*/true, kMinedCandidatesFile, index + 1);
-  w.jsonl.write(line + "\n");
+  if (write) w.jsonl.write(line + "\n");
   ++w.counts.queries;
   bool any_positive = false;
   for (size_t r = 0; r < mined.candidates.size(); ++r) {
@@ -105,7 +243,8 @@ void MinedWriter::add(size_t index, const std::string& line) {
                  "passage {} of the index {} is not in {}: the index was built from another corpus (rebuild it with "
                  "`dgr index --data {}`)", c.pid, w.passages.index_dir, w.passages.corpus_path, w.passages.data_dir);
     const auto& passage = w.corpus.passages[it->second];
-    w.tsv.write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, tsv_field(mined.text),
+    if (write)
+      w.tsv.write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, tsv_field(mined.text),
                             tsv_field(passage.title), tsv_field(passage.text)));
     w.run.push_back({mined.qid, c.pid, static_cast<int>(r + 1), c.score, "dgr"});
     any_positive = any_positive || c.positive;
@@ -120,9 +259,11 @@ void MinedWriter::add(size_t index, const std::string& line) {
 
 void MinedWriter::commit(const std::string& provenance_json, int ranks, double seconds, double queries_per_second) {
   Impl& w = *impl_;
-  w.jsonl.commit();
-  w.tsv.commit();
-  const fs::path tmp(w.dir.tmp_dir());
+  w.jsonl.sync();
+  w.tsv.sync();
+  w.jsonl.close();
+  w.tsv.close();
+  const fs::path tmp(w.partial);
   write_trec_run((tmp / kMinedRunFile).string(), w.run);
   json manifest = json::parse(provenance_json);
   DGR_CHECK(manifest.is_object(), "MinedWriter::commit: the provenance is not a JSON object: {}", provenance_json);
@@ -143,7 +284,23 @@ void MinedWriter::commit(const std::string& provenance_json, int ranks, double s
     file.write(manifest.dump(2) + "\n");
     file.commit();
   }
-  w.dir.commit();
+  std::error_code ec;
+  fs::remove(tmp / kResumeFile, ec);
+  // OUT.partial -> OUT (an existing OUT moved aside first, removed after).
+  check_out_dir(w.out_dir, w.force);
+  const std::string old = w.out_dir + ".old." + std::to_string(::getpid());
+  const bool moved_old = fs::exists(w.out_dir, ec);
+  if (moved_old) {
+    fs::rename(w.out_dir, old, ec);
+    DGR_CHECK_AS(SystemError, !ec, "cannot move the old {} aside: {}", w.out_dir, ec.message());
+  }
+  fs::rename(w.partial, w.out_dir, ec);
+  if (ec) {
+    std::error_code ignored;
+    if (moved_old) fs::rename(old, w.out_dir, ignored);
+    throw SystemError(fmt::format("cannot rename {} to {}: {}", w.partial, w.out_dir, ec.message()));
+  }
+  if (moved_old) fs::remove_all(old, ec);
 }
 
 }  // namespace dgr::data

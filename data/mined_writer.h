@@ -2,6 +2,13 @@
 // order, and go to candidates.jsonl, candidates.tsv (with each passage's title and text, for outside rankers)
 // and the stage-1 run; commit() writes run.trec and manifest.json last and moves the directory into place,
 // so it appears complete or not at all. Also the labels mining gives each candidate (the split's qrels).
+//
+// Note [Resumable mining]: the files grow in OUT.partial/ (a fixed name, not a process id), and checkpoint()
+// records in OUT.partial/resume.json how many queries and bytes are durable (fsync'ed), with the run's
+// fingerprint (model, index, queries, qrels, settings). A later `dgr mine` with the same fingerprint truncates
+// the files to those sizes, re-reads the mined lines (counts and the run) and goes on with the next query: the
+// output is byte-identical to an uninterrupted run (tests/mine_resume_test.sh). Another fingerprint is refused
+// (remove OUT.partial or pass --force).
 #pragma once
 
 #include <cstdint>
@@ -45,16 +52,23 @@ struct MinedPassageSource {
 class MinedWriter {
  public:
   // Checks that `out_dir` may be written (absent, a mined directory, or `force`; else ConfigError saying what
-  // to do), reads the corpus and opens the files in a temporary directory beside `out_dir`.
+  // to do) and reads the corpus; nothing is written yet.
   MinedWriter(const std::string& out_dir, bool force, const MinedPassageSource& passages, int max_keys);
   ~MinedWriter();
   MinedWriter(const MinedWriter&) = delete;
   MinedWriter& operator=(const MinedWriter&) = delete;
 
-  // Adds the candidates.jsonl line of query `index` (0-based, in order): checked, written to the three
-  // outputs and counted. A candidate whose passage is not in the corpus is a DataError naming both.
+  // Opens OUT.partial for `fingerprint_json` (a JSON object): continues it when its resume.json has the same
+  // fingerprint, starts it afresh when there is none (or with `force`). Returns the number of queries already
+  // mined (0 when fresh). ConfigError naming the differing keys when OUT.partial belongs to another run.
+  size_t open(const std::string& fingerprint_json);
+  // Adds the candidates.jsonl line of query `index` (0-based, in order, after the resumed ones): checked,
+  // written to the outputs and counted. A candidate whose passage is not in the corpus is a DataError naming both.
   void add(size_t index, const std::string& line);
+  // Makes everything added so far durable and records it in resume.json (Note [Resumable mining]).
+  void checkpoint();
   const MinedCounts& counts() const;
+  const std::string& partial_dir() const;
 
   // Writes run.trec and manifest.json — `provenance_json` (a JSON object: split, inputs, model, index,
   // retrieval) plus format, version, counts (with `ranks`, `seconds`, `queries_per_second`) and every file's

@@ -33,6 +33,7 @@
 #include "data/trec.h"
 #include "trainer/exported_model.h"
 #include "trainer/retrieve_queries.h"
+#include "trainer/stop.h"
 
 namespace fs = std::filesystem;
 
@@ -220,19 +221,51 @@ int run_mine(const MineOptions& opts, const World& world) {
     data::label_candidates(mined, positives);
     return data::mined_query_json(mined);
   };
+  // Note [Resumable mining] (data/mined_writer.h): rank 0 continues OUT.partial when it holds this run.
+  const json fingerprint = [&] {
+    json f = mine_provenance(opts, queries_path, qrels_path, index_path, index_manifest, index.pids.size(), exported);
+    f["queries_sha256"] = files::sha256_file(queries_path);
+    f["qrels_sha256"] = files::sha256_file(qrels_path);
+    f["max_queries"] = opts.max_queries;
+    return f;
+  }();
+  auto control = comm::make_host_communicator(world);  // the rounds' gathers (comm/communicator.h)
+  std::string resumed_text = world.is_root() ? std::to_string(writer->open(fingerprint.dump())) : std::string();
+  control->broadcast_bytes(resumed_text, 0);
+  const size_t resumed = std::stoull(resumed_text);
   MineProgress progress{queries.size()};
   auto consume = [&](size_t q, std::string line) {
     writer->add(q, line);
     progress.update(writer->counts());
   };
   if (world.is_root()) {
-    log->info("mining {} {} queries (depth {}, views {}, beam {}) on {} ranks into {}", queries.size(), opts.split,
-              opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(), opts.out_dir);
+    if (resumed > 0) {
+      log->info("continuing {}: {} of {} queries were mined by an earlier run", writer->partial_dir(), resumed,
+                queries.size());
+    }
+    log->info("mining {} {} queries (depth {}, views {}, beam {}) on {} ranks into {}", queries.size() - resumed,
+              opts.split, opts.settings.top_k, fmt::join(opts.settings.views, ","), opts.settings.beam, world.size(),
+              opts.out_dir);
   }
   trainer::RetrievalSettings settings = opts.settings;
-  auto control = comm::make_host_communicator(world);  // the rounds' gathers (comm/communicator.h)
+  // After every round: rank 0 makes it durable, then the ranks vote on a stop signal (SIGUSR1/SIGTERM, as
+  // `dgr train` does at a step boundary; slurm/requeue.sh sends it).
+  trainer::StopVote vote(*control, {}, world);
+  int64_t round = 0;
+  trainer::RoundControl rounds{resumed, [&] {
+                                 if (world.is_root()) writer->checkpoint();
+                                 return vote.agree(++round);
+                               }};
   auto stats = trainer::retrieve_in_rounds(*exported.scorer, index, queries, settings, exported.limits, *control,
-                                           opts.round_size, encode, consume, opts.add_run.empty() ? nullptr : &added);
+                                           opts.round_size, encode, consume, opts.add_run.empty() ? nullptr : &added,
+                                           rounds);
+  if (stats.stopped) {
+    if (world.is_root()) {
+      log->warn("stopped on a signal after {} of {} queries; they are in {}: run the same command again to continue "
+                "(exit code 3)", writer->counts().queries, queries.size(), writer->partial_dir());
+    }
+    return 3;
+  }
   if (!world.is_root()) return 0;
   const data::MinedCounts counts = writer->counts();
   if (counts.without_candidates > 0) {

@@ -73,10 +73,10 @@ int main(int argc, char** argv) {
     return kExitConfigError;
   }
 
-  // Training catches the scheduler's stop signals from the start: a signal that arrives while MPI starts
-  // or the data loads is then honoured at the first step boundary instead of killing the process.
+  // Training and mining catch the scheduler's stop signals from the start: a signal that arrives while MPI
+  // starts or the data loads is then honoured at the first step (round) boundary instead of killing the process.
   const bool training = leaf->get_name() == "train";
-  if (training) signals::install_stop_handlers();
+  if (training || leaf->get_name() == "mine") signals::install_stop_handlers();
 
   std::unique_ptr<World> world;
   try {

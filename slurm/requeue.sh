@@ -14,7 +14,8 @@
 #      code 3 (a SIGTERM is not passed on as SIGTERM, because srun answers SIGTERM by killing the tasks);
 #   4. when the step exits with 3, runs `scontrol requeue $SLURM_JOB_ID`: the job returns to the queue
 #      under the same id, and when it starts again the same `dgr train` command resumes from the newest
-#      committed checkpoint in its --out directory (no flag needed). Any other exit code is passed on.
+#      committed checkpoint in its --out directory (no flag needed); the same `dgr mine` command continues
+#      OUT.partial from its last gathered round. Any other exit code is passed on.
 #      Not after a SIGTERM alone: that is `scancel JOBID`, a preemption or the time limit without --signal; the
 #      job must end (a preemption with PreemptMode=REQUEUE is requeued by Slurm itself); dgr still
 #      checkpoints if it can within KillWait (30 s by default), and resubmitting resumes from there.

@@ -9,7 +9,9 @@
 # Asserts: the job ran on n1 and n2, the stop step's checkpoint is committed, Slurm counts one restart, the
 # restart resumed from the stop step, and the final model.h5 has the same weights, bit for bit (h5diff), as
 # an uninterrupted `mpiexec -n 2` run with the same arguments. Then a plain `scancel` of a second job
-# (SIGTERM, as a user's cancel): dgr still checkpoints, and the job is cancelled, not requeued.
+# (SIGTERM, as a user's cancel): dgr still checkpoints, and the job is cancelled, not requeued. Then `dgr mine`
+# through the same template (`TEMPLATE mine ARGS`): USR1 mid-run, the mining stops after a round (exit 3), the
+# job requeues, the same command continues OUT.partial, and the mined files equal an uninterrupted mining.
 # DGR_LAUNCHER=mpirun in the environment runs the same checks with Open MPI's mpirun inside the allocation.
 # Needs root, apt (installs slurmd, slurmctld, slurm-client, munge when missing) and network namespaces;
 # exits 77 (skipped) without them. Stops only the daemons it started and removes only what it created.
@@ -118,6 +120,18 @@ start=$SECONDS
 total_steps=$(ls "$work/reference/checkpoints" | grep -E '^step-[0-9]+$' | tail -1 | sed 's/^step-0*//')
 [[ -n $total_steps ]] || fail "the reference run left no checkpoint"
 echo "reference run: $total_steps steps in $((SECONDS - start)) s (mpiexec -n 2, no Slurm)"
+# The mining job's reference: the tiny set (214 training queries, enough rounds to stop in the middle), a
+# model of the test preset, mined uninterrupted with the same arguments the job gets.
+tiny=$(cd "$(dirname "$0")/../datasets/debian-tiny" && pwd)
+"$dgr" index --data "$tiny" --out "$work/tiny-index" --vocab-size 500 --threads 1 > "$work/tiny-index.log" 2>&1 ||
+  { cat "$work/tiny-index.log"; fail "dgr index (tiny) failed"; }
+"$dgr" train --stage generate --data "$tiny" --index "$work/tiny-index" --out "$work/tiny-model" --preset test \
+  --epochs 1 --batch 32 --threads 1 --views title,body --eval-every 0 --eval-views title --eval-max-queries 2 \
+  > "$work/tiny-model.log" 2>&1 || { cat "$work/tiny-model.log"; fail "the tiny model for mining failed"; }
+mine_args=(--data "$tiny" --index "$work/tiny-index" --model "$work/tiny-model/model.h5" --split train --depth 20
+           --max-keys 6 --views title,body --beam 8 --round-size 1)
+"${mpiexec[@]}" -n 2 "$dgr" mine "${mine_args[@]}" --threads 1 --out "$work/mine-reference" > "$work/mine-reference.log" 2>&1 ||
+  { cat "$work/mine-reference.log"; fail "the uninterrupted reference mining failed"; }
 
 # ---- the cluster: munge, slurmctld on a bridge, one slurmd per network + UTS namespace ----
 subnet=""
@@ -300,4 +314,36 @@ cancel_step=$(grep -o 'stopped by a signal at step [0-9]*' "$work/job2.out" | he
 [[ -n $cancel_step ]] || fail "job $job2: dgr did not checkpoint and stop on SIGTERM"
 [[ -f $out2/checkpoints/$(printf 'step-%08d' "$cancel_step")/COMMITTED ]] || fail "job $job2: no committed checkpoint at step $cancel_step"
 echo "job $job2: scancel -> checkpoint at step $cancel_step, CANCELLED, not requeued"
+
+# ---- job 3: `dgr mine` through the same template, USR1 mid-run, requeued, continued ----
+out3=$work/slurm-mine
+job3=$(PATH="$work/prefix/bin:$PATH" DGR_LOG_DIR=none \
+  sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --time=10 --output="$work/job3.out" \
+         "$template" mine "${mine_args[@]}" --out "$out3")
+echo "submitted job $job3 (dgr mine)"
+mined_so_far() { python3 -c "import json; print(json.load(open('$out3.partial/resume.json'))['queries'])" 2>/dev/null || echo 0; }
+while ((SECONDS < deadline)) && (($(mined_so_far) < 4)); do
+  ! ended "$(field "$job3" JobState)" || fail "job $job3 ended ($(field "$job3" JobState)) before it was signalled"
+  sleep 0.2
+done
+scancel --batch --signal=USR1 "$job3" || fail "scancel --batch --signal=USR1 $job3 failed"
+state=""
+while ((SECONDS < deadline)); do
+  state=$(field "$job3" JobState)
+  ended "$state" && break
+  sleep 1
+done
+echo "---- job output ($work/job3.out)"
+grep -v 'mined [0-9]*/' "$work/job3.out"
+echo "----"
+final=$(scontrol show job "$job3")
+grep -q 'JobState=COMPLETED' <<<"$final" || fail "job $job3 ended $(grep -o 'JobState=[A-Z_]*' <<<"$final")"
+grep -q 'Restarts=1\b' <<<"$final" || fail "job $job3: Slurm counts $(grep -o 'Restarts=[0-9]*' <<<"$final"), expected 1"
+grep -q 'stopped on a signal after [0-9]* of 214 queries' "$work/job3.out" || fail "job $job3: dgr mine did not stop mid-run"
+grep -q 'continuing .*partial: [0-9]* of 214 queries' "$work/job3.out" || fail "job $job3: the restart did not continue"
+for f in candidates.jsonl candidates.tsv run.trec; do
+  cmp "$work/mine-reference/$f" "$out3/$f" || fail "job $job3: $f differs from the uninterrupted mining"
+done
+echo "job $job3: dgr mine stopped at $(grep -o 'after [0-9]* of 214' "$work/job3.out" | head -1), requeued, continued;" \
+     "candidates.jsonl, candidates.tsv and run.trec equal the uninterrupted mining"
 echo "ok ($SECONDS s)"

@@ -156,11 +156,36 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
   return run;
 }
 
+namespace {
+
+// Rank 0: the gathered records of queries [begin, end), each [8-byte query index][8-byte length][bytes], to
+// `consume` in query order.
+void consume_round(const std::vector<std::string>& all, size_t begin, size_t end, const ConsumeRetrieved& consume) {
+  std::vector<std::pair<uint64_t, std::string>> results;  // [result of the round] (query, bytes)
+  for (const std::string& theirs : all) {
+    for (size_t at = 0; at < theirs.size();) {
+      const auto query = read_field<uint64_t>(theirs, at, "query index");
+      const auto length = read_field<uint64_t>(theirs, at, "record length");
+      DGR_CHECK(at + length <= theirs.size(), "retrieval round: record of query {} overruns the buffer", query);
+      results.emplace_back(query, theirs.substr(at, length));
+      at += length;
+    }
+  }
+  std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  DGR_CHECK(results.size() == end - begin, "retrieval round [{}, {}): {} results gathered", begin, end, results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    DGR_CHECK(results[i].first == begin + i, "retrieval round [{}, {}): query {} is missing", begin, end, begin + i);
+    consume(results[i].first, std::move(results[i].second));
+  }
+}
+
+}  // namespace
+
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
                                   int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume,
-                                  const std::vector<std::vector<int32_t>>* also_docs) {
+                                  const std::vector<std::vector<int32_t>>* also_docs, const RoundControl& rounds) {
   DGR_CHECK(also_docs == nullptr || also_docs->size() == queries.size(), "also_docs: {} lists for {} queries",
             also_docs == nullptr ? 0 : also_docs->size(), queries.size());
   DGR_CHECK_AS(ConfigError, queries_per_rank > 0, "queries per rank and round must be positive, got {}", queries_per_rank);
@@ -170,7 +195,9 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
   const bool is_root = control.rank() == 0;
   const size_t round_size = static_cast<size_t>(queries_per_rank) * ranks;
   // Every rank runs the same number of rounds (the gathers are collective), some with no query of its own.
-  for (size_t begin = 0; begin < queries.size(); begin += round_size) {
+  RetrievalStats stats;
+  DGR_CHECK(rounds.first_query <= queries.size(), "retrieval resumes at query {} of {}", rounds.first_query, queries.size());
+  for (size_t begin = rounds.first_query; begin < queries.size() && !stats.stopped; begin += round_size) {
     const size_t end = std::min(queries.size(), begin + round_size);
     // This rank's results of the round, each as [8-byte query index][8-byte length][bytes].
     std::string blob;
@@ -184,26 +211,10 @@ RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retriev
       blob += bytes;
     }
     std::vector<std::string> all = control.gather_bytes(blob, 0);  // [rank] on rank 0
-    if (!is_root) continue;
-    std::vector<std::pair<uint64_t, std::string>> results;  // [result of the round] (query, bytes)
-    for (const std::string& theirs : all) {
-      for (size_t at = 0; at < theirs.size();) {
-        const auto query = read_field<uint64_t>(theirs, at, "query index");
-        const auto length = read_field<uint64_t>(theirs, at, "record length");
-        DGR_CHECK(at + length <= theirs.size(), "retrieval round: record of query {} overruns the buffer", query);
-        results.emplace_back(query, theirs.substr(at, length));
-        at += length;
-      }
-    }
-    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    DGR_CHECK(results.size() == end - begin, "retrieval round [{}, {}): {} results gathered", begin, end, results.size());
-    for (size_t i = 0; i < results.size(); ++i) {
-      DGR_CHECK(results[i].first == begin + i, "retrieval round [{}, {}): query {} is missing", begin, end, begin + i);
-      consume(results[i].first, std::move(results[i].second));
-    }
+    stats.queries += end - begin;
+    if (is_root) consume_round(all, begin, end, consume);
+    if (rounds.after_round) stats.stopped = rounds.after_round();
   }
-  RetrievalStats stats;
-  stats.queries = queries.size();
   stats.seconds = slowest_seconds(control, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return stats;
 }

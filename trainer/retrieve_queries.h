@@ -39,7 +39,8 @@ void check_searched_views_trained(const RetrievalSettings& settings, const std::
                                   const std::string& model);
 
 struct RetrievalStats {
-  size_t queries = 0;       // over all ranks
+  size_t queries = 0;       // over all ranks (retrieve_in_rounds: retrieved by this run, after the resumed ones)
+  bool stopped = false;     // retrieve_in_rounds: RoundControl::after_round asked to stop
   double seconds = 0;       // wall time of the slowest rank
   double queries_per_second() const { return seconds > 0 ? static_cast<double>(queries) / seconds : 0; }
 };
@@ -64,10 +65,18 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
 using EncodeRetrieved = std::function<std::string(size_t query, const std::vector<int32_t>& query_tokens,
                                                   const std::vector<retrieval::RetrievedPassage>& passages)>;
 using ConsumeRetrieved = std::function<void(size_t query, std::string bytes)>;
+// Resuming and stopping (Note [Resumable mining] in data/mined_writer.h): rounds start at `first_query` (the
+// queries before it were done by an earlier run), and `after_round`, when set, is called on every rank after
+// each round has been consumed (a collective: it may vote); true ends the retrieval there (stats.stopped).
+struct RoundControl {
+  size_t first_query = 0;
+  std::function<bool()> after_round;
+};
 RetrievalStats retrieve_in_rounds(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                   const std::vector<data::Query>& queries, const RetrievalSettings& settings,
                                   const retrieval::ViewLimits& limits, comm::Communicator& control,
                                   int queries_per_rank, const EncodeRetrieved& encode, const ConsumeRetrieved& consume,
-                                  const std::vector<std::vector<int32_t>>* also_docs = nullptr);
+                                  const std::vector<std::vector<int32_t>>* also_docs = nullptr,
+                                  const RoundControl& rounds = {});
 
 }  // namespace dgr::trainer
