@@ -47,7 +47,13 @@ void add_checkpoint_flags(CLI::App& app, trainer::CheckpointOptions& o) {
   app.add_option("--save-every", o.save_every, "Steps between checkpoints (0 = once per epoch)")->check(at_least(0));
   app.add_option("--keep-last", o.keep_last, "Committed checkpoints to keep (0 = all)")->check(at_least(0));
   app.add_flag("!--sync-save", o.async_save, "Write checkpoints in the training thread (default: in the background)");
-  app.add_flag("!--no-resume", o.resume, "Start from scratch even when OUT/checkpoints has a committed step (the previous run's checkpoints and train.jsonl are moved aside as *.replaced-TIME)");
+  app.add_option("--resume", o.resume_from, "auto: continue from the newest committed step in OUT/checkpoints (or start); "
+                 "never: start, refusing an OUT that holds a run unless --force; PATH: continue from this committed "
+                 "step directory (e.g. OUT/checkpoints/step-00000500; later steps of OUT are moved aside)");
+  app.add_flag("--force", o.force, "With --resume never or PATH: move the run already in OUT aside (checkpoints, "
+               "train.jsonl as *.replaced-TIME) instead of refusing");
+  app.add_flag("!--no-resume", o.resume, "Start from scratch even when OUT/checkpoints has a committed step (= --resume "
+               "never --force: the previous run's checkpoints and train.jsonl are moved aside as *.replaced-TIME)");
 }
 
 void add_comm_flags(CLI::App& app, trainer::CommOptions& o) {

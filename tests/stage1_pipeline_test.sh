@@ -107,6 +107,27 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   compgen -G "$work/again/train.jsonl.replaced-*" > /dev/null || fail "the old train.jsonl was not kept aside"
   [[ $(grep -c '"event":"train"' "$work/again/train.jsonl") -le 2 ]] || fail "the new train.jsonl continues the old one"
   grep -q "no-resume: the previous run's" "$work/again.log" || fail "--no-resume did not say where the old run went"
+  # --resume never refuses an OUT holding a run (exit 2) and, with --force, moves it aside.
+  if "${again[@]}" --resume never > "$work/never.log" 2>&1; then fail "--resume never continued or replaced a run"; fi
+  grep -q "already holds a run" "$work/never.log" || { cat "$work/never.log"; fail "--resume never: no clear refusal"; }
+  "${again[@]}" --resume never --force > "$work/never-force.log" 2>&1 || { cat "$work/never-force.log"; fail "--resume never --force"; }
+  [[ $(ls -d "$work"/again/checkpoints.replaced-* | wc -l) -ge 2 ]] || fail "--resume never --force did not move the run aside"
+  # --resume PATH: from step 1 of a run that went on to step 3; the later steps are moved aside and the run
+  # ends with the weights of the uninterrupted one; another run's step starts a new OUT, but not an occupied one.
+  "${short[@]}" --out "$work/steps" --save-every 1 --keep-last 0 > "$work/steps.log" 2>&1 || fail "--save-every 1 run"
+  cp "$work/steps/model.h5" "$work/steps-uninterrupted.h5"
+  "${short[@]}" --out "$work/steps" --save-every 1 --keep-last 0 --resume "$work/steps/checkpoints/step-00000001" \
+      > "$work/from1.log" 2>&1 || { cat "$work/from1.log"; fail "--resume PATH"; }
+  grep -q "resumed from .*step-00000001 (step 1" "$work/from1.log" || fail "--resume PATH did not resume from step 1"
+  compgen -G "$work/steps/checkpoints.replaced-*/step-00000003/COMMITTED" > /dev/null || fail "--resume PATH kept later steps"
+  h5diff "$work/steps-uninterrupted.h5" "$work/steps/model.h5" /weights /weights || fail "--resume PATH: other weights"
+  "${short[@]}" --out "$work/warm" --resume "$work/steps/checkpoints/step-00000002" > "$work/warm.log" 2>&1 ||
+    { cat "$work/warm.log"; fail "--resume from another run's step"; }
+  if "${short[@]}" --out "$work/cpu" --resume "$work/steps/checkpoints/step-00000002" > "$work/occupied.log" 2>&1; then
+    fail "--resume PATH into an OUT holding another run was accepted"
+  fi
+  grep -q "already holds another run" "$work/occupied.log" || { cat "$work/occupied.log"; fail "--resume PATH: no refusal"; }
+  echo "resume modes: never refuses (and --force moves aside), PATH resumes that step, later steps set aside"
   grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
   h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
   strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s|time)":[^,}]*//g' "$1"; }

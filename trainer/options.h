@@ -52,7 +52,12 @@ struct CheckpointOptions {
   int64_t save_every = 0;  // steps between checkpoints (0 = once per epoch)
   int keep_last = 3;
   bool async_save = true;
-  bool resume = true;  // continue from the newest committed checkpoint in OUT
+  bool resume = true;  // continue from the newest committed checkpoint in OUT (--no-resume = --resume never --force)
+  // --resume: "auto" (the newest committed step of OUT, or a fresh start), "never" (refuse an OUT that holds a
+  // run unless `force`), or the path of a committed step directory to continue from (Note [Resume modes] in
+  // trainer.cpp).
+  std::string resume_from = "auto";
+  bool force = false;  // with --resume never or PATH: move a previous run in OUT aside instead of refusing
 };
 
 // The gradient allreduce (comm/, trainer/gradient_reducer.h).

@@ -315,11 +315,18 @@ std::vector<std::string> check_resume_config(const std::string& saved_json, cons
 
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size, const ExtraTensors& extras, const std::string& config_json) {
+                              int world_size, const ExtraTensors& extras, const std::string& config_json,
+                              const std::string& from_step_dir) {
   TrainProgress progress;
   progress.seed = seed;
   if (resume) {
-    if (auto loaded = store.load_latest()) {
+    std::optional<checkpoints::LoadedCheckpoint> loaded;
+    if (from_step_dir.empty()) {
+      loaded = store.load_latest();
+    } else {
+      loaded = checkpoints::load_step(from_step_dir, rank, world_size, /*model_only_on_other_world_size=*/true);
+    }
+    if (loaded) {
       if (!config_json.empty()) {
         const auto changed = check_resume_config(loaded->config_json, config_json, loaded->dir);
         if (rank == 0 && !changed.empty())

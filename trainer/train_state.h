@@ -63,9 +63,11 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 // and sampler (rank 0 logs where from) and returns its progress; otherwise, or when there is none, seeds
 // this rank's generators and returns step 0 of run `seed`. With `config_json` (this run's effective config),
 // the checkpoint's is compared first (check_resume_config).
+// With `from_step_dir` (a committed step directory), that step is restored instead of the store's newest.
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
-                              int world_size, const ExtraTensors& extras = {}, const std::string& config_json = "");
+                              int world_size, const ExtraTensors& extras = {}, const std::string& config_json = "",
+                              const std::string& from_step_dir = "");
 
 // A resume must continue the same run: the model, the tokenizer and index, the stage, the training data
 // (train_split / prepared data set, views, loss), the global batch and the seed must equal the checkpoint's

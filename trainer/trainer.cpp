@@ -171,6 +171,8 @@ struct Trainer::State {
   void plan_steps();
   void write_config();
   void set_aside_previous_run();
+  void set_aside_steps_after(int64_t step);
+  std::string resume_mode();  // "" (auto), "never", or the step directory to resume from
   void open_checkpoints();
   double step(const sharding::EpochSampler::Step& batch, double lr, Window& window);
   void evaluate(const std::string& when, Progress& meter);
@@ -231,8 +233,72 @@ void Trainer::State::set_aside_previous_run() {
   control->barrier();
 }
 
+// Note [Resume modes]: what `dgr train --resume` does with OUT (the issue of Why 5: a resume must never pick
+// another run's step).
+//  - auto (default): continue from the newest committed step of OUT/checkpoints, or start when there is none.
+//  - never: start; an OUT that already holds a run (a committed step or train.jsonl) is refused, unless
+//    --force moves it aside (set_aside_previous_run). --no-resume is `never` with --force.
+//  - PATH, a committed step directory: continue from it. Inside OUT/checkpoints, the steps after it are moved
+//    aside (so pruning and a later `auto` cannot return to them); elsewhere (another run's step), OUT must hold
+//    no run, or --force moves it aside. The configs are compared as for `auto` (check_resume_config).
+std::string Trainer::State::resume_mode() {
+  const CheckpointOptions& c = options.checkpoint;
+  const fs::path out(options.out_dir), checkpoints_dir = out / "checkpoints";
+  // Rank 0 looks (the others may see OUT only after rank 0 has moved things aside) and tells them.
+  std::string seen = world.is_root() && (!checkpoints::committed_steps(checkpoints_dir.string()).empty() ||
+                                         fs::exists(out / "train.jsonl")) ? "1" : "0";
+  control->broadcast_bytes(seen, 0);
+  const bool has_run = seen == "1";
+  if (!c.resume || c.resume_from == "never") {
+    DGR_CHECK_AS(ConfigError, !has_run || c.force || !c.resume,
+                 "{} already holds a run (committed checkpoints or train.jsonl), which --resume never does not touch: "
+                 "pass --force to move it aside and start over, --resume auto to continue it, or choose another --out",
+                 options.out_dir);
+    if (has_run) set_aside_previous_run();
+    return "never";
+  }
+  if (c.resume_from == "auto") return "";
+  const fs::path step = fs::weakly_canonical(c.resume_from);
+  DGR_CHECK_AS(ConfigError, fs::exists(step / "COMMITTED"), "--resume {}: not a committed step directory (one of "
+               "OUT/checkpoints/step-N with a COMMITTED marker); use auto, never, or such a directory", c.resume_from);
+  std::error_code ec;
+  const bool inside = fs::exists(checkpoints_dir) &&
+                      fs::equivalent(step.parent_path(), fs::weakly_canonical(checkpoints_dir), ec);
+  if (inside) {
+    const std::string name = step.filename().string();
+    const int64_t from = std::stoll(name.substr(name.find('-') + 1));
+    set_aside_steps_after(from);
+  } else if (has_run) {
+    DGR_CHECK_AS(ConfigError, c.force, "--resume {}: {} already holds another run; pass --force to move it aside, or "
+                 "choose another --out", c.resume_from, options.out_dir);
+    set_aside_previous_run();
+  }
+  return step.string();
+}
+
+// Rank 0: moves OUT/checkpoints/step-N for N > `step` into OUT/checkpoints.replaced-TIME/ (nothing deleted).
+void Trainer::State::set_aside_steps_after(int64_t step) {
+  if (world.is_root()) {
+    const fs::path dir = fs::path(options.out_dir) / "checkpoints";
+    const std::time_t now = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+    const fs::path aside = fs::path(dir.string() + ".replaced-" + stamp);
+    for (const int64_t later : checkpoints::committed_steps(dir.string())) {
+      if (later <= step) continue;
+      std::error_code ec;
+      fs::create_directories(aside, ec);
+      fs::rename(dir / checkpoints::step_dir_name(later), aside / checkpoints::step_dir_name(later), ec);
+      DGR_CHECK_AS(CheckpointError, !ec, "--resume: cannot move {} aside to {} ({}): move it yourself",
+                   (dir / checkpoints::step_dir_name(later)).string(), aside.string(), ec.message());
+      log->warn("--resume from step {}: the later step {} is now in {}", step, later, aside.string());
+    }
+  }
+  control->barrier();
+}
+
 void Trainer::State::open_checkpoints() {
-  if (!options.checkpoint.resume) set_aside_previous_run();
+  const std::string from_step_dir = resume_mode();
   checkpoints::StoreOptions store_options;
   store_options.dir = (fs::path(options.out_dir) / "checkpoints").string();
   store_options.keep_last = options.checkpoint.keep_last;
@@ -242,8 +308,8 @@ void Trainer::State::open_checkpoints() {
     average = std::make_unique<WeightAverage>(named_parameters(*model), options.ema_decay);
     extras = average->named_averages();
   }
-  progress = resume_or_start(*store, options.checkpoint.resume, options.seed, *model, optimizer, sampler, world.rank(),
-                             world.size(), extras, config_json);
+  progress = resume_or_start(*store, from_step_dir != "never", options.seed, *model, optimizer, sampler, world.rank(),
+                             world.size(), extras, config_json, from_step_dir == "never" ? "" : from_step_dir);
 }
 
 // With --ema-decay the average is what is evaluated (Note [Weight averaging]): swapped in and out around it.
