@@ -17,7 +17,9 @@
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "launcher/config.h"
 #include "launcher/startup.h"
+#include "launcher/version.h"
 #include "retrieval/bm25.h"
 #include "retrieval/index_dir.h"
 #include "retrieval/metrics.h"
@@ -242,7 +244,10 @@ void add_train_command(CLI::App& app, CommandTable& table) {
       ->check(more_than(0));
   train->add_option("--gen-views", d.gen_views, "distill: generation targets from the top positive: title, body")
       ->delimiter(',');
-  table[train] = [t](const World& world) { return run_train(*t, world); };
+  table[train] = [t, train](const World& world) {
+    t->stage1.train.record = {command_line(), resolved_config_toml(*train), version_line()};
+    return run_train(*t, world);
+  };
 }
 
 void add_retrieve_command(CLI::App& app, CommandTable& table) {

@@ -1,6 +1,8 @@
 // TOML config file -> CLI11 options (see Note [Config keys] in config.h).
 #include "launcher/config.h"
 
+#include <cstdlib>
+
 #include <toml++/toml.h>
 
 #include <sstream>
@@ -122,6 +124,63 @@ void show_flag_defaults(CLI::App& app) {
     }
   }
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) show_flag_defaults(*sub);
+}
+
+namespace {
+
+// A TOML value for one of CLI11's strings: numbers and booleans bare, anything else a quoted string.
+std::string toml_value(const std::string& v) {
+  if (v == "true" || v == "false") return v;
+  char* end = nullptr;
+  std::strtod(v.c_str(), &end);
+  if (!v.empty() && end == v.c_str() + v.size() && v.find_first_not_of("0123456789+-.eE") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string resolved_config_toml(const CLI::App& leaf) {
+  std::string table;
+  for (const CLI::App* a = &leaf; a != nullptr && a->get_parent() != nullptr; a = a->get_parent())
+    table = table.empty() ? a->get_name() : a->get_name() + "." + table;
+  std::string out = "# The options of `dgr " + table + "` as this run took them: what the command line and the config file\n"
+                    "# gave, as keys; the defaults it ran with, as comments (OUT/config.json has every effective\n"
+                    "# value). Run it again with: dgr --config THIS_FILE " + table + "\n[" + table + "]\n";
+  std::string defaults;
+  for (const CLI::Option* opt : leaf.get_options()) {
+    const std::string name = opt->get_single_name();
+    if (name.empty() || name == "help" || name == "help-all" || opt->get_lnames().empty()) continue;
+    if (opt->count() == 0) {
+      if (opt->get_expected_max() != 0 && !opt->get_default_str().empty())
+        defaults += "# " + name + " = " + opt->get_default_str() + "\n";
+      continue;
+    }
+    if (opt->get_expected_max() == 0) {  // a flag
+      out += name + " = true\n";
+      continue;
+    }
+    const std::vector<std::string>& values = opt->results();
+    const bool vector = opt->get_expected_max() > 1 || opt->get_items_expected_max() > 1 || values.size() > 1;
+    out += name + " = ";
+    if (vector) {
+      out += "[";
+      for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + toml_value(values[i]);
+      out += "]";
+    } else {
+      out += toml_value(values.empty() ? std::string() : values[0]);
+    }
+    out += "\n";
+  }
+  return out + "# defaults:\n" + defaults;
 }
 
 void apply_config_file(CLI::App& app, const std::string& path) {

@@ -27,4 +27,9 @@ void show_flag_defaults(CLI::App& app);
 // ConfigError listing every problem: syntax errors, unknown keys or tables, values of the wrong type.
 void apply_config_file(CLI::App& app, const std::string& path);
 
+// The resolved values of every option of subcommand `leaf` (given, from the config file, or defaults) as a
+// TOML file that `dgr --config FILE SUBCOMMAND` reads back to the same values (Note [Config keys]): one table
+// for the subcommand, flags given as `name = true`. Run-dir records (OUT/attempts/attempt-N.toml).
+std::string resolved_config_toml(const CLI::App& leaf);
+
 }  // namespace dgr::launcher

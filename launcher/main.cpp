@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   const bool training = leaf->get_name() == "train";
   if (training || leaf->get_name() == "mine") signals::install_stop_handlers();
 
+  launcher::remember_command_line(argc, argv);
   std::unique_ptr<World> world;
   try {
     world = std::make_unique<World>(&argc, &argv);

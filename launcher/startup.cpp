@@ -64,4 +64,29 @@ int threads_per_rank(int requested, const World& world) {
   return std::max(1, cores / std::max(1, world.local_size()));
 }
 
+namespace {
+std::string& command_line_text() {
+  static std::string text;
+  return text;
+}
+}  // namespace
+
+void remember_command_line(int argc, char** argv) {
+  std::string& out = command_line_text();
+  out.clear();
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789-_./=:,+@%") == std::string::npos;
+    if (!plain) {
+      std::string quoted = "'";
+      for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      arg = quoted + "'";
+    }
+    out += (i ? " " : "") + arg;
+  }
+}
+
+const std::string& command_line() { return command_line_text(); }
+
 }  // namespace dgr::launcher

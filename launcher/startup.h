@@ -22,4 +22,9 @@ std::map<std::string, std::string> launch_environment();
 // Intra-op threads for this rank: `requested` when > 0, else cores of the node / ranks on the node (>= 1).
 int threads_per_rank(int requested, const World& world);
 
+// The command line as typed (argv, each argument shell-quoted where needed), kept by main() before MPI
+// start-up for the run directory's records.
+void remember_command_line(int argc, char** argv);
+const std::string& command_line();
+
 }  // namespace dgr::launcher

@@ -17,11 +17,12 @@
 #ifndef DGR_VERSION
 #define DGR_VERSION "unknown"
 #endif
+#include "git_commit.h"  // DGR_GIT_COMMIT, written at build time by cmake/git_commit.cmake
 
 namespace dgr::launcher {
 
 std::string version_report() {
-  std::string out = fmt::format("dgr {}\n", DGR_VERSION);
+  std::string out = fmt::format("dgr {} (git {})\n", DGR_VERSION, DGR_GIT_COMMIT);
   out += fmt::format("LibTorch {}\n", TORCH_VERSION);
   char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int length = 0;

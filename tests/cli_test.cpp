@@ -96,7 +96,7 @@ TEST(Cli, EverySubcommandHelpListsOptionsWithDefaults) {
 TEST(Cli, VersionNamesEveryLibrary) {
   Result r = run_dgr("--version");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  for (const char* s : {"dgr ", "LibTorch ", "MPI ", "HDF5 1.", "NCCL ", "BLAS"}) {
+  for (const char* s : {"dgr ", "(git ", "LibTorch ", "MPI ", "HDF5 1.", "NCCL ", "BLAS"}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s << " missing from:\n" << r.out;
   }
 }

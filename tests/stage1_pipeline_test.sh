@@ -128,6 +128,24 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   fi
   grep -q "already holds another run" "$work/occupied.log" || { cat "$work/occupied.log"; fail "--resume PATH: no refusal"; }
   echo "resume modes: never refuses (and --force moves aside), PATH resumes that step, later steps set aside"
+  # The run directory's records: one attempt file per start, the resolved options re-feedable to --config.
+  python3 - "$work/steps" <<'PY' || fail "attempt records"
+import json, sys
+out = sys.argv[1]
+a1, a2 = (json.load(open(f"{out}/attempts/attempt-{n}.json")) for n in (1, 2))
+assert a1["attempt"] == 1 and not a1["resumed"] and a2["attempt"] == 2 and a2["resumed"] and a2["start_step"] == 1, (a1, a2)
+for a in (a1, a2):
+    assert " train " in a["command_line"] and "(git " in a["versions"] and a["world_size"] == 1 and a["time"].endswith("Z"), a
+events = [json.loads(l) for l in open(f"{out}/train.jsonl")]
+starts = [e for e in events if e["event"] == "start"]
+assert [e["attempt"] for e in starts] == [1, 2], starts
+assert all("attempt" in e and "time" in e for e in events), "a train.jsonl line without attempt or time"
+assert events[-1]["attempt"] == 2, events[-1]
+PY
+  "$dgr" --config "$work/default/attempts/attempt-1.toml" train --out "$work/refed" > "$work/refed.log" 2>&1 ||
+    { cat "$work/refed.log"; fail "--config OUT/attempts/attempt-1.toml"; }
+  h5diff "$work/default/model.h5" "$work/refed/model.h5" /weights /weights || fail "the re-fed attempt config trains another model"
+  echo "run directory: attempt records per start, train.jsonl lines numbered, attempt-1.toml re-runs the run"
   grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
   h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
   strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s|time)":[^,}]*//g' "$1"; }

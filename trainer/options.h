@@ -84,7 +84,16 @@ struct DeviceOptions {
 };
 
 // What every training stage takes (trainer/trainer.h).
+// What the launcher knows of an attempt and the run directory records (OUT/attempts/attempt-N.json, .toml;
+// Note [Run directory] in trainer.cpp): filled by `dgr train`, empty in tests.
+struct RunRecord {
+  std::string command_line;   // argv as typed, shell-quoted
+  std::string resolved_toml;  // every option's value, re-feedable to --config
+  std::string versions;       // dgr, git commit, libraries (launcher/version.h)
+};
+
 struct TrainOptions {
+  RunRecord record;
   std::string data_dir = "data/debian-tiny";  // corpus.tsv, queries/qrels.{train,dev,test}.tsv
   std::string index_dir;                      // from `dgr index` ("" = DATA/index)
   std::string out_dir = "runs/stage1";        // OUT/checkpoints/step-*, OUT/model.h5, OUT/train.jsonl

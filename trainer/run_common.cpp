@@ -71,7 +71,7 @@ void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& 
               point.epoch, retrieval::format_metrics(evaluation), stats.queries_per_second());
     nlohmann::json line = {{"event", "eval"}, {"split", set.split}, {"step", point.step}, {"epoch", point.epoch},
                            {"time", utc_time_now()}, {"elapsed_s", point.elapsed_s}, {"queries_per_s", stats.queries_per_second()},
-                           {"metrics", evaluation.mean}};
+                           {"metrics", evaluation.mean}, {"attempt", point.attempt}};
     jsonl << line.dump() << "\n" << std::flush;
   }
 }

@@ -48,6 +48,7 @@ struct EvalPoint {
   int64_t step = 0;
   double epoch = 0;
   double elapsed_s = 0;
+  int64_t attempt = 0;  // the run's attempt (Note [Run directory] in trainer.cpp)
 };
 // Collective over `control` (a host communicator): retrieves every set's queries with `scorer` (sharded over
 // the ranks); rank 0 logs the metrics and appends one `eval` event per set to `jsonl` (ignored elsewhere).

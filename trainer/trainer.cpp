@@ -9,6 +9,7 @@
 
 #include "checkpoints/store.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "trainer/adamw.h"
@@ -173,6 +174,8 @@ struct Trainer::State {
   void set_aside_previous_run();
   void set_aside_steps_after(int64_t step);
   std::string resume_mode();  // "" (auto), "never", or the step directory to resume from
+  void record_attempt();
+  int64_t attempt = 0;  // rank 0: this start's number in OUT/attempts
   void open_checkpoints();
   double step(const sharding::EpochSampler::Step& batch, double lr, Window& window);
   void evaluate(const std::string& when, Progress& meter);
@@ -297,6 +300,37 @@ void Trainer::State::set_aside_steps_after(int64_t step) {
   control->barrier();
 }
 
+// Note [Run directory]: rank 0 numbers each start of `dgr train` with the same OUT (an attempt: the first run,
+// every resume, every requeue) and writes OUT/attempts/attempt-N.json (UTC start time, command line, working
+// directory, host, world size, Slurm job and restart count, the step it starts from, dgr's version, git commit
+// and libraries) and OUT/attempts/attempt-N.toml (every option's resolved value: `dgr --config
+// OUT/attempts/attempt-N.toml train` runs it again); every train.jsonl line carries "attempt": N.
+void Trainer::State::record_attempt() {
+  if (!world.is_root()) return;
+  const fs::path dir = fs::path(options.out_dir) / "attempts";
+  fs::create_directories(dir);
+  int64_t n = 1;
+  while (fs::exists(dir / ("attempt-" + std::to_string(n) + ".json"))) ++n;
+  attempt = n;
+  auto env = [](const char* name) { const char* v = std::getenv(name); return std::string(v ? v : ""); };
+  std::error_code ec;
+  const nlohmann::ordered_json record = {
+      {"attempt", n}, {"time", utc_time_now()}, {"command_line", options.record.command_line},
+      {"cwd", fs::current_path(ec).string()}, {"host", world.host()}, {"world_size", world.size()},
+      {"slurm_job_id", env("SLURM_JOB_ID")}, {"slurm_restart_count", env("SLURM_RESTART_COUNT")},
+      {"stage", stage.name}, {"start_step", progress.step}, {"resumed", progress.step > 0},
+      {"versions", options.record.versions}};
+  const std::string stem = (dir / ("attempt-" + std::to_string(n))).string();
+  files::AtomicFile json_file(stem + ".json");
+  json_file.write(record.dump(2) + "\n");
+  json_file.commit();
+  if (!options.record.resolved_toml.empty()) {
+    files::AtomicFile toml_file(stem + ".toml");
+    toml_file.write(options.record.resolved_toml);
+    toml_file.commit();
+  }
+}
+
 void Trainer::State::open_checkpoints() {
   const std::string from_step_dir = resume_mode();
   checkpoints::StoreOptions store_options;
@@ -323,7 +357,7 @@ void Trainer::State::evaluate(const std::string& when, Progress& meter) {
   model->eval();
   auto scorer = make_model_scorer(model);
   evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, *control,
-                {when.c_str(), progress.step, epoch(), seconds_since(start)}, jsonl);
+                {when.c_str(), progress.step, epoch(), seconds_since(start), attempt}, jsonl);
   model->train();
   if (average) average->swap();
   meter.resume();
@@ -341,7 +375,8 @@ void Trainer::State::log_window(Window& window, double lr) {
                            {"exposed_ms", window.exposed_ms / steps}, {"elapsed_s", seconds_since(start)}});
   event.emplace_back("elapsed_s", seconds_since(start));
   log->info("step={}/{} epoch={:.2f} {}", progress.step, total_steps, epoch(), key_values(line));
-  nlohmann::json json = {{"event", "train"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()}};
+  nlohmann::json json = {{"event", "train"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()},
+                         {"attempt", attempt}};
   for (const auto& [key, value] : event) json[key] = value;
   jsonl << json.dump() << "\n" << std::flush;
 }
@@ -366,6 +401,7 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
   check_searched_views_trained(options.eval.retrieval, s.stage.trained_views, "the model of this run");
   s.write_config();
   s.open_checkpoints();
+  s.record_attempt();
   s.eval_sets = load_eval_sets(options.data_dir, options.eval.splits, options.eval.max_queries, data.corpus);
   if (world.is_root()) {
     fs::create_directories(options.out_dir);
@@ -373,7 +409,8 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
     // Every run (a resume too) starts with this line: the file may hold several runs of the same OUT, and
     // elapsed_s counts from each run's start.
     s.jsonl << nlohmann::json{{"event", "start"}, {"step", s.progress.step}, {"stage", s.stage.name},
-                              {"time", utc_time_now()}, {"ranks", world.size()}, {"resumed", s.progress.step > 0}}
+                              {"time", utc_time_now()}, {"ranks", world.size()}, {"resumed", s.progress.step > 0},
+                              {"attempt", s.attempt}}
                    .dump()
             << "\n" << std::flush;
   }
@@ -459,7 +496,8 @@ double Trainer::State::step(const sharding::EpochSampler::Step& batch, double lr
                                {objective.diagnosed_part_name() + "_grad_share",
                                 norms.part + norms.rest > 0 ? norms.part / (norms.part + norms.rest) : 0.0},
                                {"lr", lr}});
-    nlohmann::json json = {{"event", "step"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()}};
+    nlohmann::json json = {{"event", "step"}, {"step", progress.step}, {"epoch", epoch()}, {"time", utc_time_now()},
+                           {"attempt", attempt}};
     for (const auto& [key, value] : event) json[key] = value;
     jsonl << json.dump() << "\n" << std::flush;
   }
