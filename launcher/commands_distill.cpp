@@ -53,6 +53,7 @@ struct MineOptions {
   int round_size = 8;     // queries per rank per gather round
   trainer::DeviceOptions device;  // --device, --threads
   bool force = false;
+  bool any_index = false;  // mine with an index other than the model's own
   trainer::RetrievalSettings settings;
   std::string add_run;  // a TREC run over the split's queries (e.g. the teacher's): its top add_top passages join
   int add_top = 10;     // each query's list when the model's keys match them (retrieval::score_passages)
@@ -148,27 +149,16 @@ json mine_provenance(const MineOptions& opts, const std::string& queries_path, c
   };
 }
 
-// Loads the export file for this rank's device and checks it against the index (tokenizer: an error; FM-index:
-// a warning on rank 0).
+// Loads the export file for this rank's device and checks it against the index (trainer::check_model_fits_index).
 trainer::ExportedScorer load_mining_model(const MineOptions& opts, const retrieval::IndexDir& index,
-                                          const std::string& index_path, const json& index_manifest,
-                                          const World& world) {
+                                          const std::string& index_path, const World& world) {
   const trainer::DeviceChoice device = trainer::resolve_device(opts.device.device, world);
   trainer::make_current(device);
   trainer::ExportedScorer exported =
       trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
-  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
-               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its keys would be meaningless; "
-               "mine with the index the model was trained with (--index)",
-               opts.model, exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  trainer::check_model_fits_index(exported, opts.model, index, index_path, opts.any_index);
   trainer::check_searched_views_trained(opts.settings, exported.trained_views, opts.model);
   if (world.is_root()) log::get("mine")->info("retrieval: {}", trainer::describe_retrieval(opts.settings));
-  const std::string fm_sha = index_manifest.value("fm_index_sha256", "");
-  if (!exported.index_sha256.empty() && exported.index_sha256 != fm_sha && world.is_root()) {
-    log::get("mine")->warn("{} was trained on another FM-index (sha256 {}) than {} ({}): same tokenizer, so mining "
-                           "goes on, but check the index is the one you meant",
-                           opts.model, exported.index_sha256, index_path, fm_sha);
-  }
   return exported;
 }
 
@@ -206,7 +196,7 @@ int run_mine(const MineOptions& opts, const World& world) {
   }
   auto index = retrieval::load_index_dir(index_path);
   const json index_manifest = json::parse(index.manifest_json);
-  trainer::ExportedScorer exported = load_mining_model(opts, index, index_path, index_manifest, world);
+  trainer::ExportedScorer exported = load_mining_model(opts, index, index_path, world);
   auto queries = data::read_queries(queries_path);
   const data::PositiveLabels positives = data::read_positive_labels(qrels_path, queries);
   if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries)) {
@@ -427,6 +417,8 @@ void add_distill_commands(CLI::App& app, CommandTable& table) {
   mine->add_option("--max-queries", m->max_queries, "Only the first N queries of the split (0 = all)");
   mine->add_option("--round-size", m->round_size, "Queries per rank between two gathers to rank 0")->check(at_least(1));
   mine->add_flag("--force", m->force, "Replace --out even when it is not a mined directory");
+  mine->add_flag("--any-index", m->any_index, "Mine with an index other than the one the model was trained on "
+                 "(same tokenizer; refused otherwise)");
   mine->add_option("--add-run", m->add_run, "A TREC run over the split's queries (e.g. `dgr bm25`'s, the teacher's): "
                    "its top --add-top passages per query join the candidates when the model's keys match them");
   mine->add_option("--add-top", m->add_top, "Passages per query taken from --add-run")->check(at_least(1));

@@ -26,6 +26,7 @@ struct IndexCommandOptions {
   std::string model_type = "unigram";
   std::string tokenizer_model;
   int threads = 0;  // 0 = the machine's cores
+  bool force = false;  // replace an existing index directory
 };
 
 int run_index(const IndexCommandOptions& opts, const World& world) {
@@ -37,6 +38,10 @@ int run_index(const IndexCommandOptions& opts, const World& world) {
     DGR_CHECK_AS(ConfigError, fs::is_directory(opts.data_dir), "--data {}: not a directory", opts.data_dir);
     const std::string corpus_path = (fs::path(opts.data_dir) / "corpus.tsv").string();
     const std::string out = opts.out.empty() ? (fs::path(opts.data_dir) / "index").string() : opts.out;
+    // Models, mined sets and prepared sets name the index they were made with by its SHA-256: a silently
+    // rebuilt index would leave them all pointing at something else.
+    DGR_CHECK_AS(ConfigError, opts.force || !fs::exists(out), "{} exists: models and data made with it would no "
+                 "longer match a rebuilt one; pass --force to replace it, or choose another --out", out);
     auto corpus = data::read_corpus(corpus_path);
     // The training queries are tokenizer training text too (the model reads queries); dev and test are not.
     std::vector<std::string> extra;
@@ -73,7 +78,8 @@ void add_index_commands(CLI::App& app, CommandTable& table) {
   CLI::App* index = app.add_subcommand("index", "Build the index directory of a data set: tokenizer (SentencePiece or BART's), "
                                                 "FM-index over the passages' identifiers, passage ids");
   index->add_option("--data", opts->data_dir, "Data set directory (corpus.tsv; queries.train.tsv trains the tokenizer too)");
-  index->add_option("--out", opts->out, "Index directory ('' = DATA/index); an existing index directory is replaced");
+  index->add_option("--out", opts->out, "Index directory ('' = DATA/index); an existing one is replaced only with --force");
+  index->add_flag("--force", opts->force, "Replace an existing index directory");
   index->add_option("--vocab-size", opts->vocab_size, "Tokenizer vocabulary size (an upper bound on small corpora)")
       ->check(between(16, 1 << 20));
   index->add_option("--model-type", opts->model_type, "SentencePiece model type")

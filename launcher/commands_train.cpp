@@ -53,6 +53,7 @@ struct RetrieveCommandOptions {
   std::string out_dir;    // "" = directory of the model
   std::string run_file;   // the run of the one split / queries file here instead of OUT/run.NAME.trec
   std::string tag = "dgr";  // the run's tag column
+  bool any_index = false;   // retrieve with an index other than the model's own
   int max_queries = 0;
   trainer::DeviceOptions device;  // --device, --threads
   trainer::RetrievalSettings settings;
@@ -115,10 +116,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   trainer::make_current(device);
   trainer::ExportedScorer exported =
       trainer::load_exported_scorer(opts.model, threads_per_rank(opts.device.threads, world), device);
-  DGR_CHECK_AS(ConfigError, exported.tokenizer_sha256 == index.tokenizer.sha256(),
-               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its identifiers would be "
-               "meaningless; retrieve with the index the model was trained with (--index)", opts.model,
-               exported.tokenizer_sha256, index_path, index.tokenizer.sha256());
+  trainer::check_model_fits_index(exported, opts.model, index, index_path, opts.any_index);
   trainer::check_searched_views_trained(opts.settings, exported.trained_views, opts.model);
   const std::string out_dir = opts.out_dir.empty() ? fs::path(opts.model).parent_path().string() : opts.out_dir;
   std::vector<std::pair<std::string, std::string>> jobs;  // (name, queries file)
@@ -263,6 +261,8 @@ void add_retrieve_command(CLI::App& app, CommandTable& table) {
   retrieve->add_option("--run", r->run_file, "Write the run (one --split or --queries) to this file instead of "
                        "OUT/run.NAME.trec (its settings beside it as FILE without .trec + .json)");
   retrieve->add_option("--tag", r->tag, "The run's tag column (TREC's last field)");
+  retrieve->add_flag("--any-index", r->any_index, "Retrieve with an index other than the one the model was trained "
+                     "on (same tokenizer; refused otherwise)");
   add_retrieval_flags(*retrieve, r->settings);
   add_device_flags(*retrieve, r->device, false);
   retrieve->add_option("--max-queries", r->max_queries, "Only the first N queries of each split (0 = all)")->check(at_least(0));

@@ -70,7 +70,7 @@ else
 fi
 $dgr data check --data "$data"
 $dgr bm25 --data "$data" --split dev --split test | tee "$data/bm25.txt"
-$dgr index --data "$data" --out "$data/index"
+$dgr index --data "$data" --out "$data/index" --force  # rebuilt on every run (its runs/ are rebuilt too)
 # The training queries of each stage: with --hold-out F, stage 1 trains on train-stage1 and stage 2 mines and
 # trains on train-stage2 (a fraction F drawn by a hash of the query ids, the same for every seed).
 if awk "BEGIN{exit !($hold_out > 0)}"; then

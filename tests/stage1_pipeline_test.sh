@@ -87,6 +87,28 @@ done
 if "$dgr" retrieve --data "$data" --model "$work/run/model.h5" --split dev --split test --run "$work/x.trec" \
     > "$work/two.log" 2>&1; then fail "--run with two splits was accepted"; fi
 grep -q "give one --split" "$work/two.log" || fail "--run with two splits: $(cat "$work/two.log")"
+# A model meets only its own index: `dgr index` does not replace one without --force; an index of another
+# corpus with the same tokenizer is refused by retrieve (and accepted with --any-index); another tokenizer too.
+if "$dgr" index --data "$data" --out "$data/index" --vocab-size 200 > "$work/reindex.log" 2>&1; then
+  fail "dgr index replaced an existing index without --force"
+fi
+grep -q "pass --force" "$work/reindex.log" || { cat "$work/reindex.log"; fail "dgr index: no clear refusal"; }
+mkdir -p "$work/other-data"
+cp "$data"/queries.* "$data"/qrels.* "$work/other-data/"
+head -n -1 "$data/corpus.tsv" > "$work/other-data/corpus.tsv"  # one passage fewer
+grep -v "$(tail -n 1 "$data/corpus.tsv" | cut -f1)" "$data/qrels.dev.tsv" > "$work/other-data/qrels.dev.tsv" || true
+"$dgr" index --data "$work/other-data" --out "$work/other-index" --tokenizer-model "$data/index/tokenizer.model" > /dev/null
+if "$dgr" retrieve --data "$data" --index "$work/other-index" --model "$work/run/model.h5" --split dev --views title \
+    --out "$work/wrong-index" > "$work/wrong-index.log" 2>&1; then fail "retrieve accepted another FM-index"; fi
+grep -q "trained on another FM-index" "$work/wrong-index.log" || { cat "$work/wrong-index.log"; fail "no FM-index refusal"; }
+[[ ! -e $work/wrong-index/run.dev.trec ]] || fail "a refused retrieve left a run"
+"$dgr" retrieve --data "$data" --index "$work/other-index" --model "$work/run/model.h5" --split dev --views title \
+    --beam 2 --depth 5 --threads 1 --out "$work/any-index" --any-index > /dev/null || fail "--any-index"
+"$dgr" index --data "$data" --out "$work/other-tokenizer" --vocab-size 200 --model-type bpe > /dev/null
+if "$dgr" retrieve --data "$data" --index "$work/other-tokenizer" --model "$work/run/model.h5" --split dev \
+    --views title --out "$work/wrong-tok" --any-index > "$work/wrong-tok.log" 2>&1; then fail "retrieve accepted another tokenizer"; fi
+grep -q "another tokenizer" "$work/wrong-tok.log" || { cat "$work/wrong-tok.log"; fail "no tokenizer refusal"; }
+echo "index check: no silent index rebuild; another FM-index or tokenizer is refused"
 # --device cpu is what the default (auto) picks on a machine without a GPU: the same weights, losses and runs.
 if ! nvidia-smi -L >/dev/null 2>&1; then
   short=("$dgr" train --stage generate --data "$data" --preset test --max-steps 3 --batch 16 --threads 1

@@ -100,4 +100,17 @@ void write_export_from_checkpoint(const checkpoints::LoadedCheckpoint& checkpoin
   checkpoints::write_export(path, weights, info);
 }
 
+void check_model_fits_index(const ExportedScorer& model, const std::string& model_path,
+                            const retrieval::IndexDir& index, const std::string& index_path, bool any_index) {
+  DGR_CHECK_AS(ConfigError, model.tokenizer_sha256 == index.tokenizer.sha256(),
+               "{} was trained with another tokenizer (sha256 {}) than {} has ({}): its identifiers would be "
+               "meaningless; use the index the model was trained with (--index)", model_path, model.tokenizer_sha256,
+               index_path, index.tokenizer.sha256());
+  const std::string fm_sha = nlohmann::json::parse(index.manifest_json).value("fm_index_sha256", "");
+  DGR_CHECK_AS(ConfigError, any_index || model.index_sha256.empty() || model.index_sha256 == fm_sha,
+               "{} was trained on another FM-index (sha256 {}) than {} ({}): another corpus, or an index rebuilt "
+               "since; use the index it was trained with (--index), or pass --any-index to use this one anyway",
+               model_path, model.index_sha256, index_path, fm_sha);
+}
+
 }  // namespace dgr::trainer
