@@ -75,10 +75,41 @@ std::vector<std::string> split_pseudo_queries(const DataLines& lines, std::strin
 // fields. The same for TSV qrels: a header `qid<TAB>pid` admits no third (grade) field. Queries have exactly 2
 // fields.
 
-// Parses a TSV corpus line; false for the header line, whose column count goes to `header_columns`.
+// A field of DPR's psgs_w100.tsv, written by Python's csv module: "..." with "" for a quote inside, or bare.
+std::string unquote_csv_field(std::string_view field) {
+  if (field.size() < 2 || field.front() != '"' || field.back() != '"') return std::string(field);
+  std::string out;
+  out.reserve(field.size() - 2);
+  for (size_t i = 1; i + 1 < field.size(); ++i) {
+    out += field[i];
+    if (field[i] == '"' && i + 2 < field.size() && field[i + 1] == '"') ++i;
+  }
+  return out;
+}
+
+// Parses a TSV corpus line; false for the header line, whose column count goes to `header_columns`. A header
+// `id<TAB>text<TAB>title` is DPR's psgs_w100.tsv (`dpr`): columns in that order, fields csv-quoted.
 bool parse_tsv_passage(const DataLines& lines, const std::string& line, bool first, size_t& header_columns,
-                       bool& implied, Passage& p) {
+                       bool& implied, bool& dpr, Passage& p) {
   auto fields = text::split(line, '\t');
+  if (first && fields.size() == 3 && fields[0] == "id" && fields[1] == "text" && fields[2] == "title") {
+    header_columns = 3;
+    dpr = true;
+    return false;
+  }
+  if (dpr) {
+    if (fields.size() != 3) {
+      lines.fail(fmt::format("found {}, but the header (line 1) names 3 columns (id<TAB>text<TAB>title, DPR's "
+                             "psgs_w100.tsv) (a tab inside a field splits it: replace tabs inside the text with spaces)",
+                             count_fields(fields.size(), "tab-separated")));
+    }
+    check_id(lines, "passage id", fields[0]);
+    p.pid = std::string(fields[0]);
+    p.text = unquote_csv_field(fields[1]);
+    check_text(lines, fmt::format("text of passage {}", quote(p.pid)), p.text, true);
+    p.title = unquote_csv_field(fields[2]);
+    return true;
+  }
   if (first && fields[0] == "pid") {
     if (fields.size() < 2 || fields.size() > 4) {
       lines.fail(fmt::format("the header names {} columns, expected 2 (pid<TAB>text), 3 (pid<TAB>title<TAB>text) "
@@ -220,10 +251,11 @@ Corpus read_corpus(const std::string& path) {
   bool first = true;
   size_t header_columns = 0;  // 0 = no header (Note [Trust the header])
   bool implied = false;       // header_columns comes from a header-less first line
+  bool dpr = false;           // DPR's id<TAB>text<TAB>title
   while (lines.next(line)) {
     Passage p;
     if (format == CorpusFormat::kTsv) {
-      bool is_data = parse_tsv_passage(lines, line, first, header_columns, implied, p);
+      bool is_data = parse_tsv_passage(lines, line, first, header_columns, implied, dpr, p);
       first = false;
       if (!is_data) continue;
     } else {

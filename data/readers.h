@@ -28,6 +28,7 @@ struct Corpus {
 //         collection.tsv); an optional header whose first field is "pid" declares the columns (2, 3, or 4
 //         with the pseudo-queries) and every line must have exactly that many (Note [Trust the header] in
 //         readers.cpp); without a header a first line of 2 fields makes every line 2, else a line has 3 or 4;
+//         the header `id<TAB>text<TAB>title` is DPR's psgs_w100.tsv (that column order, csv-quoted fields);
 //   JSONL `{"pid": ..., "title": ..., "text": ..., "pseudo_queries": [...]}` per line ("id" is accepted
 //         for "pid" and "contents" for "text", as pyserini writes them; "title" and "pseudo_queries" may be
 //         left out; other keys are ignored).

@@ -13,6 +13,7 @@
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "data/corpus_queries.h"
+#include "data/dpr.h"
 #include "data/debian_dataset.h"
 #include "data/query_split.h"
 #include "data/readers.h"
@@ -88,6 +89,21 @@ int run_corpus_queries(const data::CorpusQueryOptions& opts, const World& world)
     std::cout << fmt::format("{}/queries.{}.tsv: {} {} queries from {} of the {} passages (one judgement each: its "
                              "source passage)\n", opts.data_dir, opts.split, r.queries, opts.kind, r.passages_tried,
                              r.passages);
+  }
+  control->barrier();
+  return 0;
+}
+
+int run_dpr_queries(const data::DprQueryOptions& opts, const World& world) {
+  auto control = comm::make_host_communicator(world);  // rank 0 writes; the others wait in its barrier
+  if (world.is_root()) {
+    const auto r = data::convert_dpr_queries(opts);
+    std::cout << fmt::format("{} -> {}/queries.{}.tsv, qrels.{}.tsv, answers.{}.jsonl: {} questions, {} with a positive "
+                             "passage, {} judgements{}\n", opts.in, opts.data_dir, opts.split, opts.split, opts.split,
+                             r.questions, r.with_positive, r.qrels,
+                             r.corpus_checked ? fmt::format(" ({} positives not in corpus.tsv left out)",
+                                                            r.positives_not_in_corpus)
+                                              : " (no corpus.tsv here: passage ids not checked)");
   }
   control->barrier();
   return 0;
@@ -195,6 +211,17 @@ void add_data_commands(CLI::App& app, CommandTable& table) {
   made_cmd->add_option("--seed", made->seed, "Seed of the hashes that draw passages, words and sentences");
   made_cmd->add_flag("--force", made->force, "Replace the split if it exists");
   table[made_cmd] = [made](const World& world) { return run_corpus_queries(*made, world); };
+
+  auto dpr = std::make_shared<data::DprQueryOptions>();
+  CLI::App* dpr_cmd = data->add_subcommand(
+      "dpr-queries", "Convert DPR's question file (nq-train.json, nq-dev.json, trivia-*.json: questions with "
+      "positive_ctxs) into queries/qrels/answers.SPLIT of a data set whose corpus.tsv is DPR's psgs_w100.tsv");
+  dpr_cmd->add_option("--in", dpr->in, "DPR's JSON file")->required();
+  dpr_cmd->add_option("--data", dpr->data_dir, "Data set directory (corpus.tsv, when present, checks the passage ids)")
+      ->required();
+  dpr_cmd->add_option("--split", dpr->split, "Name of the split written (queries.SPLIT.tsv, qids SPLIT-N)");
+  dpr_cmd->add_flag("--force", dpr->force, "Replace the split if it exists");
+  table[dpr_cmd] = [dpr](const World& world) { return run_dpr_queries(*dpr, world); };
 
   auto check = std::make_shared<CheckOptions>();
   CLI::App* check_cmd = data->add_subcommand(

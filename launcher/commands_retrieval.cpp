@@ -27,6 +27,7 @@ struct EvaluateOptions {
   std::vector<std::string> qrels;
   std::string corpus;  // optional: check the run's pids against it
   std::string per_query;  // optional: per-query metrics as TSV (retrieval::format_per_query_tsv)
+  std::vector<int> recall_at = retrieval::MetricsOptions{}.recall_at;  // e.g. add 1000 for MS MARCO's R@1000
 };
 
 struct Bm25CommandOptions {
@@ -49,11 +50,13 @@ int run_evaluate(const EvaluateOptions& opts, const World& world) {
     qrels.insert(qrels.end(), part.begin(), part.end());
   }
   auto run = data::read_trec_run(opts.run, corpus.get(), nullptr);
-  auto evaluation = retrieval::evaluate(run, qrels);
-  std::cout << opts.run << ": " << retrieval::format_metrics(evaluation) << "\n";
+  retrieval::MetricsOptions metrics;
+  metrics.recall_at = opts.recall_at;
+  auto evaluation = retrieval::evaluate(run, qrels, metrics);
+  std::cout << opts.run << ": " << retrieval::format_metrics(evaluation, metrics) << "\n";
   if (!opts.per_query.empty()) {
     files::AtomicFile file(opts.per_query);
-    file.write(retrieval::format_per_query_tsv(evaluation));
+    file.write(retrieval::format_per_query_tsv(evaluation, metrics));
     file.commit();
   }
   if (evaluation.queries_missing_from_run > 0) {
@@ -96,6 +99,9 @@ void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   evaluate->add_option("--run", eval->run, "TREC run file (qid Q0 pid rank score tag)");
   evaluate->add_option("--qrels", eval->qrels, "Qrels: TREC or TSV; repeatable (e.g. dev and test pooled)");
   evaluate->add_option("--corpus", eval->corpus, "Corpus to check the run's passage ids against (optional)");
+  evaluate->add_option("--recall-at", eval->recall_at, "Recall cut-offs (e.g. 1,5,10,20,100,1000 for MS MARCO's R@1000; "
+                       "the run must be that deep: dgr retrieve --depth, dgr bm25 --depth)")
+      ->delimiter(',')->check(CLI::PositiveNumber);
   evaluate->add_option("--per-query", eval->per_query, "Also write every evaluated query's metrics here (TSV: qid and "
                                                        "one column per metric)");
   table[evaluate] = [eval](const World& world) { return run_evaluate(*eval, world); };
