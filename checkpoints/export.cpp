@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -30,6 +32,14 @@ void write_export(const std::string& path, const std::vector<NamedArray>& weight
     file.set_string_attr("tokenizer_sha256", info.tokenizer_sha256);
     file.set_string_attr("index_id", info.index_id);
     file.set_string_attr("index_sha256", info.index_sha256);
+    if (!info.tokenizer_files.empty()) {
+      std::string names;
+      for (const NamedArray& t : info.tokenizer_files) {
+        names += (names.empty() ? "" : ",") + t.name;
+        file.write_array(t, {}, "tokenizer");
+      }
+      file.set_string_attr("tokenizer_files", names);
+    }
     file.create_group("weights");  // present even when there are no weights
     for (const NamedArray& w : weights) {
       check_array_name(w.name);
@@ -48,6 +58,29 @@ void write_export(const std::string& path, const std::vector<NamedArray>& weight
     fs::remove(tmp_path, ec);
     throw CheckpointError(fmt::format("{}: export failed: {}", path, e.what()));
   }
+}
+
+std::vector<NamedArray> tokenizer_file_arrays(const std::string& path) {
+  std::vector<NamedArray> out;
+  std::error_code ec;
+  if (path.empty() || !fs::exists(path, ec)) return out;
+  auto add = [&out](const std::string& name, const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    DGR_CHECK_AS(CheckpointError, in.good(), "{}: cannot read the tokenizer file to export", file);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    NamedArray a;
+    a.name = name;
+    a.dtype = DType::kUInt8;
+    a.shape = {static_cast<int64_t>(bytes.size())};
+    a.bytes.assign(bytes.begin(), bytes.end());
+    out.push_back(std::move(a));
+  };
+  if (fs::is_directory(path, ec)) {
+    for (const char* name : {"vocab.json", "merges.txt"}) add(name, (fs::path(path) / name).string());
+  } else {
+    add("tokenizer.model", path);
+  }
+  return out;
 }
 
 ExportedModel read_export(const std::string& path) {
@@ -74,6 +107,7 @@ ExportedModel read_export(const std::string& path) {
   out.info.index_id = required("index_id");
   out.info.index_sha256 = required("index_sha256");
   try {
+    if (file.string_attr("tokenizer_files")) out.info.tokenizer_files = file.read_arrays("tokenizer");
     out.weights = file.read_arrays("weights");
   } catch (const CheckpointError& e) {
     throw CheckpointError(fmt::format("{} (the export file is damaged: export it again)", e.what()));

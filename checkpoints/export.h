@@ -19,7 +19,14 @@ struct ExportInfo {
   std::string tokenizer_sha256;          // sha256 of the tokenizer file(s) used in training
   std::string index_id;                  // the document-id index the model generates into
   std::string index_sha256;
+  // The tokenizer's own files, carried in the export (uint8 arrays under /tokenizer: "tokenizer.model", or
+  // BART's "vocab.json" and "merges.txt"), so that a model is self-contained; empty in exports from before.
+  std::vector<NamedArray> tokenizer_files;
 };
+
+// The files of the tokenizer at `path` (a SentencePiece .model, or a directory with vocab.json and merges.txt)
+// as ExportInfo::tokenizer_files; empty when `path` is "" or no longer exists (a warning is the caller's).
+std::vector<NamedArray> tokenizer_file_arrays(const std::string& path);
 
 struct ExportedModel {
   ExportInfo info;

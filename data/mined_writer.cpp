@@ -216,6 +216,7 @@ size_t MinedWriter::open(const std::string& fingerprint_json) {
 
 void MinedWriter::checkpoint() {
   Impl& w = *impl_;
+  DGR_CHECK(!w.fingerprint.empty(), "MinedWriter: open() before checkpoint()");
   w.jsonl.sync();
   w.tsv.sync();
   json resume = {{"format", kResumeFormat}, {"version", 1}, {"fingerprint", json::parse(w.fingerprint)},
@@ -230,6 +231,7 @@ void MinedWriter::add(size_t index, const std::string& line) { impl_->record(ind
 
 void MinedWriter::Impl::record(size_t index, const std::string& line, bool write) {
   Impl& w = *this;
+  DGR_CHECK(!w.fingerprint.empty(), "MinedWriter: open() before adding lines");
   DGR_CHECK(index == static_cast<size_t>(w.counts.queries), "mined line of query {} arrives after {} queries", index,
             w.counts.queries);
   MinedQuery mined = parse_mined_query(line, /*with_keys=*/true, kMinedCandidatesFile, index + 1);

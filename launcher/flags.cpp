@@ -71,6 +71,8 @@ void add_comm_flags(CLI::App& app, trainer::CommOptions& o) {
 void add_eval_flags(CLI::App& app, trainer::EvalOptions& o) {
   app.add_option("--eval-every", o.every, "Epochs between retrieval evaluations (0 = at the end only)")->check(at_least(0));
   app.add_option("--eval-split", o.splits, "Splits evaluated during training; repeatable");
+  app.add_option("--keep-best", o.keep_best, "Also export the best evaluated model: METRIC or SPLIT:METRIC (e.g. "
+                 "dev:MRR@10, R@5): OUT/model.best.h5 and OUT/best.json, updated at every evaluation that improves it");
   app.add_option("--eval-max-queries", o.max_queries, "Queries per evaluated split (0 = all)")->check(at_least(0));
   add_retrieval_flags(app, o.retrieval, {.views_flag = "--eval-views", .depth = false});
 }

@@ -62,7 +62,13 @@ grep -q "another tokenizer" "$work/bad.log" || { cat "$work/bad.log"; fail "the 
 "$dgr" retrieve "${common[@]}" --model "$work/s2/model.h5" --split dev --out "$work/s2" --beam 10 --no-unigram-keys
 
 # The distilled model back in Hugging Face's layout: from_pretrained's logits against dgr's import of it.
+# The export carries its tokenizer: with the index (and its tokenizer files) moved away, the HF directory still
+# gets vocab.json and merges.txt, identical to the model's.
+mv "$work/index" "$work/index-moved"
 "$dgr" export --model "$work/s2/model.h5" --format hf --out "$work/hf"
+cmp "$work/bart/vocab.json" "$work/hf/vocab.json" && cmp "$work/bart/merges.txt" "$work/hf/merges.txt" ||
+  fail "the exported HF directory lacks the model's own tokenizer files"
+mv "$work/index-moved" "$work/index"
 /usr/bin/python3 "$here/bart_reference.py" "$work/hf" from-pretrained
 "$driver" "$work/hf" "$work/hf-again.h5"
 

@@ -472,6 +472,7 @@ TEST(Prepare, FilterDropsQueriesByEachRuleAndKeepsTheRest) {
   const std::string mined_dir = tmp.file("mined");
   {
     MinedWriter writer(mined_dir, false, {tmp.file("corpus.tsv"), "", tmp.path().string()}, 40);
+    EXPECT_EQ(writer.open(R"({"test": 1})"), 0u);
     for (size_t i = 0; i < queries.size(); ++i) writer.add(i, mined_query_json(queries[i]));
     const nlohmann::json provenance = {
         {"split", "train"},

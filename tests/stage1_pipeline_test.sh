@@ -168,6 +168,29 @@ PY
     { cat "$work/refed.log"; fail "--config OUT/attempts/attempt-1.toml"; }
   h5diff "$work/default/model.h5" "$work/refed/model.h5" /weights /weights || fail "the re-fed attempt config trains another model"
   echo "run directory: attempt records per start, train.jsonl lines numbered, attempt-1.toml re-runs the run"
+  # --keep-best: OUT/model.best.h5 is the evaluated step with the highest dev R@10 (the first such), which
+  # best.json names; its weights are that step's checkpoint's.
+  "$dgr" train --stage generate --data "$data" --out "$work/best" --preset test --epochs 6 --batch 16 --threads 1 \
+      --views title,body --eval-every 1 --eval-split dev --eval-views title,body --beam 2 --keep-last 0 \
+      --keep-best dev:R@10 --progress-every-s 0 > "$work/best.log" 2>&1 || { cat "$work/best.log"; fail "--keep-best run"; }
+  best_step=$(python3 - "$work/best" <<'PY'
+import json, sys
+out = sys.argv[1]
+evals = [json.loads(l) for l in open(f"{out}/train.jsonl") if '"eval"' in l]
+evals = [e for e in evals if e["split"] == "dev"]
+top = max(e["metrics"]["R@10"] for e in evals)
+first = next(e for e in evals if e["metrics"]["R@10"] == top)
+best = json.load(open(f"{out}/best.json"))
+assert best["split"] == "dev" and best["metric"] == "R@10" and best["value"] == top and best["step"] == first["step"], (best, top, first["step"])
+print(best["step"])
+PY
+) || fail "best.json does not name the best evaluation"
+  "$dgr" export --checkpoints "$work/best/checkpoints" --step "$best_step" --out "$work/best-step.h5" > /dev/null
+  h5diff "$work/best-step.h5" "$work/best/model.best.h5" /weights /weights || fail "model.best.h5 is not step $best_step's model"
+  if "$dgr" train --stage generate --data "$data" --out "$work/best-bad" --preset test --max-steps 1 --threads 1 \
+      --keep-best dev:R@7 > "$work/best-bad.log" 2>&1; then fail "--keep-best with an unknown metric was accepted"; fi
+  grep -q "unknown metric 'R@7'" "$work/best-bad.log" || { cat "$work/best-bad.log"; fail "--keep-best: no clear error"; }
+  echo "keep-best: model.best.h5 = the step with the best dev R@10 (step $best_step)"
   grep -q 'start: .* device=cpu ' "$work/default.log" || fail "the start-up line does not name device=cpu"
   h5diff "$work/default/model.h5" "$work/cpu/model.h5" /weights /weights || fail "--device cpu weights differ from the default's"
   strip() { sed -E 's/"(elapsed_s|examples_per_s|queries_per_s|time)":[^,}]*//g' "$1"; }

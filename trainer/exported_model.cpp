@@ -1,5 +1,7 @@
 #include "trainer/exported_model.h"
 
+#include <filesystem>
+
 #include <map>
 
 #include <torch/torch.h>
@@ -8,6 +10,7 @@
 
 #include "checkpoints/export.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/model.h"
 #include "trainer/model_scorer.h"
@@ -79,6 +82,20 @@ void write_export_from_checkpoint(const checkpoints::LoadedCheckpoint& checkpoin
   info.tokenizer_sha256 = e.value("tokenizer_sha256", "");
   info.index_id = e.value("index_id", "");
   info.index_sha256 = e.value("index_sha256", "");
+  // The tokenizer's files as they are now, when they still have the training's SHA-256.
+  {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path tok(info.tokenizer_id);
+    std::string sha;
+    if (!info.tokenizer_id.empty() && fs::is_directory(tok, ec) && fs::exists(tok / "vocab.json", ec) &&
+        fs::exists(tok / "merges.txt", ec)) {
+      sha = files::sha256_file((tok / "vocab.json").string()) + "+" + files::sha256_file((tok / "merges.txt").string());
+    } else if (!info.tokenizer_id.empty() && fs::is_regular_file(tok, ec)) {
+      sha = files::sha256_file(tok.string());
+    }
+    if (!sha.empty() && sha == info.tokenizer_sha256) info.tokenizer_files = checkpoints::tokenizer_file_arrays(tok.string());
+  }
   // A run with --ema-decay exports the average of the weights ("ema/<key>", Note [Weight averaging]), as
   // its final export does; buffers and runs without it take "model/<key>".
   std::map<std::string, const checkpoints::NamedArray*> averages;

@@ -278,6 +278,7 @@ HfImportReport convert_and_write(const ModelConfig& config, const data::Safetens
                  "embedding {} rows (tokenizer files from another model?)", vocab, bpe.vocab_size(), config.vocab_size);
     info.tokenizer_id = tokenizer_dir;
     info.tokenizer_sha256 = files::sha256_file(vocab) + "+" + files::sha256_file(merges);
+    info.tokenizer_files = checkpoints::tokenizer_file_arrays(tokenizer_dir);
   }
   // Prove the weights fit the config (every name and shape, nothing missing or extra) before writing; a
   // missing or mis-shaped tensor is named as the Hugging Face file names it.
@@ -416,7 +417,15 @@ size_t export_hf_bart(const std::string& model_h5, const std::string& out_dir, b
   config_file.commit();
   data::write_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
   const std::string& tok = exported.info.tokenizer_id;
-  if (!tok.empty() && fs::exists(fs::path(tok) / "vocab.json") && fs::exists(fs::path(tok) / "merges.txt")) {
+  bool carried = false;  // the export's own copy of BART's tokenizer files
+  for (const auto& f : exported.info.tokenizer_files) {
+    if (f.name != "vocab.json" && f.name != "merges.txt") continue;
+    files::AtomicFile file((tmp / f.name).string());
+    file.write(std::string(f.bytes.begin(), f.bytes.end()));
+    file.commit();
+    carried = true;
+  }
+  if (!carried && !tok.empty() && fs::exists(fs::path(tok) / "vocab.json") && fs::exists(fs::path(tok) / "merges.txt")) {
     const std::string vocab = (fs::path(tok) / "vocab.json").string(), merges = (fs::path(tok) / "merges.txt").string();
     DGR_CHECK_AS(CheckpointError, files::sha256_file(vocab) + "+" + files::sha256_file(merges) ==
                  exported.info.tokenizer_sha256, "{}: the tokenizer files in {} changed since the model was imported "

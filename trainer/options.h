@@ -74,6 +74,9 @@ struct EvalOptions {
   std::vector<std::string> splits = {"dev"};
   int max_queries = 0;  // 0 = every query of the split
   RetrievalSettings retrieval;
+  // "METRIC" or "SPLIT:METRIC" (e.g. "dev:MRR@10"; the first --eval-split when none is named): every evaluation
+  // that improves it writes OUT/model.best.h5 and OUT/best.json, besides the last model (Note [Best model]).
+  std::string keep_best;
 };
 
 // Where the model runs (trainer/device.h).

@@ -58,10 +58,11 @@ std::vector<EvalSet> load_eval_sets(const std::filesystem::path& data_dir, const
   return sets;
 }
 
-void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
+std::map<std::string, std::map<std::string, double>> evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
                    const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl) {
   auto log = log::get("train");
+  std::map<std::string, std::map<std::string, double>> results;
   for (const auto& set : sets) {
     RetrievalStats stats;
     auto run = retrieve_queries(scorer, index, set.queries, settings, limits, control, "dgr", nullptr, &stats);
@@ -73,7 +74,9 @@ void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& 
                            {"time", utc_time_now()}, {"elapsed_s", point.elapsed_s}, {"queries_per_s", stats.queries_per_second()},
                            {"metrics", evaluation.mean}, {"attempt", point.attempt}};
     jsonl << line.dump() << "\n" << std::flush;
+    results[set.split] = evaluation.mean;
   }
+  return results;
 }
 
 std::string utc_time_now() {
@@ -116,7 +119,7 @@ InitialModel load_initial_model(const std::string& path, const retrieval::IndexD
 
 std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,
                                const retrieval::IndexDir& index, const std::string& index_path,
-                               const std::string& index_sha256, const World& world) {
+                               const std::string& index_sha256, const World& world, const std::string& file_name) {
   if (!world.is_root()) return "";
   checkpoints::ExportInfo info;
   info.model_config_json = model_config_json;
@@ -124,7 +127,8 @@ std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const
   info.tokenizer_sha256 = index.tokenizer.sha256();
   info.index_id = index_path;
   info.index_sha256 = index_sha256;
-  const std::string path = (std::filesystem::path(out_dir) / "model.h5").string();
+  info.tokenizer_files = checkpoints::tokenizer_file_arrays(index.tokenizer.path());
+  const std::string path = (std::filesystem::path(out_dir) / file_name).string();
   checkpoints::write_export(path, model_arrays(model), info);
   return path;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -51,8 +52,9 @@ struct EvalPoint {
   int64_t attempt = 0;  // the run's attempt (Note [Run directory] in trainer.cpp)
 };
 // Collective over `control` (a host communicator): retrieves every set's queries with `scorer` (sharded over
-// the ranks); rank 0 logs the metrics and appends one `eval` event per set to `jsonl` (ignored elsewhere).
-void evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
+// the ranks); rank 0 logs the metrics and appends one `eval` event per set to `jsonl` (ignored elsewhere),
+// and returns split -> metric -> mean (empty on other ranks).
+std::map<std::string, std::map<std::string, double>> evaluate_sets(retrieval::Seq2SeqScorer& scorer, const retrieval::IndexDir& index, const std::vector<EvalSet>& sets,
                    const RetrievalSettings& settings, const retrieval::ViewLimits& limits, comm::Communicator& control,
                    const EvalPoint& point, std::ostream& jsonl);
 
@@ -75,6 +77,7 @@ std::string utc_time_now();
 // config ({"model", "view_limits"} JSON) and the ids and checksums of the tokenizer and index; returns the path.
 std::string write_final_export(Seq2Seq& model, const std::string& out_dir, const std::string& model_config_json,
                                const retrieval::IndexDir& index, const std::string& index_path,
-                               const std::string& index_sha256, const World& world);
+                               const std::string& index_sha256, const World& world,
+                               const std::string& file_name = "model.h5");
 
 }  // namespace dgr::trainer

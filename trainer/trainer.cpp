@@ -6,12 +6,16 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+
+#include <fmt/ranges.h>
 
 #include "checkpoints/store.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "retrieval/metrics.h"
 #include "trainer/adamw.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/exported_model.h"
@@ -175,6 +179,11 @@ struct Trainer::State {
   void set_aside_steps_after(int64_t step);
   std::string resume_mode();  // "" (auto), "never", or the step directory to resume from
   void record_attempt();
+  void setup_best();
+  void keep_if_best(double value);
+  std::string best_split, best_metric;  // --keep-best (Note [Best model])
+  double best_value = -std::numeric_limits<double>::infinity();
+  int64_t best_step = -1;
   int64_t attempt = 0;  // rank 0: this start's number in OUT/attempts
   void open_checkpoints();
   double step(const sharding::EpochSampler::Step& batch, double lr, Window& window);
@@ -220,7 +229,7 @@ void Trainer::State::set_aside_previous_run() {
     char stamp[32];
     std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
     const fs::path out(options.out_dir);
-    for (const fs::path& previous : {out / "checkpoints", out / "train.jsonl"}) {
+    for (const fs::path& previous : {out / "checkpoints", out / "train.jsonl", out / "model.best.h5", out / "best.json"}) {
       std::error_code ec;
       if (!fs::exists(previous) || (fs::is_directory(previous) && fs::is_empty(previous))) continue;
       fs::path target = previous;
@@ -356,11 +365,59 @@ void Trainer::State::evaluate(const std::string& when, Progress& meter) {
   }
   model->eval();
   auto scorer = make_model_scorer(model);
-  evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, *control,
-                {when.c_str(), progress.step, epoch(), seconds_since(start), attempt}, jsonl);
+  const auto results = evaluate_sets(*scorer, data.index, eval_sets, options.eval.retrieval, stage.limits, *control,
+                                     {when.c_str(), progress.step, epoch(), seconds_since(start), attempt}, jsonl);
+  if (!best_metric.empty() && world.is_root()) keep_if_best(results.at(best_split).at(best_metric));
   model->train();
   if (average) average->swap();
   meter.resume();
+}
+
+// Note [Best model]: with --keep-best SPLIT:METRIC, rank 0 compares every evaluation's value of the metric with
+// the best so far (OUT/best.json: split, metric, value, step; kept across resumes when its step is not after
+// the resumed one) and, when it is strictly higher, writes the evaluated model (the weight average with
+// --ema-decay) to OUT/model.best.h5, then best.json; OUT/model.h5 stays the last model. Metrics are
+// higher-is-better (R@k, MRR@k, nDCG@k).
+void Trainer::State::setup_best() {
+  const std::string& spec = options.eval.keep_best;
+  if (spec.empty()) return;
+  const size_t colon = spec.find(':');
+  best_split = colon == std::string::npos ? (options.eval.splits.empty() ? "" : options.eval.splits.front())
+                                          : spec.substr(0, colon);
+  best_metric = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  const auto names = retrieval::metric_names();
+  DGR_CHECK_AS(ConfigError, std::find(names.begin(), names.end(), best_metric) != names.end(),
+               "--keep-best {}: unknown metric '{}' (one of {})", spec, best_metric, fmt::join(names, ", "));
+  DGR_CHECK_AS(ConfigError, std::find(options.eval.splits.begin(), options.eval.splits.end(), best_split) !=
+               options.eval.splits.end(), "--keep-best {}: split '{}' is not evaluated (--eval-split {})", spec,
+               best_split, fmt::join(options.eval.splits, ","));
+  if (!world.is_root() || progress.step == 0) return;
+  const fs::path path = fs::path(options.out_dir) / "best.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  const auto best = nlohmann::json::parse(files::read_all(path.string()), nullptr, /*allow_exceptions=*/false);
+  if (best.is_object() && best.value("split", "") == best_split && best.value("metric", "") == best_metric &&
+      best.value("step", int64_t{-1}) <= progress.step) {
+    best_value = best.value("value", best_value);
+    best_step = best.value("step", int64_t{-1});
+    log->info("--keep-best: the best {} {} so far is {:.4f} at step {} (OUT/model.best.h5)", best_split, best_metric,
+              best_value, best_step);
+  }
+}
+
+void Trainer::State::keep_if_best(double value) {
+  if (!(value > best_value)) return;
+  best_value = value;
+  best_step = progress.step;
+  write_final_export(*model, options.out_dir, export_section["model_config"].dump(), data.index, data.index_path,
+                     data.index_sha256, world, "model.best.h5");
+  files::AtomicFile file((fs::path(options.out_dir) / "best.json").string());
+  file.write(nlohmann::json{{"split", best_split}, {"metric", best_metric}, {"value", value}, {"step", best_step},
+                            {"epoch", epoch()}, {"model", "model.best.h5"}, {"time", utc_time_now()}}
+                 .dump(2) + "\n");
+  file.commit();
+  log->info("--keep-best: {} {} {:.4f} at step {} is the best so far: exported to {}/model.best.h5", best_split,
+            best_metric, value, best_step, options.out_dir);
 }
 
 // Rank 0: one key=value line (losses, rates, the reducer's times per step) and one `train` event of
@@ -403,6 +460,7 @@ Trainer::Trainer(const TrainOptions& options, const World& world, const DeviceCh
   s.open_checkpoints();
   s.record_attempt();
   s.eval_sets = load_eval_sets(options.data_dir, options.eval.splits, options.eval.max_queries, data.corpus);
+  s.setup_best();
   if (world.is_root()) {
     fs::create_directories(options.out_dir);
     s.jsonl.open(fs::path(options.out_dir) / "train.jsonl", std::ios::app);
