@@ -11,7 +11,8 @@
 # an uninterrupted `mpiexec -n 2` run with the same arguments. Then a plain `scancel` of a second job
 # (SIGTERM, as a user's cancel): dgr still checkpoints, and the job is cancelled, not requeued. Then `dgr mine`
 # through the same template (`TEMPLATE mine ARGS`): USR1 mid-run, the mining stops after a round (exit 3), the
-# job requeues, the same command continues OUT.partial, and the mined files equal an uninterrupted mining.
+# job requeues, the same command continues OUT.partial, and the mined files equal an uninterrupted mining. Last,
+# slurm/dgr-pipeline.sh submits index -> stage 1 -> mine -> teacher + prepare -> stage 2 as dependent jobs.
 # DGR_LAUNCHER=mpirun in the environment runs the same checks with Open MPI's mpirun inside the allocation.
 # Needs root, apt (installs slurmd, slurmctld, slurm-client, munge when missing) and network namespaces;
 # exits 77 (skipped) without them. Stops only the daemons it started and removes only what it created.
@@ -25,7 +26,7 @@ mpiexec=("$@")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 slurm_dir=$(cd "$here/../slurm" && pwd)
 template=$slurm_dir/dgr-multinode-cpu.sbatch
-deadline=$((SECONDS + 240))  # below the CTest TIMEOUT, so the cleanup always runs
+deadline=$((SECONDS + 330))  # below the CTest TIMEOUT, so the cleanup always runs
 
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*"; failed=1; exit 1; }
@@ -346,4 +347,28 @@ for f in candidates.jsonl candidates.tsv run.trec; do
 done
 echo "job $job3: dgr mine stopped at $(grep -o 'after [0-9]* of 214' "$work/job3.out" | head -1), requeued, continued;" \
      "candidates.jsonl, candidates.tsv and run.trec equal the uninterrupted mining"
+
+# ---- the whole pipeline as a chain of jobs (slurm/dgr-pipeline.sh from the install) ----
+pdata=$work/pipeline-data
+mkdir -p "$pdata"
+cp "$data"/corpus.tsv "$data"/queries.* "$data"/qrels.* "$pdata/"
+last=$(PATH="$work/prefix/bin:$PATH" DGR_LOG_DIR=none bash "$slurm_dir/dgr-pipeline.sh" --data "$pdata" \
+  --out "$work/pipeline" \
+  --stage1 "--preset test --epochs 4 --batch 16 --threads 1 --views title,body --eval-every 0 --eval-views title --beam 2 --eval-max-queries 2" \
+  --mine "--split train --views title,body --beam 4 --depth 20 --threads 1" \
+  --stage2 "--epochs 1 --batch 4 --threads 1 --eval-every 0 --eval-views title --beam 2 --eval-max-queries 2 --gen-views title" \
+  -- --time=10 | tail -n 1)
+echo "pipeline submitted: last job $last"
+state=""
+while ((SECONDS < deadline)); do
+  state=$(field "$last" JobState)
+  ended "$state" && break
+  sleep 1
+done
+for f in index stage1 mine prepare stage2; do echo "---- $f.out"; grep -v 'checkpoint step=\|mined [0-9]*/\|\[info\] \[train\] step=' "$work/pipeline/$f.out" 2>/dev/null | tail -n 5 || true; done
+[[ $state == COMPLETED ]] || fail "the pipeline's last job (stage 2, $last) ended ${state:-unfinished}"
+[[ -f $pdata/index/index.json && -f $work/pipeline/stage1/model.h5 && -f $work/pipeline/mined/manifest.json &&
+   -f $work/pipeline/prepared/manifest.json && -f $work/pipeline/stage2/model.h5 ]] ||
+  fail "the pipeline's jobs did not leave index, stage-1 model, mined and prepared sets and stage-2 model"
+echo "pipeline: index -> stage 1 -> mine -> teacher + prepare -> stage 2 as dependent jobs, all completed"
 echo "ok ($SECONDS s)"
