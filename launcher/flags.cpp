@@ -52,6 +52,8 @@ void add_checkpoint_flags(CLI::App& app, trainer::CheckpointOptions& o) {
                  "step directory (e.g. OUT/checkpoints/step-00000500; later steps of OUT are moved aside)");
   app.add_flag("--force", o.force, "With --resume never or PATH: move the run already in OUT aside (checkpoints, "
                "train.jsonl as *.replaced-TIME) instead of refusing");
+  app.add_flag("--accept-changes", o.accept_changes, "Resume even though the run's data, views, loss, global batch or "
+               "seed differ from the checkpoint's (each change logged); another model is always refused");
   app.add_flag("!--no-resume", o.resume, "Start from scratch even when OUT/checkpoints has a committed step (= --resume "
                "never --force: the previous run's checkpoints and train.jsonl are moved aside as *.replaced-TIME)");
 }

@@ -38,6 +38,14 @@ changed=("${train[@]}")
 for i in "${!changed[@]}"; do [[ ${changed[$i]} == --batch ]] && changed[$((i + 1))]=8; done
 if "${changed[@]}" > "$work/changed.log" 2>&1; then fail "a resume with another --batch was accepted"; fi
 grep -q "global_batch: 16 -> 8" "$work/changed.log" || { cat "$work/changed.log"; fail "the refusal does not name the batch"; }
+# --accept-changes continues it anyway (on a copy), logging the change.
+cp -r "$work/run" "$work/accepted"
+accepted=("${changed[@]}")
+for i in "${!accepted[@]}"; do [[ ${accepted[$i]} == --out ]] && accepted[$((i + 1))]=$work/accepted; done
+"${accepted[@]}" --accept-changes --max-steps 8 > "$work/accepted.log" 2>&1 || { cat "$work/accepted.log"; fail "--accept-changes"; }
+grep -q "resumed from .*step-00000007 (step 7" "$work/accepted.log" || fail "--accept-changes did not resume"
+grep -q "(--accept-changes) train/global_batch: 16 -> 8" "$work/accepted.log" || fail "--accept-changes did not log the change"
+rm -rf "$work/accepted"
 "${train[@]}" > "$work/train2.log" 2>&1 || { cat "$work/train2.log"; fail "resumed training failed"; }
 cat "$work/train2.log"
 grep -q "resumed from .*step-00000007 (step 7" "$work/train2.log" || fail "did not resume from step 7"

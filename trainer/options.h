@@ -58,6 +58,7 @@ struct CheckpointOptions {
   // trainer.cpp).
   std::string resume_from = "auto";
   bool force = false;  // with --resume never or PATH: move a previous run in OUT aside instead of refusing
+  bool accept_changes = false;  // resume although data, views, loss, batch or seed changed (not the model)
 };
 
 // The gradient allreduce (comm/, trainer/gradient_reducer.h).

@@ -2,6 +2,7 @@
 #include "trainer/train_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <algorithm>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
@@ -282,7 +283,7 @@ TrainProgress restore(const checkpoints::LoadedCheckpoint& checkpoint, torch::nn
 }
 
 std::vector<std::string> check_resume_config(const std::string& saved_json, const std::string& current_json,
-                                             const std::string& dir) {
+                                             const std::string& dir, bool accept_changes) {
   const auto saved = nlohmann::json::parse(saved_json, nullptr, false);
   const auto current = nlohmann::json::parse(current_json, nullptr, false);
   if (saved.is_discarded() || current.is_discarded() || !saved.is_object() || !current.is_object()) return {};
@@ -299,11 +300,17 @@ std::vector<std::string> check_resume_config(const std::string& saved_json, cons
     const std::string a = in_saved ? saved.at(p).dump() : "(absent)", b = in_current ? current.at(p).dump() : "(absent)";
     if (a != b) errors.push_back(fmt::format("{}: {} -> {}", pointer.substr(1), a, b));
   }
-  if (!errors.empty()) {
+  // --accept-changes continues anyway, except into another model (its weights would not fit).
+  const bool model_changed = std::any_of(errors.begin(), errors.end(), [](const std::string& e) {
+    return e.rfind("export/model_config", 0) == 0;
+  });
+  if (!errors.empty() && (!accept_changes || model_changed)) {
     throw ConfigError(fmt::format("{}: the checkpoint is of another run than this command describes ({}): resume with "
-                                  "the run's own settings, or start over with --no-resume or another --out",
-                                  dir, fmt::join(errors, "; ")));
+                                  "the run's own settings, start over with --no-resume or another --out{}",
+                                  dir, fmt::join(errors, "; "),
+                                  model_changed ? "" : ", or pass --accept-changes to continue it with these"));
   }
+  for (const auto& e : errors) changed.push_back("(--accept-changes) " + e);
   const auto flat_saved = saved.contains("train") ? saved.at("train").flatten() : nlohmann::json::object();
   const auto flat_current = current.contains("train") ? current.at("train").flatten() : nlohmann::json::object();
   for (const auto& [key, value] : flat_current.items()) {
@@ -316,7 +323,7 @@ std::vector<std::string> check_resume_config(const std::string& saved_json, cons
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
                               int world_size, const ExtraTensors& extras, const std::string& config_json,
-                              const std::string& from_step_dir) {
+                              const std::string& from_step_dir, bool accept_changes) {
   TrainProgress progress;
   progress.seed = seed;
   if (resume) {
@@ -328,7 +335,7 @@ TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t s
     }
     if (loaded) {
       if (!config_json.empty()) {
-        const auto changed = check_resume_config(loaded->config_json, config_json, loaded->dir);
+        const auto changed = check_resume_config(loaded->config_json, config_json, loaded->dir, accept_changes);
         if (rank == 0 && !changed.empty())
           log::get("train")->warn("resuming {} with changed settings: {}", loaded->dir, fmt::join(changed, "; "));
       }

@@ -67,14 +67,15 @@ void seed_rank_rng(uint64_t seed, int rank, int64_t step);
 TrainProgress resume_or_start(checkpoints::Store& store, bool resume, uint64_t seed, torch::nn::Module& model,
                               torch::optim::Optimizer& optimizer, sharding::EpochSampler& sampler, int rank,
                               int world_size, const ExtraTensors& extras = {}, const std::string& config_json = "",
-                              const std::string& from_step_dir = "");
+                              const std::string& from_step_dir = "", bool accept_changes = false);
 
 // A resume must continue the same run: the model, the tokenizer and index, the stage, the training data
 // (train_split / prepared data set, views, loss), the global batch and the seed must equal the checkpoint's
-// (ConfigError listing every difference, naming `dir` and saying to use --no-resume or another --out). Other
+// (ConfigError listing every difference, naming `dir` and saying to use --no-resume or another --out; with
+// `accept_changes` (--accept-changes) they are returned as changes instead, except another model). Other
 // settings may change (a longer schedule, another learning rate, evaluation, paths to the same data): they
 // are returned as "key: old -> new" lines for the caller to log.
 std::vector<std::string> check_resume_config(const std::string& saved_json, const std::string& current_json,
-                                             const std::string& dir);
+                                             const std::string& dir, bool accept_changes = false);
 
 }  // namespace dgr::trainer

@@ -352,7 +352,8 @@ void Trainer::State::open_checkpoints() {
     extras = average->named_averages();
   }
   progress = resume_or_start(*store, from_step_dir != "never", options.seed, *model, optimizer, sampler, world.rank(),
-                             world.size(), extras, config_json, from_step_dir == "never" ? "" : from_step_dir);
+                             world.size(), extras, config_json, from_step_dir == "never" ? "" : from_step_dir,
+                             options.checkpoint.accept_changes);
 }
 
 // With --ema-decay the average is what is evaluated (Note [Weight averaging]): swapped in and out around it.
