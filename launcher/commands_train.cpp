@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "data/record_journal.h"
 #include "launcher/config.h"
 #include "launcher/startup.h"
 #include "launcher/version.h"
@@ -29,6 +30,7 @@
 #include "trainer/hf_bart.h"
 #include "trainer/retrieve_queries.h"
 #include "trainer/stage1.h"
+#include "trainer/stop.h"
 #include "trainer/stage2.h"
 
 namespace fs = std::filesystem;
@@ -54,6 +56,7 @@ struct RetrieveCommandOptions {
   std::string run_file;   // the run of the one split / queries file here instead of OUT/run.NAME.trec
   std::string tag = "dgr";  // the run's tag column
   bool any_index = false;   // retrieve with an index other than the model's own
+  int round_size = 8;       // queries per rank per round (each round is journaled: Note [Resumable retrieval])
   int max_queries = 0;
   trainer::DeviceOptions device;  // --device, --threads
   trainer::RetrievalSettings settings;
@@ -137,16 +140,56 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     auto queries = all_queries;
     if (opts.max_queries > 0 && queries.size() > static_cast<size_t>(opts.max_queries))
       queries.resize(static_cast<size_t>(opts.max_queries));
+    const std::string run_path =
+        opts.run_file.empty() ? (fs::path(out_dir) / ("run." + name + ".trec")).string() : opts.run_file;
+    const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
+    // Note [Resumable retrieval]: each query's result is journaled in RUN.partial (rank 0), durable after every
+    // round of --round-size queries per rank (RUN.partial.resume.json, with the run's fingerprint); a stop
+    // signal ends the retrieval after the round with exit 3, and the same command continues with the next query.
+    // The journal of other settings is dropped (with a warning): it is a cache, the outputs are rewritten anyway.
+    std::unique_ptr<data::RecordJournal> journal;
+    std::string done_text = "0";
+    if (world.is_root()) {
+      fs::create_directories(out_dir.empty() ? "." : out_dir);
+      if (fs::path(run_path).has_parent_path()) fs::create_directories(fs::path(run_path).parent_path());
+      const nlohmann::json fingerprint = {
+          {"model_sha256", files::sha256_file(opts.model)}, {"index", nlohmann::json::parse(index.manifest_json)
+                                                                          .value("fm_index_sha256", "")},
+          {"queries_sha256", files::sha256_file(path)}, {"max_queries", opts.max_queries}, {"tag", opts.tag},
+          {"retrieval", trainer::retrieval_settings_json(opts.settings)}};
+      journal = std::make_unique<data::RecordJournal>(run_path + ".partial", fingerprint.dump());
+      if (journal->restarted())
+        log->warn("{}.partial held a retrieval of other settings: starting {} over", run_path, name);
+      if (!journal->resumed().empty())
+        log->info("continuing {}: {} of {} queries were retrieved by an earlier run", run_path,
+                  journal->resumed().size(), queries.size());
+      done_text = std::to_string(journal->resumed().size());
+    }
+    control->broadcast_bytes(done_text, 0);
+    trainer::StopVote vote(*control, {}, world);
+    int64_t round = 0;
+    trainer::RetrieveResume resume;
+    resume.queries_per_rank = opts.round_size;
+    resume.first_query = std::stoull(done_text);
+    if (journal) {
+      resume.resumed = &journal->resumed();
+      resume.journal = [&journal](const std::string& record) { journal->append(record); };
+    }
+    resume.after_round = [&] {
+      if (journal) journal->checkpoint();
+      return vote.agree(++round);
+    };
     std::vector<std::string> keys;
     trainer::RetrievalStats stats;
     auto run = trainer::retrieve_queries(*exported.scorer, index, queries, opts.settings, exported.limits, *control,
-                                         opts.tag, &keys, &stats);
+                                         opts.tag, &keys, &stats, &resume);
+    if (stats.stopped) {
+      if (world.is_root())
+        log->warn("stopped on a signal in {} after {} of {} queries ({}.partial): run the same command again to "
+                  "continue (exit code 3)", name, resume.first_query + stats.queries, queries.size(), run_path);
+      return 3;
+    }
     if (!world.is_root()) continue;
-    fs::create_directories(out_dir.empty() ? "." : out_dir);
-    const std::string run_path =
-        opts.run_file.empty() ? (fs::path(out_dir) / ("run." + name + ".trec")).string() : opts.run_file;
-    if (!opts.run_file.empty() && fs::path(run_path).has_parent_path()) fs::create_directories(fs::path(run_path).parent_path());
-    const std::string keys_path = (fs::path(out_dir) / ("keys." + name + ".jsonl")).string();
     data::write_trec_run(run_path, run);
     write_run_sidecar(fs::path(run_path).replace_extension(".json").string(), opts, exported, path);
     {
@@ -154,7 +197,8 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
       for (const auto& line : keys) file.write(line + "\n");
       file.commit();
     }
-    std::string line = fmt::format("dgr {} ({}): {} queries, {:.1f} queries/s on {} ranks", name, run_path, stats.queries,
+    journal->remove();
+    std::string line = fmt::format("dgr {} ({}): {} queries, {:.1f} queries/s on {} ranks", name, run_path, queries.size(),
                                    stats.queries_per_second(), world.size());
     const fs::path qrels_path = data / ("qrels." + name + ".tsv");
     if (opts.queries.empty() && fs::exists(qrels_path)) {
@@ -261,6 +305,8 @@ void add_retrieve_command(CLI::App& app, CommandTable& table) {
   retrieve->add_option("--run", r->run_file, "Write the run (one --split or --queries) to this file instead of "
                        "OUT/run.NAME.trec (its settings beside it as FILE without .trec + .json)");
   retrieve->add_option("--tag", r->tag, "The run's tag column (TREC's last field)");
+  retrieve->add_option("--round-size", r->round_size, "Queries per rank per round; each round is made durable in "
+                       "RUN.partial, and a stopped or killed retrieval continues after the last one")->check(at_least(1));
   retrieve->add_flag("--any-index", r->any_index, "Retrieve with an index other than the one the model was trained "
                      "on (same tokenizer; refused otherwise)");
   add_retrieval_flags(*retrieve, r->settings);

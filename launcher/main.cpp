@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   // Training and mining catch the scheduler's stop signals from the start: a signal that arrives while MPI
   // starts or the data loads is then honoured at the first step (round) boundary instead of killing the process.
   const bool training = leaf->get_name() == "train";
-  if (training || leaf->get_name() == "mine") signals::install_stop_handlers();
+  if (training || leaf->get_name() == "mine" || leaf->get_name() == "retrieve") signals::install_stop_handlers();
 
   launcher::remember_command_line(argc, argv);
   std::unique_ptr<World> world;

@@ -3,7 +3,9 @@
 # (exit 3, as `dgr train`), then one killed with SIGKILL partway, each continued by running the same command
 # (on another number of ranks), gives candidates.jsonl, candidates.tsv and run.trec byte-identical to an
 # uninterrupted mining. Also: OUT never appears before the end; OUT.partial of another run (another depth) is
-# refused naming what differs, and --force starts over; OUT.partial is gone once OUT is complete.
+# refused naming what differs, and --force starts over; OUT.partial is gone once OUT is complete. Then `dgr
+# retrieve` the same way (Note [Resumable retrieval]): stopped after 3 rounds (exit 3, RUN.partial journal), then
+# killed, then finished on 2 ranks: run and keys files byte-identical to an uninterrupted retrieval.
 # Usage: mine_resume_test.sh DGR DATA_DIR MPIEXEC [MPIEXEC_FLAGS...]   (DATA_DIR: datasets/debian-tiny)
 set -euo pipefail
 dgr=$1; data=$2; shift 2
@@ -75,4 +77,32 @@ DGR_TEST_STOP_AT_STEP=1 "$dgr" "${mine[@]}" --out "$work/again" > /dev/null 2>&1
 set -e
 "$dgr" "${base[@]}" --depth 10 --force --out "$work/again" > "$work/force.log" 2>&1 || { cat "$work/force.log"; fail "--force"; }
 ! grep -q "continuing" "$work/force.log" || fail "--force continued OUT.partial"
-echo "PASS: mining stopped ($done1 queries), killed and resumed equals the uninterrupted mining byte for byte"
+
+# ---- dgr retrieve: stopped, killed, continued ----
+retrieve=(retrieve --data "$data" --index "$work/index" --model "$work/run/model.h5" --split dev --split test
+          --views title,body --beam 8 --round-size 1 --threads 1)
+"$dgr" "${retrieve[@]}" --out "$work/r-full" > /dev/null 2>&1 || fail "uninterrupted retrieval"
+set +e
+DGR_TEST_STOP_AT_STEP=3 "${mpiexec[@]}" -n 2 "$dgr" "${retrieve[@]}" --out "$work/r-part" > "$work/r-stop.log" 2>&1
+rc=$?
+set -e
+[[ $rc -eq 3 ]] || { cat "$work/r-stop.log"; fail "a stopped retrieval exits $rc, not 3"; }
+[[ ! -e $work/r-part/run.dev.trec && -s $work/r-part/run.dev.trec.partial ]] || fail "after a stop: a run file, or no journal"
+grep -q "records\": 6" "$work/r-part/run.dev.trec.partial.resume.json" || { cat "$work/r-part/run.dev.trec.partial.resume.json"; fail "3 rounds of 2 ranks x 1 query are not 6 records"; }
+"$dgr" "${retrieve[@]}" --out "$work/r-part" > "$work/r-killed.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  n=$(python3 -c "import json; print(json.load(open('$work/r-part/run.dev.trec.partial.resume.json'))['records'])" 2>/dev/null || echo 0)
+  ((n >= 12)) && break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+[[ ! -e $work/r-part/run.dev.trec ]] || fail "the killed retrieval finished dev before the kill"
+"${mpiexec[@]}" -n 2 "$dgr" "${retrieve[@]}" --out "$work/r-part" > "$work/r-resumed.log" 2>&1 || { cat "$work/r-resumed.log"; fail "retrieve resume"; }
+grep -q "continuing .*run.dev.trec: [0-9]* of" "$work/r-resumed.log" || { cat "$work/r-resumed.log"; fail "retrieve did not continue"; }
+for f in run.dev.trec keys.dev.jsonl run.test.trec keys.test.jsonl; do
+  cmp "$work/r-full/$f" "$work/r-part/$f" || fail "retrieve: $f differs from the uninterrupted retrieval"
+done
+! compgen -G "$work/r-part/*.partial*" > /dev/null || fail "retrieve left its journal behind"
+echo "PASS: mining stopped ($done1 queries), killed and resumed equals the uninterrupted mining byte for byte; so does retrieval"

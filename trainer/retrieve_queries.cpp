@@ -106,10 +106,10 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
                                                  const RetrievalSettings& settings,
                                                  const retrieval::ViewLimits& limits, comm::Communicator& control,
                                                  const std::string& tag, std::vector<std::string>* keys,
-                                                 RetrievalStats* stats) {
+                                                 RetrievalStats* stats, const RetrieveResume* resume) {
   // One round: every rank's share at once. A query's record: per passage, best first,
   // [int32 doc][float64 score][uint64 length][its keys line, JSON (empty without `keys`)].
-  const int queries_per_rank = static_cast<int>(std::max<size_t>(
+  const int queries_per_rank = resume != nullptr ? resume->queries_per_rank : static_cast<int>(std::max<size_t>(
       1, (queries.size() + static_cast<size_t>(control.size()) - 1) / static_cast<size_t>(control.size())));
   auto encode = [&](size_t q, const std::vector<int32_t>&, const std::vector<retrieval::RetrievedPassage>& passages) {
     std::string record;
@@ -149,8 +149,24 @@ std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, co
       at += length;
     }
   };
-  RetrievalStats totals =
-      retrieve_in_rounds(model, index, queries, settings, limits, control, queries_per_rank, encode, consume);
+  RoundControl rounds;
+  ConsumeRetrieved take = consume;
+  if (resume != nullptr) {
+    rounds.first_query = resume->first_query;
+    rounds.after_round = resume->after_round;
+    if (control.rank() == 0) {
+      DGR_CHECK(resume->resumed != nullptr && resume->resumed->size() == resume->first_query,
+                "retrieve_queries: {} resumed records for {} queries done", resume->resumed ? resume->resumed->size() : 0,
+                resume->first_query);
+      for (size_t q = 0; q < resume->first_query; ++q) consume(q, (*resume->resumed)[q]);
+      take = [&](size_t q, std::string record) {
+        if (resume->journal) resume->journal(record);
+        consume(q, std::move(record));
+      };
+    }
+  }
+  RetrievalStats totals = retrieve_in_rounds(model, index, queries, settings, limits, control, queries_per_rank, encode,
+                                             take, nullptr, rounds);
   if (stats != nullptr) *stats = totals;
   data::untie_scores(run);  // as written, so its metrics are the file's (data/trec.h, Note [Written scores])
   return run;

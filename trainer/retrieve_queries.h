@@ -49,12 +49,23 @@ struct RetrievalStats {
 // with the same queries): rank 0 returns the run (top_k passages per query, best first, tag `tag`) and,
 // when `keys` is given, one JSON line per (query, passage) with the matched keys; other ranks return an
 // empty run. A rank that does not arrive within control's deadline ends it with a CommError naming it.
+// Resuming (`dgr retrieve`, Note [Resumable retrieval] in launcher/commands_train.cpp): rounds of
+// `queries_per_rank`; the first `first_query` queries were retrieved by an earlier run and rank 0 passes their
+// records (`resumed`), which are consumed as if retrieved; rank 0's `journal` gets every new query's record;
+// `after_round` is RoundControl's (collective; true stops: stats->stopped, the run then holds the queries done).
+struct RetrieveResume {
+  int queries_per_rank = 8;
+  size_t first_query = 0;
+  const std::vector<std::string>* resumed = nullptr;
+  std::function<void(const std::string& record)> journal;
+  std::function<bool()> after_round;
+};
 std::vector<data::RunEntry> retrieve_queries(retrieval::Seq2SeqScorer& model, const retrieval::IndexDir& index,
                                                  const std::vector<data::Query>& queries,
                                                  const RetrievalSettings& settings,
                                                  const retrieval::ViewLimits& limits, comm::Communicator& control,
                                                  const std::string& tag, std::vector<std::string>* keys,
-                                                 RetrievalStats* stats);
+                                                 RetrievalStats* stats, const RetrieveResume* resume = nullptr);
 
 // Collective over `control` (as retrieve_queries): for outputs too large to gather at once (`dgr mine`). Queries are retrieved in rounds of
 // `queries_per_rank` x world size; within a round query i goes to rank i % world size. Each rank turns each
