@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <string_view>
+#include <vector>
 #include <set>
 
 #include <fmt/format.h>
@@ -38,6 +40,30 @@ std::string passage_id(const json& ctx) {
   return "";
 }
 
+// The answers column of DPR's *.qa.csv: a Python list literal, ['a', "b's", ...] (backslash escapes kept as the
+// escaped character). Empty on anything else.
+std::optional<std::vector<std::string>> python_string_list(std::string_view s) {
+  while (!s.empty() && (s.back() == '\r' || s.back() == ' ')) s.remove_suffix(1);
+  if (s.size() < 2 || s.front() != '[' || s.back() != ']') return std::nullopt;
+  std::vector<std::string> out;
+  size_t i = 1;
+  while (true) {
+    while (i < s.size() - 1 && (s[i] == ' ' || s[i] == ',')) ++i;
+    if (i >= s.size() - 1) break;
+    const char quote = s[i];
+    if (quote != '\'' && quote != '"') return std::nullopt;
+    std::string item;
+    for (++i; i < s.size() - 1 && s[i] != quote; ++i) {
+      if (s[i] == '\\' && i + 1 < s.size() - 1) ++i;
+      item += s[i];
+    }
+    if (i >= s.size() - 1) return std::nullopt;  // unterminated
+    ++i;
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
 }  // namespace
 
 DprQueryReport convert_dpr_queries(const DprQueryOptions& o) {
@@ -53,7 +79,21 @@ DprQueryReport convert_dpr_queries(const DprQueryOptions& o) {
                  "--split", p);
   }
   json questions;
-  {
+  const bool csv = o.in.size() > 4 && o.in.compare(o.in.size() - 4, 4, ".csv") == 0;
+  if (csv) {  // DPR's *.qa.csv: question<TAB>['answer', ...] per line, no passage labels
+    std::ifstream in(o.in, std::ios::binary);
+    DGR_CHECK_AS(DataError, in.good(), "{}: cannot open (check the path)", o.in);
+    questions = json::array();
+    std::string line;
+    for (int64_t number = 1; std::getline(in, line); ++number) {
+      if (line.empty()) continue;
+      const size_t tab = line.rfind('\t');
+      const auto answers = tab == std::string::npos ? std::nullopt : python_string_list(std::string_view(line).substr(tab + 1));
+      DGR_CHECK_AS(DataError, answers.has_value(), "{}:{}: expected question<TAB>['answer', ...] (DPR's .qa.csv)", o.in,
+                   number);
+      questions.push_back({{"question", line.substr(0, tab)}, {"answers", *answers}});
+    }
+  } else {
     std::ifstream in(o.in, std::ios::binary);
     DGR_CHECK_AS(DataError, in.good(), "{}: cannot open (check the path)", o.in);
     questions = json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -106,6 +146,7 @@ DprQueryReport convert_dpr_queries(const DprQueryOptions& o) {
                report.positives_not_in_corpus, corpus_path);
   for (const auto& [path, bytes] : {std::pair{queries_path, &queries}, std::pair{qrels_path, &qrels},
                                     std::pair{answers_path, &answers}}) {
+    if (csv && path == qrels_path) continue;  // no passage labels: evaluate with --answers
     files::AtomicFile file(path);
     file.write(*bytes);
     file.commit();

@@ -4,7 +4,8 @@
 // "negative_ctxs", "hard_negative_ctxs"}; the passages are those of psgs_w100.tsv (read_corpus takes its
 // `id<TAB>text<TAB>title` header). `dgr data dpr-queries` writes DATA/queries.SPLIT.tsv (qid = SPLIT-N, N the
 // question's position in the file), DATA/qrels.SPLIT.tsv (every positive context, grade 1) and
-// DATA/answers.SPLIT.jsonl ({"qid", "answers"}, for answer-string evaluation, which dgr does not do yet).
+// DATA/answers.SPLIT.jsonl ({"qid", "answers"}, for `dgr evaluate --answers`). DPR's question-answer files
+// (nq-test.qa.csv: question<TAB>['answer', ...]) give queries and answers only (no qrels file is written).
 #pragma once
 
 #include <cstddef>

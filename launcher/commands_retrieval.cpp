@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "retrieval/answers.h"
 #include "retrieval/bm25.h"
 #include "retrieval/metrics.h"
 #include "data/readers.h"
@@ -28,6 +29,7 @@ struct EvaluateOptions {
   std::string corpus;  // optional: check the run's pids against it
   std::string per_query;  // optional: per-query metrics as TSV (retrieval::format_per_query_tsv)
   std::vector<int> recall_at = retrieval::MetricsOptions{}.recall_at;  // e.g. add 1000 for MS MARCO's R@1000
+  std::string answers;  // answers.SPLIT.jsonl: answer-string accuracy instead of qrels (retrieval/answers.h)
 };
 
 struct Bm25CommandOptions {
@@ -40,6 +42,21 @@ struct Bm25CommandOptions {
 };
 
 int run_evaluate(const EvaluateOptions& opts, const World& world) {
+  if (!opts.answers.empty()) {  // answer-string accuracy (DPR's NQ / TriviaQA evaluation)
+    DGR_CHECK_AS(ConfigError, !opts.run.empty() && !opts.corpus.empty() && opts.qrels.empty(),
+                 "dgr evaluate --answers needs --run and --corpus (the passages' text), and no --qrels");
+    if (!world.is_root()) return 0;
+    const data::Corpus corpus = data::read_corpus(opts.corpus);
+    const auto run = data::read_trec_run(opts.run, &corpus, nullptr);
+    const auto acc = retrieval::answer_accuracy(run, opts.answers, corpus);
+    std::string line;
+    for (const auto& [k, value] : acc.at) line += fmt::format("Acc@{} {:.4f}  ", k, value);
+    std::cout << opts.run << ": " << line << "(questions " << acc.questions << ", by answer string)\n";
+    if (acc.questions_missing_from_run > 0)
+      log::get("eval")->warn("{} of {} questions have no entry in {} (scored 0)", acc.questions_missing_from_run,
+                             acc.questions, opts.run);
+    return 0;
+  }
   DGR_CHECK_AS(ConfigError, !opts.run.empty() && !opts.qrels.empty(), "dgr evaluate needs --run and --qrels");
   if (!world.is_root()) return 0;
   std::unique_ptr<data::Corpus> corpus;
@@ -99,6 +116,8 @@ void add_retrieval_commands(CLI::App& app, CommandTable& table) {
   evaluate->add_option("--run", eval->run, "TREC run file (qid Q0 pid rank score tag)");
   evaluate->add_option("--qrels", eval->qrels, "Qrels: TREC or TSV; repeatable (e.g. dev and test pooled)");
   evaluate->add_option("--corpus", eval->corpus, "Corpus to check the run's passage ids against (optional)");
+  evaluate->add_option("--answers", eval->answers, "Answer strings (answers.SPLIT.jsonl of `dgr data dpr-queries`): "
+                       "top-k accuracy by answer string (DPR's NQ/TriviaQA evaluation) instead of qrels; needs --corpus");
   evaluate->add_option("--recall-at", eval->recall_at, "Recall cut-offs (e.g. 1,5,10,20,100,1000 for MS MARCO's R@1000; "
                        "the run must be that deep: dgr retrieve --depth, dgr bm25 --depth)")
       ->delimiter(',')->check(CLI::PositiveNumber);

@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev
-  libsentencepiece-dev sentencepiece libsdsl-dev libxapian-dev nlohmann-json3-dev libpcre2-dev
+  libsentencepiece-dev sentencepiece libsdsl-dev libxapian-dev nlohmann-json3-dev libpcre2-dev libicu-dev
   zlib1g-dev libssl-dev
   apt-utils
   gnuplot-nox

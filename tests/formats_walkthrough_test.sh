@@ -49,6 +49,11 @@ for split, name in (("train", "nq-train.json"), ("dev", "nq-dev.json")):
             "positive_ctxs": [{"title": "t", "text": "x", "score": 1000, "title_score": 1, "passage_id": ids[p]} for p in pos.get(q[0], [])],
             "negative_ctxs": [], "hard_negative_ctxs": []} for q in queries(split)]
     json.dump(out, open(f"{n}/{name}", "w", encoding="utf-8"))
+# nq-test.qa.csv: question<TAB>answers as a Python list literal (no passage labels)
+with open(f"{n}/nq-test.qa.csv", "w", encoding="utf-8") as f:
+    for q in queries("test"):
+        words = q[1].split()
+        f.write(f"{q[1]}\t{[words[0], words[-1] + chr(39) + 's']}\n")
 PY
 
 # ---- MS MARCO passage (docs/walkthrough.md, part 1) ----
@@ -111,6 +116,14 @@ PY
     --max-queries 4 --out "$work/n-mined" > /dev/null
 grep -q '(the "package")' "$work/n-mined/candidates.tsv" || fail "NQ: psgs_w100.tsv's quoted text was not unquoted"
 ! grep -q '""package""' "$work/n-mined/candidates.tsv" || fail "NQ: doubled quotes left in the text"
+# NQ test: questions and answers only; evaluated by answer string (dgr evaluate --answers).
+"$dgr" data dpr-queries --in "$n/nq-test.qa.csv" --data "$n" --split test > /dev/null
+[[ -s $n/queries.test.tsv && -s $n/answers.test.jsonl && ! -e $n/qrels.test.tsv ]] || fail "NQ test: queries and answers only"
+grep -q "'s\"" "$n/answers.test.jsonl" || { head -2 "$n/answers.test.jsonl"; fail "NQ test: a quoted answer was not read"; }
+"$dgr" retrieve --data "$n" --model "$work/n-s1/model.h5" --split test --views title,body --beam 4 --depth 100 \
+    --threads 1 --out "$work/n-out" > /dev/null
+"$dgr" evaluate --run "$work/n-out/run.test.trec" --answers "$n/answers.test.jsonl" --corpus "$n/corpus.tsv" > "$work/n-acc.log"
+grep -q "Acc@20 " "$work/n-acc.log" || { cat "$work/n-acc.log"; fail "NQ test: no answer accuracy"; }
 # Malformed DPR files are refused naming the file.
 echo '{"question": "x"}' > "$work/bad1.json"
 printf '[{"question": "q", "positive_ctxs": [{"title": "t"}]}]' > "$work/bad2.json"
