@@ -22,6 +22,9 @@ std::string_view trim(std::string_view s);
 // Collapses every run of ASCII whitespace to one space and trims the ends.
 std::string collapse_ws(std::string_view s);
 
+// One TSV field: tabs and line breaks (\t, \n, \r) become spaces, nothing else changes.
+std::string tsv_field(std::string s);
+
 // ASCII lower-case copy.
 std::string to_lower(std::string_view s);
 

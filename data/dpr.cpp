@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/text.h"
 #include "data/readers.h"
 
 namespace fs = std::filesystem;
@@ -21,14 +22,6 @@ namespace dgr::data {
 namespace {
 
 using nlohmann::json;
-
-// One line of a TSV field: tabs and line breaks become spaces.
-std::string one_line(std::string s) {
-  for (char& c : s) {
-    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
-  }
-  return s;
-}
 
 std::string passage_id(const json& ctx) {
   for (const char* key : {"passage_id", "psg_id", "id"}) {
@@ -116,10 +109,10 @@ DprQueryReport convert_dpr_queries(const DprQueryOptions& o) {
     const std::string where = fmt::format("{}: question {} (0-based)", o.in, i);
     DGR_CHECK_AS(DataError, q.is_object() && q.contains("question") && q["question"].is_string(),
                  "{}: no \"question\" string", where);
-    std::string text = one_line(q["question"].get<std::string>());
-    DGR_CHECK_AS(DataError, text.find_first_not_of(' ') != std::string::npos, "{}: empty question", where);
+    const std::string question = text::tsv_field(q["question"].get<std::string>());
+    DGR_CHECK_AS(DataError, question.find_first_not_of(' ') != std::string::npos, "{}: empty question", where);
     const std::string qid = o.split + "-" + std::to_string(i);
-    queries += qid + "\t" + text + "\n";
+    queries += qid + "\t" + question + "\n";
     ++report.questions;
     std::set<std::string> seen;
     if (q.contains("positive_ctxs")) {

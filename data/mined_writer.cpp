@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/text.h"
 #include "data/trec.h"
 
 namespace fs = std::filesystem;
@@ -22,14 +23,6 @@ namespace dgr::data {
 namespace {
 
 using nlohmann::json;
-
-// A TSV field: tabs and line breaks become spaces (candidates.tsv has one pair per line).
-std::string tsv_field(std::string s) {
-  for (char& c : s) {
-    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
-  }
-  return s;
-}
 
 json file_entry(const std::string& path) {
   return {{"sha256", files::sha256_file(path)}, {"bytes", static_cast<uint64_t>(fs::file_size(path))}};
@@ -246,8 +239,8 @@ void MinedWriter::Impl::record(size_t index, const std::string& line, bool write
                  "`dgr index --data {}`)", c.pid, w.passages.index_dir, w.passages.corpus_path, w.passages.data_dir);
     const auto& passage = w.corpus.passages[it->second];
     if (write)
-      w.tsv.write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, tsv_field(mined.text),
-                            tsv_field(passage.title), tsv_field(passage.text)));
+      w.tsv.write(fmt::format("{}\t{}\t{}\t{}\t{}\t{}\n", mined.qid, c.pid, r + 1, text::tsv_field(mined.text),
+                            text::tsv_field(passage.title), text::tsv_field(passage.text)));
     w.run.push_back({mined.qid, c.pid, static_cast<int>(r + 1), c.score, "dgr"});
     any_positive = any_positive || c.positive;
     w.counts.positives += c.positive ? 1 : 0;
