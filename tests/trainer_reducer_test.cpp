@@ -1,6 +1,8 @@
 // GradientReducer under mpiexec: W ranks with batch B each end 5 Adam steps with the same parameters as
 // one process with batch W*B (also with 2 accumulation micro-steps, small buckets, a parameter unused on
 // some ranks, and replicas that start different); a model that differs between ranks is a clear error.
+#include <atomic>
+#include <thread>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -133,6 +135,39 @@ void run_case(const Case& c) {
 }
 
 TEST(GradientReducer, MatchesOneProcessWithTheWholeBatch) { run_case({}); }
+
+// Note [Communication thread's device]: the thread-start step runs once, on the communication thread, before
+// the constructor returns (so before any bucket is reduced); a failure there is the constructor's.
+TEST(GradientReducer, CommunicationThreadStartsWithItsDeviceStep) {
+  torch::set_num_threads(1);
+  const World& world = *World::current();
+  dgr::comm::Options options;
+  options.timeout_ms = 60000;
+  auto communicator = dgr::comm::make_communicator(options, world);
+  torch::manual_seed(7);
+  Net net;
+  std::atomic<int> starts{0};
+  std::atomic<bool> on_other_thread{false};
+  const auto main_thread = std::this_thread::get_id();
+  dgr::trainer::ReducerOptions reducer_options;
+  reducer_options.on_thread_start = [&] {
+    ++starts;
+    on_other_thread = std::this_thread::get_id() != main_thread;
+  };
+  {
+    dgr::trainer::GradientReducer reducer(named(net), *communicator, reducer_options);
+    EXPECT_EQ(starts.load(), 1) << "the thread-start step must have run when the constructor returns";
+    auto [x, y] = global_batch(0, world.size());
+    reducer.zero_grad();
+    reducer.prepare_backward(/*synchronize=*/true);
+    rank_loss(net, x, y, true).backward();
+    reducer.finish_backward();
+  }
+  EXPECT_EQ(starts.load(), 1);
+  EXPECT_TRUE(on_other_thread.load());
+  reducer_options.on_thread_start = [] { throw dgr::SystemError("no such device"); };
+  EXPECT_THROW(dgr::trainer::GradientReducer(named(net), *communicator, reducer_options), dgr::SystemError);
+}
 
 TEST(GradientReducer, MatchesWithTwoAccumulationMicroSteps) {
   Case c;

@@ -30,6 +30,8 @@
 // communicator's destruction frees them, or they are leaked).
 #include "trainer/gradient_reducer.h"
 
+#include <future>
+
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -200,13 +202,39 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, torch::Tenso
       }
     }
   }
-  for (size_t k = 0; k < parameters_.size(); ++k) {
+  for (size_t k = 0; k < parameters_.size(); ++k) {  // checked before the thread starts: a throw here is clean
     auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[k].parameter);
     DGR_CHECK_AS(ConfigError, accumulator != nullptr, "gradient reducer: parameter {} does not require grad", k);
-    accumulator->add_post_hook(std::make_unique<ReadyHook>(this, k));
     accumulators_.push_back(std::move(accumulator));
   }
-  thread_ = std::thread([this] { communication_loop(); });
+  // The thread's device step runs before the constructor returns (its failure is this constructor's, before any
+  // hook points at this reducer).
+  std::promise<void> started;
+  std::future<void> ready = started.get_future();
+  thread_ = std::thread([this, &started] {
+    try {
+      if (options_.on_thread_start) {
+        options_.on_thread_start();
+      } else if (device_.is_cuda()) {
+        c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device_);
+      }
+      started.set_value();
+    } catch (...) {
+      started.set_exception(std::current_exception());
+      return;
+    }
+    communication_loop();
+  });
+  try {
+    ready.get();
+  } catch (...) {
+    thread_.join();
+    throw;
+  }
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    accumulators_[k]->add_post_hook(std::make_unique<ReadyHook>(this, k));
+  }
+
   log::get("trainer")->debug("gradient reducer: {} parameters in {} buckets, {} pieces, on {}{}", parameters_.size(),
                               buckets_.size(), pieces_.size(), device_.str(),
                               staged_ ? ", staged through host memory" : "");
@@ -321,6 +349,11 @@ void GradientReducer::launch_ready_pieces_in_order() {
   work_cv_.notify_one();
 }
 
+// Note [Communication thread's device]: a new thread's current CUDA device is 0 whatever its rank's is, so
+// before the first collective the thread (started in the constructor) makes the parameters' device current (issue 22, review item 3:
+// otherwise every rank's collectives and the NCCL communicator's device guard, restoring "the caller's"
+// device 0, create a context on GPU 0 from every rank: ~0.5 GB each, and an error on GPUs in
+// exclusive-process mode).
 void GradientReducer::communication_loop() {
   while (true) {
     size_t q;

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +35,9 @@ struct ReducerOptions {
   static constexpr size_t kAutoPieces = SIZE_MAX;
   size_t piece_bytes = kAutoPieces;
   bool bf16_on_wire = false;            // bf16 parameters: reduce in bf16 (else converted to fp32 first)
+  // Runs first on the communication thread, before any bucket is reduced (Note [Communication thread's
+  // device]); unset = make the parameters' CUDA device current there (nothing on the CPU). Tests observe it.
+  std::function<void()> on_thread_start;
 };
 
 // The options of `dgr train --bucket-mib B --piece-mib P` (P < 0: kAutoPieces).
