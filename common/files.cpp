@@ -89,6 +89,38 @@ void AtomicDir::commit() {
   if (moved_old) fs::remove_all(old, ec);
 }
 
+void AppendFile::open(const std::string& path, uint64_t size) {
+  close();
+  path_ = path;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    std::FILE* created = std::fopen(path.c_str(), "wb");
+    if (created == nullptr) throw SystemError(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+    std::fclose(created);
+  }
+  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
+    throw SystemError(fmt::format("cannot cut {} to {} bytes: {}", path, size, std::strerror(errno)));
+  file_ = std::fopen(path.c_str(), "ab");
+  if (file_ == nullptr) throw SystemError(fmt::format("cannot open {} for writing: {}", path, std::strerror(errno)));
+  bytes_ = size;
+}
+
+void AppendFile::write(const void* data, size_t size) {
+  if (std::fwrite(data, 1, size, file_) != size)
+    throw SystemError(fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
+  bytes_ += size;
+}
+
+void AppendFile::sync() {
+  if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
+    throw SystemError(fmt::format("cannot flush {}: {}", path_, std::strerror(errno)));
+}
+
+void AppendFile::close() {
+  if (file_ != nullptr) std::fclose(file_);
+  file_ = nullptr;
+}
+
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot open: {} (check the path)", path, std::strerror(errno)));

@@ -2,6 +2,7 @@
 // name and renamed into place only on commit(); anything not committed is removed.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -43,6 +44,27 @@ class AtomicDir {
   std::string tmp_dir_;
   bool replace_ = false;
   bool committed_ = false;
+};
+
+// An append-only file whose writes become durable at sync(): the growing files of resumable steps (the mined
+// directory, the retrieval journal). open() cuts the file to `size` bytes first (0: created or emptied).
+class AppendFile {
+ public:
+  AppendFile() = default;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  ~AppendFile() { close(); }
+  void open(const std::string& path, uint64_t size);
+  void write(const void* data, size_t size);
+  void write(const std::string& bytes) { write(bytes.data(), bytes.size()); }
+  void sync();  // fflush + fsync; SystemError naming the file
+  void close();
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  uint64_t bytes_ = 0;
 };
 
 // Reads a whole file (throws DataError naming the path when it cannot).

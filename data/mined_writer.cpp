@@ -39,49 +39,6 @@ void check_out_dir(const std::string& out_dir, bool force) {
 constexpr const char* kResumeFile = "resume.json";
 constexpr const char* kResumeFormat = "dgr-mine-partial";
 
-// An append-only file whose writes become durable at sync().
-class AppendFile {
- public:
-  AppendFile() = default;
-  AppendFile(const AppendFile&) = delete;
-  AppendFile& operator=(const AppendFile&) = delete;
-  ~AppendFile() { close(); }
-  // Opens `path` for appending after cutting it to `size` bytes (fresh: size 0, created).
-  void open(const std::string& path, uint64_t size) {
-    path_ = path;
-    std::error_code ec;
-    if (!fs::exists(path, ec)) {
-      std::FILE* created = std::fopen(path.c_str(), "wb");
-      DGR_CHECK_AS(SystemError, created != nullptr, "cannot create {}: {}", path, std::strerror(errno));
-      std::fclose(created);
-    }
-    DGR_CHECK_AS(SystemError, ::truncate(path.c_str(), static_cast<off_t>(size)) == 0, "cannot cut {} to {} bytes: {}",
-                 path, size, std::strerror(errno));
-    file_ = std::fopen(path.c_str(), "ab");
-    DGR_CHECK_AS(SystemError, file_ != nullptr, "cannot open {} for writing: {}", path, std::strerror(errno));
-    bytes_ = size;
-  }
-  void write(const std::string& bytes) {
-    DGR_CHECK_AS(SystemError, std::fwrite(bytes.data(), 1, bytes.size(), file_) == bytes.size(), "cannot write {}: {}",
-                 path_, std::strerror(errno));
-    bytes_ += bytes.size();
-  }
-  void sync() {
-    DGR_CHECK_AS(SystemError, std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0, "cannot flush {}: {}", path_,
-                 std::strerror(errno));
-  }
-  void close() {
-    if (file_ != nullptr) std::fclose(file_);
-    file_ = nullptr;
-  }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  std::string path_;
-  std::FILE* file_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
 }  // namespace
 
 PositiveLabels read_positive_labels(const std::string& qrels_path, const std::vector<Query>& queries) {
@@ -133,7 +90,7 @@ struct MinedWriter::Impl {
   int max_keys;
   Corpus corpus;
   std::string fingerprint;
-  AppendFile jsonl, tsv;
+  files::AppendFile jsonl, tsv;
   std::vector<RunEntry> run;  // the stage-1 run, written at commit
   MinedCounts counts;
 };

@@ -45,45 +45,28 @@ RecordJournal::RecordJournal(std::string path, const std::string& fingerprint_js
       restarted_ = true;
     }
   }
-  if (keep == 0) {
-    std::FILE* created = std::fopen(path_.c_str(), "wb");
-    DGR_CHECK_AS(SystemError, created != nullptr, "cannot create {}: {}", path_, std::strerror(errno));
-    std::fclose(created);
-  }
-  DGR_CHECK_AS(SystemError, ::truncate(path_.c_str(), static_cast<off_t>(keep)) == 0, "cannot cut {} to {} bytes: {}",
-               path_, keep, std::strerror(errno));
-  file_ = std::fopen(path_.c_str(), "ab");
-  DGR_CHECK_AS(SystemError, file_ != nullptr, "cannot open {}: {}", path_, std::strerror(errno));
+  file_.open(path_, keep);
   records_ = resumed_.size();
-  bytes_ = keep;
   if (keep == 0) checkpoint();
-}
-
-RecordJournal::~RecordJournal() {
-  if (file_ != nullptr) std::fclose(file_);
 }
 
 void RecordJournal::append(const std::string& record) {
   const uint64_t length = record.size();
-  DGR_CHECK_AS(SystemError, std::fwrite(&length, sizeof length, 1, file_) == 1 &&
-               std::fwrite(record.data(), 1, record.size(), file_) == record.size(), "cannot write {}: {}", path_,
-               std::strerror(errno));
+  file_.write(&length, sizeof length);
+  file_.write(record);
   ++records_;
-  bytes_ += sizeof length + record.size();
 }
 
 void RecordJournal::checkpoint() {
-  DGR_CHECK_AS(SystemError, std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0, "cannot flush {}: {}", path_,
-               std::strerror(errno));
+  file_.sync();
   files::AtomicFile resume(path_ + ".resume.json");
   resume.write(nlohmann::json{{"fingerprint", nlohmann::json::parse(fingerprint_)}, {"records", records_},
-                              {"bytes", bytes_}}.dump(2) + "\n");
+                              {"bytes", file_.bytes()}}.dump(2) + "\n");
   resume.commit();
 }
 
 void RecordJournal::remove() {
-  if (file_ != nullptr) std::fclose(file_);
-  file_ = nullptr;
+  file_.close();
   std::error_code ec;
   fs::remove(path_ + ".resume.json", ec);
   fs::remove(path_, ec);

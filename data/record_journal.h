@@ -5,9 +5,10 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <vector>
+
+#include "common/files.h"
 
 namespace dgr::data {
 
@@ -17,7 +18,6 @@ class RecordJournal {
   // back into resumed() and anything after them cut off); otherwise starts it empty (`restarted()` says whether
   // a journal of another run was there and was dropped).
   RecordJournal(std::string path, const std::string& fingerprint_json);
-  ~RecordJournal();
   RecordJournal(const RecordJournal&) = delete;
   RecordJournal& operator=(const RecordJournal&) = delete;
 
@@ -31,8 +31,8 @@ class RecordJournal {
 
  private:
   std::string path_, fingerprint_;
-  std::FILE* file_ = nullptr;
-  uint64_t records_ = 0, bytes_ = 0;
+  files::AppendFile file_;
+  uint64_t records_ = 0;
   std::vector<std::string> resumed_;
   bool restarted_ = false;
 };

@@ -212,8 +212,10 @@ int run_mine(const MineOptions& opts, const World& world) {
     return data::mined_query_json(mined);
   };
   // Note [Resumable mining] (data/mined_writer.h): rank 0 continues OUT.partial when it holds this run.
+  const json provenance =
+      mine_provenance(opts, queries_path, qrels_path, index_path, index_manifest, index.pids.size(), exported);
   const json fingerprint = [&] {
-    json f = mine_provenance(opts, queries_path, qrels_path, index_path, index_manifest, index.pids.size(), exported);
+    json f = provenance;
     f["queries_sha256"] = files::sha256_file(queries_path);
     f["qrels_sha256"] = files::sha256_file(qrels_path);
     f["max_queries"] = opts.max_queries;
@@ -263,9 +265,7 @@ int run_mine(const MineOptions& opts, const World& world) {
               "stay in {} with empty lists and `dgr prepare` drops them", counts.without_candidates, counts.queries,
               data::kMinedCandidatesFile);
   }
-  writer->commit(mine_provenance(opts, queries_path, qrels_path, index_path, index_manifest, index.pids.size(), exported)
-                     .dump(),
-                 world.size(), stats.seconds, stats.queries_per_second());
+  writer->commit(provenance.dump(), world.size(), stats.seconds, stats.queries_per_second());
   std::cout << fmt::format("dgr mine: {} {} queries -> {}: {} with a positive among the candidates, {:.1f} candidates "
                            "per query, {:.1f} queries/s on {} ranks\n",
                            counts.queries, opts.split, opts.out_dir, counts.with_positive, counts.mean_candidates(),

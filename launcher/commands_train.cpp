@@ -96,9 +96,9 @@ int run_train(TrainCommandOptions& opts, const World& world) {
 // RUN.json beside RUN.trec: what produced the run (the model, the queries, every retrieval setting as it took
 // effect), for `dgr report` to name and for anyone to reproduce it.
 void write_run_sidecar(const std::string& path, const RetrieveCommandOptions& opts, const trainer::ExportedScorer& model,
-                       const std::string& queries) {
+                       const std::string& model_sha256, const std::string& queries) {
   nlohmann::json sidecar = {{"model", {{"path", fs::absolute(opts.model).lexically_normal().string()},
-                                       {"sha256", files::sha256_file(opts.model)},
+                                       {"sha256", model_sha256},
                                        {"trained_views", model.trained_views}}},
                             {"queries", fs::absolute(queries).lexically_normal().string()},
                             {"max_queries", opts.max_queries},
@@ -134,6 +134,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
   DGR_CHECK_AS(ConfigError, !opts.tag.empty() && opts.tag.find_first_of(" \t\n") == std::string::npos,
                "dgr retrieve --tag '{}': a TREC run tag is one word without spaces", opts.tag);
   std::unique_ptr<data::Corpus> corpus;
+  const std::string model_sha256 = world.is_root() ? files::sha256_file(opts.model) : "";  // read once (rank 0 writes)
   auto control = comm::make_host_communicator(world);  // every split's gather (comm/communicator.h)
   for (const auto& [name, path] : jobs) {
     const auto all_queries = data::read_queries(path);
@@ -153,7 +154,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
       fs::create_directories(out_dir.empty() ? "." : out_dir);
       if (fs::path(run_path).has_parent_path()) fs::create_directories(fs::path(run_path).parent_path());
       const nlohmann::json fingerprint = {
-          {"model_sha256", files::sha256_file(opts.model)}, {"index", nlohmann::json::parse(index.manifest_json)
+          {"model_sha256", model_sha256}, {"index", nlohmann::json::parse(index.manifest_json)
                                                                           .value("fm_index_sha256", "")},
           {"queries_sha256", files::sha256_file(path)}, {"max_queries", opts.max_queries}, {"tag", opts.tag},
           {"retrieval", trainer::retrieval_settings_json(opts.settings)}};
@@ -191,7 +192,7 @@ int run_retrieve(const RetrieveCommandOptions& opts, const World& world) {
     }
     if (!world.is_root()) continue;
     data::write_trec_run(run_path, run);
-    write_run_sidecar(fs::path(run_path).replace_extension(".json").string(), opts, exported, path);
+    write_run_sidecar(fs::path(run_path).replace_extension(".json").string(), opts, exported, model_sha256, path);
     {
       files::AtomicFile file(keys_path);
       for (const auto& line : keys) file.write(line + "\n");

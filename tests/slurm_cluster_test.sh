@@ -231,6 +231,14 @@ submit() {  # submit OUT_DIR OUTPUT_FILE: the multi-node template, one rank per 
 }
 field() { scontrol show job "$1" 2>/dev/null | grep -o "\b$2=[^ ]*" | head -1 | cut -d= -f2; }
 ended() { case $1 in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) return 0;; esac; return 1; }
+wait_until_ended() {  # wait_until_ended JOB: polls until the job ends or the deadline passes; sets `state`
+  state=""
+  while ((SECONDS < deadline)); do
+    state=$(field "$1" JobState)
+    ended "$state" && break
+    sleep 1
+  done
+}
 # Mid-run, deterministically: once a checkpoint is committed the ranks are in the training loop (their stop
 # handlers are installed), with most of the run's steps still to go.
 wait_for_checkpoint() {  # wait_for_checkpoint JOB OUT_DIR
@@ -249,12 +257,7 @@ echo "submitted job $job"
 wait_for_checkpoint "$job" "$out"
 scancel --batch --signal=USR1 "$job" || fail "scancel --batch --signal=USR1 $job failed"
 echo "sent USR1 to the batch shell of job $job"
-state=""
-while ((SECONDS < deadline)); do
-  state=$(field "$job" JobState)
-  ended "$state" && break
-  sleep 1
-done
+wait_until_ended "$job"
 ended "$state" || fail "job $job did not finish before the deadline (state ${state:-?}, $(field "$job" Restarts) restarts)"
 final=$(scontrol show job "$job")
 echo "---- job output ($work/job.out)"
@@ -328,12 +331,7 @@ while ((SECONDS < deadline)) && (($(mined_so_far) < 4)); do
   sleep 0.2
 done
 scancel --batch --signal=USR1 "$job3" || fail "scancel --batch --signal=USR1 $job3 failed"
-state=""
-while ((SECONDS < deadline)); do
-  state=$(field "$job3" JobState)
-  ended "$state" && break
-  sleep 1
-done
+wait_until_ended "$job3"
 echo "---- job output ($work/job3.out)"
 grep -v 'mined [0-9]*/' "$work/job3.out"
 echo "----"
@@ -359,12 +357,7 @@ last=$(PATH="$work/prefix/bin:$PATH" DGR_LOG_DIR=none bash "$slurm_dir/dgr-pipel
   --stage2 "--epochs 1 --batch 4 --threads 1 --eval-every 0 --eval-views title --beam 2 --eval-max-queries 2 --gen-views title" \
   -- --time=10 | tail -n 1)
 echo "pipeline submitted: last job $last"
-state=""
-while ((SECONDS < deadline)); do
-  state=$(field "$last" JobState)
-  ended "$state" && break
-  sleep 1
-done
+wait_until_ended "$last"
 for f in index stage1 mine prepare stage2; do echo "---- $f.out"; grep -v 'checkpoint step=\|mined [0-9]*/\|\[info\] \[train\] step=' "$work/pipeline/$f.out" 2>/dev/null | tail -n 5 || true; done
 [[ $state == COMPLETED ]] || fail "the pipeline's last job (stage 2, $last) ended ${state:-unfinished}"
 [[ -f $pdata/index/index.json && -f $work/pipeline/stage1/model.h5 && -f $work/pipeline/mined/manifest.json &&
